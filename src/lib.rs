@@ -1,0 +1,32 @@
+//! selmai-backup: a backup sidecar for MariaDB applications under docker compose.
+//!
+//! # Layout
+//!
+//! Data flows one way: source -> encode -> targets.
+//!
+//! - [`config`]: environment variables -> [`config::Settings`] (typed, secrets redacted).
+//! - [`db`]: connecting to MariaDB with retry, and classifying its errors.
+//! - [`dump`]: the native dumper: one consistent snapshot written as plain SQL
+//!   to any `AsyncWrite`, with per-table row counts and the binlog position.
+//! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
+//! - [`restore`]: executes a statement stream into a database, with progress.
+//! - [`codec`]: compression stages (gzip, zstd) as `AsyncWrite`/`AsyncRead` adapters.
+//! - [`manifest`]: the JSON file written next to every backup (versioned format).
+//! - [`catalog`]: backup file names, and which stored objects are ours.
+//! - [`target`]: storage targets behind one trait (the volume in `target::local`).
+//! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
+//! - [`progress`]: counting bytes through a stage and logging rate and percentage.
+//! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
+
+pub mod catalog;
+pub mod cmd;
+pub mod codec;
+pub mod config;
+pub mod db;
+pub mod dump;
+pub mod manifest;
+pub mod pipeline;
+pub mod progress;
+pub mod restore;
+pub mod sql;
+pub mod target;

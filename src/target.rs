@@ -1,0 +1,167 @@
+//! Storage targets: the places a finished backup lives (the mounted volume,
+//! an S3-compatible bucket, later SFTP).
+//!
+//! Every target implements [`Target`]: list by prefix, metadata, create (a
+//! streaming [`Upload`] that becomes visible under its final name only on
+//! [`Upload::commit`]), open for reading, delete. A target knows nothing of
+//! backups, file-name patterns or retention: the catalog decides which names
+//! are ours. Cross-cutting behaviour (retry, dry-run) wraps a target rather
+//! than living inside one. The shared conformance suite in
+//! `tests/it/target_conformance.rs` runs against every implementation.
+
+pub mod local;
+
+use std::fmt;
+use std::io;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What a target knows about one stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Name relative to the target's root (no directory, no bucket prefix).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time, when the target reports one.
+    pub modified: Option<DateTime<Utc>>,
+}
+
+/// Errors at the boundary of a storage target; each names the target and object.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The object does not exist.
+    #[error("{target}: {name} not found")]
+    NotFound {
+        /// Which target ("volume", "bucket").
+        target: &'static str,
+        /// Object name.
+        name: String,
+    },
+    /// The volume is full.
+    #[error("{target}: no space left on device while writing {name}: free space or lower retention, older backups were left untouched")]
+    NoSpace {
+        /// Which target.
+        target: &'static str,
+        /// Object being written.
+        name: String,
+    },
+    /// Permission denied by the file system or the server.
+    #[error("{target}: permission denied for {name}: {detail}")]
+    Denied {
+        /// Which target.
+        target: &'static str,
+        /// Object or location concerned.
+        name: String,
+        /// What the system said and what to check.
+        detail: String,
+    },
+    /// Any other I/O failure.
+    #[error("{target}: {action} {name}: {source}")]
+    Io {
+        /// Which target.
+        target: &'static str,
+        /// What we were doing ("writing", "renaming" ...).
+        action: &'static str,
+        /// Object name.
+        name: String,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A remote service answered with an error (after retries).
+    #[error("{target}: {action} {name}: {detail}")]
+    Remote {
+        /// Which target.
+        target: &'static str,
+        /// What we were doing.
+        action: &'static str,
+        /// Object name.
+        name: String,
+        /// What the server said.
+        detail: String,
+    },
+}
+
+impl TargetError {
+    /// Classify an `io::Error` met while doing `action` on `name`.
+    pub fn from_io(target: &'static str, action: &'static str, name: &str, e: io::Error) -> Self {
+        let name = name.to_owned();
+        match e.kind() {
+            io::ErrorKind::NotFound => TargetError::NotFound { target, name },
+            io::ErrorKind::StorageFull => TargetError::NoSpace { target, name },
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                TargetError::Denied {
+                    target,
+                    name,
+                    detail: format!("{e}; check the mount and the owner of the directory"),
+                }
+            }
+            _ => TargetError::Io {
+                target,
+                action,
+                name,
+                source: e,
+            },
+        }
+    }
+}
+
+/// A streaming write that becomes visible under its final name only when committed.
+///
+/// Dropping an upload without calling [`Upload::commit`] must never leave a
+/// visible object; implementations clean up in [`Upload::abort`] and, where
+/// they can, on drop.
+#[async_trait]
+pub trait Upload: AsyncWrite + Send + Unpin {
+    /// Flush, make durable and publish under the final name.
+    async fn commit(self: Box<Self>) -> Result<ObjectInfo, TargetError>;
+    /// Throw away everything written; the final name is left as it was.
+    async fn abort(self: Box<Self>) -> Result<(), TargetError>;
+}
+
+/// A readable stream of one stored object.
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// One place backups are stored.
+#[async_trait]
+pub trait Target: Send + Sync + fmt::Debug {
+    /// Short label used in logs, errors and `list` ("volume", "bucket").
+    fn label(&self) -> &'static str;
+    /// Objects whose name starts with `prefix`, in no particular order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError>;
+    /// Metadata of one object, `None` when it does not exist.
+    async fn metadata(&self, name: &str) -> Result<Option<ObjectInfo>, TargetError>;
+    /// Start writing `name`; nothing is visible under that name before commit.
+    async fn create(&self, name: &str) -> Result<Box<dyn Upload>, TargetError>;
+    /// Read `name` from the beginning.
+    async fn open(&self, name: &str) -> Result<ObjectReader, TargetError>;
+    /// Delete `name`; deleting a missing object is not an error.
+    async fn delete(&self, name: &str) -> Result<(), TargetError>;
+}
+
+/// Write a small object (a manifest) in one go.
+pub async fn put_bytes(
+    target: &dyn Target,
+    name: &str,
+    data: &[u8],
+) -> Result<ObjectInfo, TargetError> {
+    let mut up = target.create(name).await?;
+    if let Err(e) = up.write_all(data).await {
+        let _ = up.abort().await;
+        return Err(TargetError::from_io(target.label(), "writing", name, e));
+    }
+    up.commit().await
+}
+
+/// Read a small object (a manifest) whole.
+pub async fn get_bytes(target: &dyn Target, name: &str) -> Result<Vec<u8>, TargetError> {
+    let mut r = target.open(name).await?;
+    let mut buf = Vec::new();
+    r.read_to_end(&mut buf)
+        .await
+        .map_err(|e| TargetError::from_io(target.label(), "reading", name, e))?;
+    Ok(buf)
+}

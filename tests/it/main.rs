@@ -1,0 +1,5 @@
+//! Integration tests: one binary, one module per feature. They talk to the
+//! real MariaDB and S3-compatible servers started by `scripts/test.sh`
+//! (addresses in the `TEST_*` variables it exports).
+
+mod support;
