@@ -1,1 +1,180 @@
-//! placeholder
+//! The subcommands, one file each, and the mapping from errors to the
+//! documented exit codes. With `main.rs`, the only place that uses `anyhow`.
+
+pub mod backup;
+pub mod list;
+pub mod restore;
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::catalog::LockError;
+use crate::config::{ConfigError, Settings};
+use crate::db::DbError;
+use crate::dump::DumpError;
+use crate::pipeline::{BackupError, LocateError};
+use crate::restore::RestoreError;
+use crate::target::local::LocalTarget;
+use crate::target::{Target, TargetError};
+
+/// Exit codes (also in the README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any other failure (a dump or a restore statement failed ...).
+    pub const FAILURE: u8 = 1;
+    /// Bad command line or configuration.
+    pub const CONFIG: u8 = 2;
+    /// Database unreachable, login refused or database missing.
+    pub const DATABASE: u8 = 3;
+    /// The backup asked for does not exist.
+    pub const NOT_FOUND: u8 = 4;
+    /// The backup is corrupt or does not match its manifest.
+    pub const CORRUPT: u8 = 5;
+    /// Wrong or missing passphrase.
+    pub const PASSPHRASE: u8 = 6;
+    /// Refused: no confirmation, or another backup/restore holds the lock.
+    pub const REFUSED: u8 = 7;
+    /// Storage failed (disk full, permission denied, bucket error).
+    pub const STORAGE: u8 = 8;
+}
+
+/// selmai-backup: backups of a MariaDB database under docker compose.
+///
+/// Configured by environment variables (see the README); each subcommand has --help.
+#[derive(Debug, Parser)]
+#[command(name = "selmai-backup", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back the database up now and print the file written.
+    Backup(backup::Args),
+    /// Restore a backup into the database (verifies the whole file first).
+    Restore(restore::Args),
+    /// List backups with date, size and age.
+    List(list::Args),
+}
+
+/// A refusal that is not an error of the data (exit code 7).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Run the chosen subcommand.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Backup(a) => backup::run(a, &settings).await,
+        Command::Restore(a) => restore::run(a, &settings).await,
+        Command::List(a) => list::run(a, &settings).await,
+    }
+}
+
+/// The targets configured: the volume first (primary).
+pub fn targets(settings: &Settings) -> Vec<Arc<dyn Target>> {
+    vec![Arc::new(LocalTarget::new(&settings.backup_dir))]
+}
+
+/// The error and its causes on one line, leaving out a cause whose text
+/// is already part of the message (many errors embed their source).
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// The exit code for an error: the first cause in the chain that we recognise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.chain().find_map(code_of).unwrap_or(exit::FAILURE)
+}
+
+fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
+    if e.is::<ConfigError>() {
+        return Some(exit::CONFIG);
+    }
+    if e.is::<Refused>() || e.is::<LockError>() {
+        return Some(match e.downcast_ref::<LockError>() {
+            Some(LockError::Open { .. }) => exit::STORAGE,
+            _ => exit::REFUSED,
+        });
+    }
+    if let Some(t) = e.downcast_ref::<TargetError>() {
+        return Some(target_code(t));
+    }
+    if let Some(d) = e.downcast_ref::<DbError>() {
+        return Some(db_code(d));
+    }
+    if let Some(d) = e.downcast_ref::<DumpError>() {
+        return Some(match d {
+            DumpError::Db(db) => db_code(db),
+            DumpError::NoDatabase(_) => exit::DATABASE,
+            _ => exit::FAILURE,
+        });
+    }
+    if let Some(b) = e.downcast_ref::<BackupError>() {
+        return match b {
+            BackupError::Config(_) => Some(exit::CONFIG),
+            BackupError::Target(t) => Some(target_code(t)),
+            BackupError::Dump(d) => code_of(d),
+            BackupError::Encode(_) => Some(exit::FAILURE),
+        };
+    }
+    if let Some(l) = e.downcast_ref::<LocateError>() {
+        return Some(match l {
+            LocateError::NotFound { .. } | LocateError::Empty(_) => exit::NOT_FOUND,
+            LocateError::Target(t) => target_code(t),
+            LocateError::Manifest(_) => exit::CORRUPT,
+        });
+    }
+    if let Some(r) = e.downcast_ref::<RestoreError>() {
+        return Some(match r {
+            RestoreError::Db(d) => db_code(d),
+            RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
+            RestoreError::Statement { .. } => exit::FAILURE,
+        });
+    }
+    None
+}
+
+fn target_code(t: &TargetError) -> u8 {
+    match t {
+        TargetError::NotFound { .. } => exit::NOT_FOUND,
+        _ => exit::STORAGE,
+    }
+}
+
+fn db_code(d: &DbError) -> u8 {
+    match d {
+        DbError::Unreachable { .. }
+        | DbError::AccessDenied { .. }
+        | DbError::UnknownDatabase { .. } => exit::DATABASE,
+        DbError::Query { .. } => exit::FAILURE,
+    }
+}
+
+/// Take the `BACKUP_DIR` lock and clear partial files a killed run left behind.
+pub async fn lock_and_clean(settings: &Settings) -> anyhow::Result<crate::catalog::DirLock> {
+    let lock = crate::catalog::lock_dir(&settings.backup_dir)?;
+    let removed = LocalTarget::new(&settings.backup_dir)
+        .remove_stale_partials()
+        .await?;
+    for name in removed {
+        tracing::warn!(file = %name, "removed a partial file left by an interrupted run");
+    }
+    Ok(lock)
+}

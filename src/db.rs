@@ -1,1 +1,228 @@
-//! placeholder
+//! Connecting to MariaDB, and turning its failures into errors an operator
+//! can act on.
+//!
+//! An unreachable server is retried with backoff for `DB_CONNECT_TIMEOUT`
+//! (the `db` container may still be starting); a refused login or a missing
+//! database fails at once, since waiting cannot fix it. This module does not
+//! run dumps or restores.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+
+use crate::config::DbSettings;
+
+/// Server error codes we treat specially.
+pub mod codes {
+    /// ER_ACCESS_DENIED_ERROR
+    pub const ACCESS_DENIED: u16 = 1045;
+    /// ER_DBACCESS_DENIED_ERROR
+    pub const DB_ACCESS_DENIED: u16 = 1044;
+    /// ER_BAD_DB_ERROR
+    pub const UNKNOWN_DATABASE: u16 = 1049;
+    /// ER_CON_COUNT_ERROR
+    pub const TOO_MANY_CONNECTIONS: u16 = 1040;
+    /// ER_SERVER_SHUTDOWN
+    pub const SHUTDOWN: u16 = 1053;
+}
+
+/// Errors talking to the database server.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Nothing answered at host:port for the whole retry window.
+    #[error("cannot reach MariaDB at {addr} (tried for {waited}s): {detail}; check DB_HOST and DB_PORT and that the database container is running")]
+    Unreachable {
+        /// host:port
+        addr: String,
+        /// Seconds spent retrying.
+        waited: u64,
+        /// The last error seen.
+        detail: String,
+    },
+    /// The server refused the user or password.
+    #[error("MariaDB at {addr} refused the login of user '{user}': {message}; check DB_USER and DB_PASSWORD")]
+    AccessDenied {
+        /// host:port
+        addr: String,
+        /// The user.
+        user: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The database does not exist.
+    #[error("database `{name}` does not exist on {addr}; check DB_NAME")]
+    UnknownDatabase {
+        /// host:port
+        addr: String,
+        /// The database name.
+        name: String,
+    },
+    /// A query failed.
+    #[error("{what}: {source}")]
+    Query {
+        /// What we were doing.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+}
+
+impl DbError {
+    /// Wrap a driver error met while doing `what`.
+    pub fn query(what: impl Into<String>, source: mysql_async::Error) -> Self {
+        DbError::Query {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The server error code, when the server answered with one.
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            DbError::Query {
+                source: mysql_async::Error::Server(e),
+                ..
+            } => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// The `host:port` of the configured server, for messages.
+pub fn addr(db: &DbSettings) -> String {
+    format!("{}:{}", db.host, db.port)
+}
+
+/// Connect to the server, selecting `database` when given.
+///
+/// Retries connection failures (refused, DNS, timeout, too many connections,
+/// shutting down) with exponential backoff up to `db.connect_timeout`.
+pub async fn connect(db: &DbSettings, database: Option<&str>) -> Result<Conn, DbError> {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(db.host.clone())
+        .tcp_port(db.port)
+        .user(Some(db.user.clone()))
+        .pass(Some(db.password.expose().to_owned()))
+        .db_name(database.map(str::to_owned))
+        .prefer_socket(false)
+        // Rows as large as the server allows (1 GiB is the protocol's maximum).
+        .max_allowed_packet(Some(1 << 30))
+        .stmt_cache_size(0)
+        .tcp_keepalive(Some(Duration::from_secs(30)));
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(250);
+    let mut announced = false;
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone())).await;
+        let err = match attempt {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => e,
+            Err(_) => mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within 10s",
+            ))),
+        };
+        if let mysql_async::Error::Server(se) = &err {
+            match se.code {
+                codes::ACCESS_DENIED | codes::DB_ACCESS_DENIED => {
+                    return Err(DbError::AccessDenied {
+                        addr: addr(db),
+                        user: db.user.clone(),
+                        message: se.message.clone(),
+                    })
+                }
+                codes::UNKNOWN_DATABASE => {
+                    return Err(DbError::UnknownDatabase {
+                        addr: addr(db),
+                        name: database.unwrap_or_default().to_owned(),
+                    })
+                }
+                codes::TOO_MANY_CONNECTIONS | codes::SHUTDOWN => {}
+                _ => return Err(DbError::query(format!("connecting to {}", addr(db)), err)),
+            }
+        }
+        let waited = started.elapsed();
+        if waited + delay > db.connect_timeout {
+            return Err(DbError::Unreachable {
+                addr: addr(db),
+                waited: waited.as_secs(),
+                detail: err.to_string(),
+            });
+        }
+        if !announced {
+            tracing::warn!(addr = %addr(db), error = %err, "database not reachable yet, retrying for up to {}s", db.connect_timeout.as_secs());
+            announced = true;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Quote an identifier with backticks (for names from the server, never user SQL).
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Quote a string literal for a query we build (metadata lookups).
+pub fn literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Run a query whose rows are all text (or NULL) and return them as strings.
+pub async fn query_strings(
+    conn: &mut Conn,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, DbError> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query(sql)
+        .await
+        .map_err(|e| DbError::query(format!("running `{}`", short(sql)), e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            r.unwrap_raw()
+                .into_iter()
+                .map(|v| match v {
+                    Some(mysql_async::Value::Bytes(b)) => {
+                        Some(String::from_utf8_lossy(&b).into_owned())
+                    }
+                    Some(mysql_async::Value::NULL) | None => None,
+                    Some(other) => Some(other.as_sql(true)),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+fn short(sql: &str) -> String {
+    let s: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 80 {
+        format!("{}...", s.chars().take(80).collect::<String>())
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("a`b"), "`a``b`");
+        assert_eq!(literal("it's \\ \0"), "'it''s \\\\ \\0'");
+    }
+}

@@ -1,1 +1,50 @@
-fn main() {}
+//! The `selmai-backup` binary: parse the command line, read the
+//! configuration, set up logging, run the subcommand, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use selmai_backup::cmd::{self, Cli};
+use selmai_backup::config::{LogSettings, Settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("selmai-backup: configuration error: {e}");
+            return ExitCode::from(cmd::exit::CONFIG);
+        }
+    };
+    init_logging(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("selmai-backup: cannot start the async runtime: {e}");
+            return ExitCode::from(cmd::exit::FAILURE);
+        }
+    };
+    match runtime.block_on(cmd::run(cli, settings)) {
+        Ok(()) => ExitCode::from(cmd::exit::OK),
+        Err(e) => {
+            eprintln!("selmai-backup: error: {}", cmd::one_line(&e));
+            ExitCode::from(cmd::exit_code(&e))
+        }
+    }
+}
+
+fn init_logging(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.json {
+        builder.json().init();
+    } else {
+        builder.with_target(false).init();
+    }
+}

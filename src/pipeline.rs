@@ -1,1 +1,588 @@
-//! placeholder
+//! Composing the stages: "back up the database now" and "open a stored
+//! backup for verification or restore".
+//!
+//! Backup: the dumper writes SQL into an in-memory pipe; an encoder on a
+//! blocking thread compresses it into a bounded channel of chunks; the store
+//! loop hashes each chunk once and writes it to every target's upload. The
+//! first target (the volume) is primary: if it fails the backup fails and
+//! nothing is published anywhere; a failing secondary target (the bucket)
+//! is dropped and reported, and the local backup still counts. The manifest
+//! is written to each target after the data. Memory is bounded by the pipe,
+//! the channel and each upload's buffer, whatever the database size.
+//!
+//! Restore: target -> meter (SHA-256, progress) -> decompress -> split.
+//! [`verify`] reads a backup to the end without touching any database;
+//! [`apply`] executes it and is only called after [`verify`] succeeded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::catalog::{self, Entry};
+use crate::codec::{BoxRead, Compression};
+use crate::config::{DbSettings, Settings};
+use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::progress::{human_bytes, Counter, MeteredReader, Reporter, SharedHash};
+use crate::restore::{self, ExecSummary, RestoreError};
+use crate::sql::StatementReader;
+use crate::target::{self, Target, TargetError, Upload};
+
+/// Errors of a backup run.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Configuration incomplete.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The dump failed.
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// The primary target failed.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The encoder failed.
+    #[error("compressing the dump failed: {0}")]
+    Encode(#[source] std::io::Error),
+}
+
+/// A secondary target that could not take its copy.
+#[derive(Debug)]
+pub struct TargetFailure {
+    /// Which target.
+    pub target: &'static str,
+    /// Why.
+    pub error: TargetError,
+}
+
+/// What a successful backup produced.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The backup's file name.
+    pub file: String,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Targets holding a complete copy (data and manifest).
+    pub stored: Vec<&'static str>,
+    /// Secondary targets that failed (the backup still counts).
+    pub failed: Vec<TargetFailure>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Back the database up to `targets` (the first is primary).
+pub async fn backup_db(
+    settings: &Settings,
+    targets: &[Arc<dyn Target>],
+    opts: &DumpOptions,
+    hooks: &dyn DumpHooks,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    let db = settings.db()?;
+    let compression = settings.compression;
+    let name = free_name(targets, &settings.prefix, compression.extension()).await?;
+    tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(&db), "backup started");
+
+    let mut uploads: Vec<Option<Box<dyn Upload>>> = Vec::new();
+    let mut failed = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        match t.create(&name).await {
+            Ok(u) => uploads.push(Some(u)),
+            Err(e) if i == 0 => {
+                abort_all(uploads).await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                tracing::warn!(target = t.label(), error = %e, "cannot start the off-site copy");
+                failed.push(TargetFailure {
+                    target: t.label(),
+                    error: e,
+                });
+                uploads.push(None);
+            }
+        }
+    }
+
+    let (sql_w, sql_r) = tokio::io::duplex(1 << 20);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    // Compression is CPU-bound: give it a thread of its own so the dump and
+    // the uploads keep running on the async workers.
+    let handle = tokio::runtime::Handle::current();
+    let encoder =
+        tokio::task::spawn_blocking(move || handle.block_on(encode(sql_r, tx, compression)));
+    let (dumped, stored) = tokio::join!(
+        dump::dump_database(&db, sql_w, opts, hooks),
+        store(rx, uploads, targets)
+    );
+    let encoded = encoder
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("encoder thread failed: {e}"))));
+    let Stored {
+        mut uploads,
+        size,
+        sha256,
+        primary_error,
+        failures,
+    } = stored;
+    failed.extend(failures);
+
+    // The store side's error explains a broken pipe on the dump side, so it wins.
+    let error: Option<BackupError> =
+        match (primary_error, dumped.as_ref().err(), encoded.as_ref().err()) {
+            (Some(e), _, _) => Some(e.into()),
+            (None, Some(_), _) => None, // taken below, by value
+            (None, None, Some(e)) => Some(BackupError::Encode(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            ))),
+            (None, None, None) => None,
+        };
+    let summary = match (error, dumped) {
+        (Some(e), _) => {
+            abort_all(uploads).await;
+            return Err(e);
+        }
+        (None, Err(e)) => {
+            abort_all(uploads).await;
+            return Err(e.into());
+        }
+        (None, Ok(s)) => s,
+    };
+
+    let comp_name = match compression {
+        Compression::Gzip(_) => "gzip",
+        Compression::Zstd(_) => "zstd",
+        Compression::None => "none",
+    };
+    let manifest = Manifest::for_dump(&name, size, sha256, comp_name, &summary);
+    let manifest_json = manifest.to_json();
+    let manifest_name = manifest::name_for(&name);
+    let mut stored_on = Vec::new();
+    for (i, (slot, t)) in uploads.iter_mut().zip(targets).enumerate() {
+        let Some(up) = slot.take() else { continue };
+        let result = match up.commit().await {
+            Ok(_) => match target::put_bytes(t.as_ref(), &manifest_name, &manifest_json).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // Data without a manifest is not a backup: take it back.
+                    let _ = t.delete(&name).await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => stored_on.push(t.label()),
+            Err(e) if i == 0 => {
+                abort_all(uploads).await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                tracing::warn!(target = t.label(), error = %e, "off-site copy failed; the local backup is kept");
+                failed.push(TargetFailure {
+                    target: t.label(),
+                    error: e,
+                });
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    tracing::info!(
+        file = %name,
+        size = %human_bytes(size),
+        sql = %human_bytes(summary.sql_bytes),
+        tables = summary.tables.len(),
+        seconds = format!("{:.1}", elapsed.as_secs_f64()),
+        "backup finished"
+    );
+    Ok(BackupOutcome {
+        file: name,
+        manifest,
+        stored: stored_on,
+        failed,
+        elapsed,
+    })
+}
+
+/// A name no target holds yet (two backups in the same second get the next second).
+async fn free_name(
+    targets: &[Arc<dyn Target>],
+    prefix: &str,
+    ext: &str,
+) -> Result<String, TargetError> {
+    let mut when = Utc::now();
+    loop {
+        let name = catalog::db_file_name(prefix, when, ext, false);
+        let mut taken = false;
+        for t in targets {
+            if t.metadata(&name).await?.is_some()
+                || t.metadata(&manifest::name_for(&name)).await?.is_some()
+            {
+                taken = true;
+            }
+        }
+        if !taken {
+            return Ok(name);
+        }
+        when += chrono::Duration::seconds(1);
+    }
+}
+
+async fn abort_all(uploads: Vec<Option<Box<dyn Upload>>>) {
+    for up in uploads.into_iter().flatten() {
+        if let Err(e) = up.abort().await {
+            tracing::warn!(error = %e, "cleaning up a failed upload");
+        }
+    }
+}
+
+/// Read SQL from `input`, compress, send chunks to `tx`.
+async fn encode(
+    mut input: tokio::io::DuplexStream,
+    tx: mpsc::Sender<Bytes>,
+    c: Compression,
+) -> std::io::Result<()> {
+    let sink = ChannelWriter(tokio_util::sync::PollSender::new(tx));
+    let mut enc = c.encoder(Box::new(sink));
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = input.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n]).await?;
+    }
+    enc.shutdown().await
+}
+
+/// An `AsyncWrite` that sends each write as one chunk into a bounded channel.
+struct ChannelWriter(tokio_util::sync::PollSender<Bytes>);
+
+impl tokio::io::AsyncWrite for ChannelWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let closed =
+            || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage side stopped");
+        match self.0.poll_reserve(cx) {
+            std::task::Poll::Ready(Ok(())) => {
+                self.0
+                    .send_item(Bytes::copy_from_slice(buf))
+                    .map_err(|_| closed())?;
+                std::task::Poll::Ready(Ok(buf.len()))
+            }
+            std::task::Poll::Ready(Err(_)) => std::task::Poll::Ready(Err(closed())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.close();
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+struct Stored {
+    uploads: Vec<Option<Box<dyn Upload>>>,
+    size: u64,
+    sha256: String,
+    primary_error: Option<TargetError>,
+    failures: Vec<TargetFailure>,
+}
+
+/// Write every chunk to every live upload, hashing once.
+async fn store(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut uploads: Vec<Option<Box<dyn Upload>>>,
+    targets: &[Arc<dyn Target>],
+) -> Stored {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    let mut failures = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        hash.update(&chunk);
+        size += chunk.len() as u64;
+        for (i, slot) in uploads.iter_mut().enumerate() {
+            let Some(up) = slot.as_mut() else { continue };
+            if let Err(e) = up.write_all(&chunk).await {
+                let label = targets[i].label();
+                let err = TargetError::from_io(label, "writing", "backup", e);
+                let up = slot.take().expect("slot checked above");
+                let _ = up.abort().await;
+                if i == 0 {
+                    return Stored {
+                        uploads,
+                        size,
+                        sha256: String::new(),
+                        primary_error: Some(err),
+                        failures,
+                    };
+                }
+                tracing::warn!(target = label, error = %err, "off-site copy failed; continuing with the local backup");
+                failures.push(TargetFailure {
+                    target: label,
+                    error: err,
+                });
+            }
+        }
+    }
+    for slot in uploads.iter_mut() {
+        if let Some(up) = slot.as_mut() {
+            if let Err(e) = up.shutdown().await {
+                tracing::debug!(error = %e, "flushing an upload");
+            }
+        }
+    }
+    Stored {
+        uploads,
+        size,
+        sha256: hex::encode(hash.finalize()),
+        primary_error: None,
+        failures,
+    }
+}
+
+/// A stored backup chosen for verify or restore.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where it is.
+    pub target: Arc<dyn Target>,
+    /// Its name in that target.
+    pub name: String,
+    /// Its manifest, when there is one (files of the old shell script have none).
+    pub manifest: Option<Manifest>,
+    /// Stored size, when known.
+    pub size: Option<u64>,
+}
+
+/// Errors finding a backup.
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    /// No backup of that name.
+    #[error("no backup named {name} in {place}{}", newest_hint(.newest))]
+    NotFound {
+        /// Name asked for.
+        name: String,
+        /// Where we looked.
+        place: String,
+        /// The five newest backups, to help.
+        newest: Vec<String>,
+    },
+    /// There is no backup at all.
+    #[error("there is no backup in {0} yet: run `selmai-backup backup` first")]
+    Empty(String),
+    /// Listing or reading failed.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The manifest is unreadable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+fn newest_hint(newest: &[String]) -> String {
+    if newest.is_empty() {
+        String::new()
+    } else {
+        format!("; the newest are:\n  {}", newest.join("\n  "))
+    }
+}
+
+/// Find `spec` (`latest`, a name in the targets, or a path to a file).
+pub async fn locate(
+    spec: &str,
+    prefix: &str,
+    targets: &[Arc<dyn Target>],
+) -> Result<Source, LocateError> {
+    if spec.contains('/') {
+        let path = std::path::Path::new(spec);
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let t: Arc<dyn Target> = Arc::new(target::local::LocalTarget::new(dir));
+        return source_in(t, &name, dir.display().to_string(), Vec::new()).await;
+    }
+    let mut all: Vec<(Arc<dyn Target>, Entry)> = Vec::new();
+    for t in targets {
+        for e in catalog::list_db(t.as_ref(), prefix).await? {
+            all.push((t.clone(), e));
+        }
+    }
+    all.sort_by(|a, b| b.1.parsed.taken.cmp(&a.1.parsed.taken));
+    let place = targets
+        .iter()
+        .map(|t| t.label())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if spec == "latest" {
+        let (t, e) = all
+            .into_iter()
+            .next()
+            .ok_or_else(|| LocateError::Empty(place.clone()))?;
+        return source_in(t, &e.name, place, Vec::new()).await;
+    }
+    let newest: Vec<String> = all.iter().take(5).map(|(_, e)| e.name.clone()).collect();
+    for t in targets {
+        if t.metadata(spec).await?.is_some() {
+            return source_in(t.clone(), spec, place, newest).await;
+        }
+    }
+    Err(LocateError::NotFound {
+        name: spec.to_owned(),
+        place,
+        newest,
+    })
+}
+
+async fn source_in(
+    t: Arc<dyn Target>,
+    name: &str,
+    place: String,
+    newest: Vec<String>,
+) -> Result<Source, LocateError> {
+    let Some(info) = t.metadata(name).await? else {
+        return Err(LocateError::NotFound {
+            name: name.to_owned(),
+            place,
+            newest,
+        });
+    };
+    let mname = manifest::name_for(name);
+    let manifest = match t.metadata(&mname).await? {
+        Some(_) => Some(Manifest::parse(
+            &mname,
+            &target::get_bytes(t.as_ref(), &mname).await?,
+        )?),
+        None => None,
+    };
+    Ok(Source {
+        target: t,
+        name: name.to_owned(),
+        manifest,
+        size: Some(info.size),
+    })
+}
+
+/// What reading a backup to the end found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// Stored bytes read.
+    pub bytes: u64,
+    /// Their SHA-256.
+    pub sha256: String,
+    /// SQL statements found.
+    pub statements: u64,
+    /// Whether a manifest was checked.
+    pub manifest_checked: bool,
+}
+
+type Opened = (StatementReader<BoxRead>, Counter, SharedHash);
+
+async fn open_statements(source: &Source) -> Result<Opened, RestoreError> {
+    let name = &source.name;
+    if name.ends_with(".enc") || name.ends_with(".gpg") {
+        return Err(RestoreError::Integrity {
+            name: name.clone(),
+            detail: "encrypted backups are not readable by this build".into(),
+        });
+    }
+    let raw = source
+        .target
+        .open(name)
+        .await
+        .map_err(|e| RestoreError::Integrity {
+            name: name.clone(),
+            detail: e.to_string(),
+        })?;
+    let (metered, counter, hash) = MeteredReader::new(raw);
+    let compression = Compression::from_file_name(name);
+    let decoded = compression.decoder(BufReader::with_capacity(256 * 1024, metered));
+    Ok((StatementReader::new(decoded), counter, hash))
+}
+
+/// Read `source` to the end: SHA-256 and size against the manifest,
+/// decompression, SQL splitting. Touches no database.
+pub async fn verify(source: &Source) -> Result<VerifyReport, RestoreError> {
+    let (mut reader, counter, hash) = open_statements(source).await?;
+    let _progress = Reporter::start(
+        "verifying",
+        counter.clone(),
+        source.size,
+        Duration::from_secs(5),
+    );
+    let mut statements = 0u64;
+    loop {
+        match reader.next().await {
+            Ok(Some(_)) => statements += 1,
+            Ok(None) => break,
+            Err(source_err) => {
+                return Err(RestoreError::Unreadable {
+                    name: source.name.clone(),
+                    source: source_err,
+                })
+            }
+        }
+    }
+    let bytes = counter.get();
+    let sha256 = hash.hex();
+    if let Some(m) = &source.manifest {
+        if m.size != bytes || m.sha256 != sha256 {
+            return Err(RestoreError::Integrity {
+                name: source.name.clone(),
+                detail: format!(
+                    "manifest says {} bytes with SHA-256 {}, file has {} bytes with SHA-256 {}",
+                    m.size, m.sha256, bytes, sha256
+                ),
+            });
+        }
+    }
+    Ok(VerifyReport {
+        bytes,
+        sha256,
+        statements,
+        manifest_checked: source.manifest.is_some(),
+    })
+}
+
+/// Execute `source` into database `into` (created when missing). Call only
+/// after [`verify`] succeeded on the same source.
+pub async fn apply(
+    source: &Source,
+    db: &DbSettings,
+    into: &str,
+) -> Result<ExecSummary, RestoreError> {
+    let mut conn = crate::db::connect(db, None).await?;
+    let (charset, collation) = match &source.manifest {
+        Some(m) => (
+            Some(m.database.charset.as_str()),
+            Some(m.database.collation.as_str()),
+        ),
+        None => (None, None),
+    };
+    restore::prepare_database(&mut conn, into, charset, collation).await?;
+    let (mut reader, counter, _) = open_statements(source).await?;
+    let _progress = Reporter::start("restoring", counter, source.size, Duration::from_secs(5));
+    let result = restore::execute(&mut conn, &source.name, &mut reader).await;
+    let _ = conn.disconnect().await;
+    result
+}

@@ -1,0 +1,82 @@
+//! `selmai-backup list`: the backups in every target, newest first.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::catalog;
+use crate::config::Settings;
+use crate::progress::human_bytes;
+
+/// Arguments of `list`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    taken: chrono::DateTime<Utc>,
+    size: u64,
+    age_hours: f64,
+    locations: Vec<&'static str>,
+    manifest: bool,
+}
+
+/// Print the list.
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for t in super::targets(settings) {
+        for e in catalog::list_db(t.as_ref(), &settings.prefix).await? {
+            let row = rows.entry(e.name.clone()).or_insert_with(|| Row {
+                name: e.name.clone(),
+                taken: e.parsed.taken,
+                size: e.size,
+                age_hours: (Utc::now() - e.parsed.taken).num_seconds() as f64 / 3600.0,
+                locations: Vec::new(),
+                manifest: e.has_manifest,
+            });
+            row.locations.push(e.location);
+        }
+    }
+    let mut rows: Vec<Row> = rows.into_values().collect();
+    rows.sort_by(|a, b| b.taken.cmp(&a.taken));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no backups in {}", settings.backup_dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<48} {:<20} {:>10} {:>8}  WHERE",
+        "NAME", "TAKEN (UTC)", "SIZE", "AGE"
+    );
+    for r in rows {
+        println!(
+            "{:<48} {:<20} {:>10} {:>8}  {}{}",
+            r.name,
+            r.taken.format("%Y-%m-%d %H:%M:%S"),
+            human_bytes(r.size),
+            age(r.age_hours),
+            r.locations.join("+"),
+            if r.manifest { "" } else { " (no manifest)" }
+        );
+    }
+    Ok(())
+}
+
+fn age(hours: f64) -> String {
+    if hours < 1.0 {
+        format!("{:.0}m", hours * 60.0)
+    } else if hours < 48.0 {
+        format!("{hours:.1}h")
+    } else {
+        format!("{:.1}d", hours / 24.0)
+    }
+}
