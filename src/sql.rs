@@ -159,7 +159,7 @@ impl Splitter {
                 }
                 _ => {}
             }
-            if self.state == 0 && self.cur.ends_with(&self.delim) {
+            if self.state == 0 && self.cur.ends_with(&self.delim) && !in_delimiter_line(&self.cur) {
                 let n = self.cur.len() - self.delim.len();
                 self.cur.truncate(n);
                 self.emit(out);
@@ -194,6 +194,14 @@ impl Splitter {
         self.emit(&mut out);
         Ok(out.pop())
     }
+}
+
+fn in_delimiter_line(cur: &[u8]) -> bool {
+    let start = cur.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+    let line = trim(&cur[start..]);
+    line.len() >= 10
+        && line[..10].eq_ignore_ascii_case(b"delimiter ")
+        && trim(&cur[..start]).is_empty()
 }
 
 fn trim(s: &[u8]) -> &[u8] {

@@ -2,4 +2,8 @@
 //! real MariaDB and S3-compatible servers started by `scripts/test.sh`
 //! (addresses in the `TEST_*` variables it exports).
 
+mod cli;
+mod failures;
+mod roundtrip;
 mod support;
+mod tool;

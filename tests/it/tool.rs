@@ -1,0 +1,178 @@
+//! How the tests drive selmai-backup: settings built from a map (never the
+//! process environment), the library's backup/verify/restore, and the real
+//! binary for exit codes and signals.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use selmai_backup::config::Settings;
+use selmai_backup::dump::{DumpHooks, DumpOptions, NoHooks};
+use selmai_backup::pipeline::{self, BackupError, BackupOutcome};
+use selmai_backup::restore::{ExecSummary, RestoreError};
+use selmai_backup::target::local::LocalTarget;
+use selmai_backup::target::Target;
+
+use crate::support::db_env;
+
+/// The variables a test backup of database `db` into `dir` needs.
+pub fn vars(db: &str, dir: &Path) -> Vec<(String, String)> {
+    let env = db_env();
+    [
+        ("DB_HOST", env.host),
+        ("DB_PORT", env.port.to_string()),
+        ("DB_USER", env.user),
+        ("DB_PASSWORD", env.password),
+        ("DB_NAME", db.to_owned()),
+        ("DB_CONNECT_TIMEOUT", "5".to_owned()),
+        ("BACKUP_DIR", dir.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// `vars` with some entries replaced or added.
+pub fn vars_with(db: &str, dir: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v = vars(db, dir);
+    for (k, val) in extra {
+        v.retain(|(name, _)| name != k);
+        v.push((k.to_string(), val.to_string()));
+    }
+    v
+}
+
+/// Settings for `db` and `dir`, with overrides.
+pub fn settings(db: &str, dir: &Path, extra: &[(&str, &str)]) -> Settings {
+    Settings::from_vars(vars_with(db, dir, extra)).expect("test settings are valid")
+}
+
+/// The volume target of `dir`.
+pub fn volume(dir: &Path) -> Vec<Arc<dyn Target>> {
+    vec![Arc::new(LocalTarget::new(dir))]
+}
+
+/// Back up with these settings through the library.
+pub async fn try_backup(s: &Settings, hooks: &dyn DumpHooks) -> Result<BackupOutcome, BackupError> {
+    pipeline::backup_db(s, &volume(&s.backup_dir), &DumpOptions::default(), hooks).await
+}
+
+/// Back up `db` into `dir`; panics on failure.
+pub async fn backup(db: &str, dir: &Path) -> BackupOutcome {
+    try_backup(&settings(db, dir, &[]), &NoHooks)
+        .await
+        .unwrap_or_else(|e| panic!("backup of {db} failed: {e}"))
+}
+
+/// Locate, verify and apply `spec` from `dir` into database `into`.
+pub async fn try_restore(dir: &Path, spec: &str, into: &str) -> Result<ExecSummary, RestoreError> {
+    let s = settings(into, dir, &[]);
+    let source = pipeline::locate(spec, &s.prefix, &volume(dir))
+        .await
+        .unwrap_or_else(|e| panic!("locating {spec}: {e}"));
+    pipeline::verify(&source).await?;
+    pipeline::apply(&source, &s.db().unwrap(), into).await
+}
+
+/// [`try_restore`] that panics on failure.
+pub async fn restore(dir: &Path, spec: &str, into: &str) -> ExecSummary {
+    try_restore(dir, spec, into)
+        .await
+        .unwrap_or_else(|e| panic!("restore of {spec} into {into} failed: {e}"))
+}
+
+/// The binary with exactly these variables (nothing inherited but PATH).
+pub fn bin(vars: &[(String, String)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_selmai-backup"));
+    c.env_clear();
+    if let Ok(p) = std::env::var("PATH") {
+        c.env("PATH", p);
+    }
+    c.envs(vars.iter().map(|(k, v)| (k, v)));
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Run the binary to completion.
+pub fn run(vars: &[(String, String)], args: &[&str]) -> Output {
+    bin(vars)
+        .args(args)
+        .output()
+        .expect("running selmai-backup")
+}
+
+/// Exit code, stdout and stderr of a finished run, for assertions.
+pub fn outcome(o: &Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The names in `dir` (the lock file excluded), sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != selmai_backup::catalog::LOCK_FILE)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Name -> SHA-256 of every file in `dir` (the lock file excluded).
+pub fn file_digests(dir: &Path) -> Vec<(String, String)> {
+    use sha2::{Digest, Sha256};
+    files(dir)
+        .into_iter()
+        .map(|n| {
+            let d = Sha256::digest(std::fs::read(dir.join(&n)).unwrap());
+            (n, hex::encode(d))
+        })
+        .collect()
+}
+
+/// A tmpfs of `kib` KiB mounted on a fresh directory, unmounted on drop.
+pub struct Tmpfs {
+    /// The mount point.
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mount a tmpfs with extra mount options (e.g. "ro").
+    pub fn mount(kib: u64, opts: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let o = if opts.is_empty() {
+            format!("size={kib}k")
+        } else {
+            format!("size={kib}k,{opts}")
+        };
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &o, "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (the test suite runs as root in CI)"
+        );
+        Tmpfs { dir }
+    }
+
+    /// Remount with other options (e.g. "remount,ro").
+    pub fn remount(&self, opts: &str) {
+        let st = Command::new("mount")
+            .args(["-o", opts])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
