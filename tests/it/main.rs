@@ -2,4 +2,5 @@
 //! real MariaDB and S3-compatible servers started by `scripts/test.sh`
 //! (addresses in the `TEST_*` variables it exports).
 
+mod harness;
 mod support;
