@@ -4,6 +4,7 @@
 
 mod cli;
 mod failures;
+mod harness;
 mod roundtrip;
 mod support;
 mod tool;

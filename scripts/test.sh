@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The project's one test command (CI runs it through .ci/run). Starts the
+# real MariaDB and S3-compatible servers the integration tests talk to
+# (scripts/services.sh, idempotent), then checks formatting and lints and
+# runs every test. Exits non-zero on the first failure.
+#
+# Extra arguments go to `cargo test`:
+#   ./scripts/test.sh harness -- --nocapture
+#
+# Needs only cargo from rustup (with its default rustfmt and clippy) on
+# Debian bookworm, as root: the servers and a C compiler come from apt.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+# ring (TLS) and zstd-sys build C code, and rustup does not bring a compiler.
+if ! command -v cc >/dev/null 2>&1; then
+  step "installing a C compiler (build-essential)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq build-essential >/dev/null
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component#rust}" --version >/dev/null 2>&1; then
+    echo "test.sh: cargo ${component#rust} is missing: rustup component add $component" >&2
+    exit 1
+  fi
+done
+
+step "starting test services"
+# Assigned first so that a failure of services.sh stops us (set -e does not
+# see a failing command substitution inside eval's argument).
+services_env=$(scripts/services.sh)
+eval "$services_env"
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test $*"
+cargo test --locked "$@"
