@@ -669,11 +669,11 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
                 out.push(b";\n");
                 in_statement = 0;
             }
-            out.push(&encoded.prelude);
+            out.push(encoded.prelude);
             out.push_str(&insert_head);
-            out.push(&encoded.tuple);
+            out.push(encoded.tuple);
             out.push(b";\n");
-            out.push(&encoded.cleanup);
+            out.push(encoded.cleanup);
         } else {
             if in_statement > 0 && in_statement + encoded.tuple.len() > opts.statement_bytes {
                 out.push(b";\n");
@@ -685,7 +685,7 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
             } else {
                 out.push(b",\n");
             }
-            out.push(&encoded.tuple);
+            out.push(encoded.tuple);
             in_statement += encoded.tuple.len() + 2;
         }
         rows_done += 1;
@@ -725,7 +725,7 @@ impl Progress {
 
     fn row(&mut self, bytes: u64) {
         self.rows += 1;
-        if self.rows % 4096 == 0 && self.last.elapsed() >= self.every {
+        if self.rows.is_multiple_of(4096) && self.last.elapsed() >= self.every {
             self.last = Instant::now();
             tracing::info!(
                 "dumping table {}/{} `{}`: {} rows so far, {} of SQL",

@@ -53,7 +53,6 @@ pub struct Splitter {
     line: u64,
     start_line: u64,
     consumed: u64,
-    at_line_start: bool,
 }
 
 impl Splitter {
@@ -63,7 +62,6 @@ impl Splitter {
             delim: b";".to_vec(),
             line: 1,
             start_line: 1,
-            at_line_start: true,
             ..Default::default()
         }
     }
@@ -148,13 +146,7 @@ impl Splitter {
                     continue;
                 }
                 6 => {
-                    self.state = if b == b' ' || b == b'\t' {
-                        4
-                    } else if b == b'\n' {
-                        0
-                    } else {
-                        0
-                    };
+                    self.state = if b == b' ' || b == b'\t' { 4 } else { 0 };
                     continue;
                 }
                 _ => {}
