@@ -88,6 +88,16 @@ async fn corner_cases_survive_drop_and_restore_under_the_same_name() {
     assert_eq!(row_counts(&db), counts);
     let got = db.exec("SELECT SHA2(data, 256) FROM big_blob WHERE id = 1");
     assert_eq!(got.trim(), blob_sha);
+    // Every restored table reproduces the fingerprint taken inside the snapshot.
+    let mut conn = mysql_async::Conn::new(db.opts()).await.unwrap();
+    for t in out.manifest.tables.iter().filter(|t| t.kind == "table") {
+        let (rows, fp) = selmai_backup::dump::table_fingerprint(&mut conn, &db.name, &t.name)
+            .await
+            .unwrap();
+        assert_eq!(rows, t.rows, "{}", t.name);
+        assert_eq!(Some(fp.hex()), t.fingerprint, "fingerprint of {}", t.name);
+    }
+    conn.disconnect().await.unwrap();
     // The database came back with its original character set.
     let cs = db.exec(&format!(
         "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'",
