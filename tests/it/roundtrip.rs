@@ -222,3 +222,17 @@ async fn restore_by_path_outside_the_backup_dir() {
     tool::restore(empty.path(), &spec, &dst.name).await;
     assert_same_database(&src, &dst);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_only_for_newer_servers_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("selmai_backup_20250101_000000.sql"),
+        "CREATE TABLE x (a INT);\n/*!999999 SELECT 1 */;\nINSERT INTO x VALUES (1);\n",
+    )
+    .unwrap();
+    let dst = TestDb::new("rt_newer");
+    let summary = tool::restore(dir.path(), "latest", &dst.name).await;
+    assert_eq!((summary.statements, summary.skipped), (2, 1));
+    assert_eq!(dst.exec("SELECT COUNT(*) FROM x").trim(), "1");
+}
