@@ -54,9 +54,6 @@ pub enum RestoreError {
     },
 }
 
-/// ER_EMPTY_QUERY
-const EMPTY_QUERY: u16 = 1065;
-
 /// What an execution did.
 #[derive(Debug, Clone, Default)]
 pub struct ExecSummary {
@@ -117,13 +114,8 @@ pub async fn execute<R: AsyncRead + Unpin>(
             summary.skipped += 1;
             continue;
         }
-        match run(conn, &stmt).await {
-            // A statement that is only an executable comment for a newer
-            // server version (`/*!99999 ... */`) reaches the server empty.
-            Err(RestoreError::Statement { code: EMPTY_QUERY, .. }) => summary.skipped += 1,
-            Err(e) => return Err(e),
-            Ok(()) => summary.statements += 1,
-        }
+        run(conn, &stmt).await?;
+        summary.statements += 1;
     }
     Ok(summary)
 }
