@@ -1,12 +1,19 @@
-//! Encoding stages between the dump and the targets: compression now,
-//! encryption in `crypto`. Each stage wraps an `AsyncWrite` (backup) or an
-//! `AsyncRead` (restore) and knows nothing of what is before or after it.
+//! Compression between the dump and the targets (encryption is `crypto`).
+//!
+//! Backups are compressed in independent blocks on several threads: each
+//! block becomes a complete gzip member or zstd frame, and the members are
+//! written in order. Both formats define a file of several members as the
+//! concatenation of their contents, so `gunzip`, `zstd -d` and our own
+//! decoders read the result as one stream, while compression uses every core.
+//! Restores decompress through an `AsyncRead` adapter. This module knows
+//! nothing of what is before or after it.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::io::{self, Write};
+use std::sync::{mpsc, Arc, Mutex};
 
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
-use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
-use async_compression::Level;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
 /// A boxed writer stage.
@@ -70,13 +77,88 @@ impl Compression {
         }
     }
 
-    /// Wrap `inner` so that bytes written are compressed into it.
-    pub fn encoder(self, inner: BoxWrite) -> BoxWrite {
+    /// Compress one block into a complete gzip member or zstd frame.
+    pub fn compress_block(self, data: &[u8]) -> io::Result<Vec<u8>> {
         match self {
-            Compression::Gzip(l) => Box::new(GzipEncoder::with_quality(inner, Level::Precise(l))),
-            Compression::Zstd(l) => Box::new(ZstdEncoder::with_quality(inner, Level::Precise(l))),
-            Compression::None => inner,
+            Compression::Gzip(l) => {
+                let mut e = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(data.len() / 3 + 64),
+                    flate2::Compression::new(l.clamp(1, 9) as u32),
+                );
+                e.write_all(data)?;
+                e.finish()
+            }
+            Compression::Zstd(l) => zstd::bulk::compress(data, l),
+            Compression::None => Ok(data.to_vec()),
         }
+    }
+
+    /// Compress the blocks `input` yields on `threads` threads and hand the
+    /// results to `output` in input order. At most `2 * threads` blocks are
+    /// in flight, so memory stays bounded whatever the stream's length.
+    pub fn compress_blocks<I, O>(
+        self,
+        threads: usize,
+        mut input: I,
+        mut output: O,
+    ) -> io::Result<()>
+    where
+        I: FnMut() -> io::Result<Option<Vec<u8>>>,
+        O: FnMut(Vec<u8>) -> io::Result<()>,
+    {
+        if self == Compression::None {
+            while let Some(block) = input()? {
+                output(block)?;
+            }
+            return Ok(());
+        }
+        let threads = threads.max(1);
+        let lost = || io::Error::other("a compression thread stopped");
+        std::thread::scope(|scope| {
+            let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
+            let job_rx = Arc::new(Mutex::new(job_rx));
+            let (done_tx, done_rx) = mpsc::channel::<(u64, io::Result<Vec<u8>>)>();
+            for _ in 0..threads {
+                let job_rx = Arc::clone(&job_rx);
+                let done_tx = done_tx.clone();
+                scope.spawn(move || loop {
+                    let job = job_rx
+                        .lock()
+                        .map_err(|_| ())
+                        .and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok((index, block)) = job else { break };
+                    if done_tx.send((index, self.compress_block(&block))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(done_tx);
+            let (mut sent, mut written) = (0u64, 0u64);
+            let mut ready: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let mut eof = false;
+            loop {
+                while !eof && sent - written < 2 * threads as u64 {
+                    match input()? {
+                        Some(block) => {
+                            job_tx.send((sent, block)).map_err(|_| lost())?;
+                            sent += 1;
+                        }
+                        None => eof = true,
+                    }
+                }
+                if written == sent {
+                    break;
+                }
+                let (index, result) = done_rx.recv().map_err(|_| lost())?;
+                ready.insert(index, result?);
+                while let Some(block) = ready.remove(&written) {
+                    output(block)?;
+                    written += 1;
+                }
+            }
+            drop(job_tx);
+            Ok(())
+        })
     }
 
     /// Wrap `inner` so that reads return decompressed bytes. Multi-member
@@ -112,7 +194,7 @@ impl fmt::Display for Compression {
 mod tests {
     use super::*;
     use rstest::rstest;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncReadExt, BufReader};
 
     #[rstest]
     #[case("a.sql.gz", Compression::Gzip(6))]
@@ -125,27 +207,81 @@ mod tests {
     }
 
     #[rstest]
-    #[case(Compression::Gzip(1))]
-    #[case(Compression::Zstd(3))]
-    #[case(Compression::None)]
+    #[case(Compression::Gzip(1), 1)]
+    #[case(Compression::Gzip(6), 3)]
+    #[case(Compression::Zstd(3), 2)]
+    #[case(Compression::None, 2)]
     #[tokio::test]
-    async fn round_trip(#[case] c: Compression) {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        let (w, r) = tokio::io::duplex(64 * 1024);
-        let writer = {
-            let data = data.clone();
-            tokio::spawn(async move {
-                let mut enc = c.encoder(Box::new(w));
-                enc.write_all(&data).await.unwrap();
-                enc.shutdown().await.unwrap();
-            })
-        };
+    async fn parallel_blocks_decode_as_one_stream(#[case] c: Compression, #[case] threads: usize) {
+        let data: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("({i},'row {}',NULL),\n", i % 97).into_bytes())
+            .collect();
+        let mut blocks = data.chunks(50_000).map(<[u8]>::to_vec);
+        let mut encoded = Vec::new();
+        c.compress_blocks(
+            threads,
+            || Ok(blocks.next()),
+            |b| {
+                encoded.extend_from_slice(&b);
+                Ok(())
+            },
+        )
+        .unwrap();
+        if c != Compression::None {
+            assert!(
+                encoded.len() < data.len() / 2,
+                "compressed: {}",
+                encoded.len()
+            );
+        }
         let mut out = Vec::new();
-        c.decoder(BufReader::new(r))
+        c.decoder(BufReader::new(std::io::Cursor::new(encoded)))
             .read_to_end(&mut out)
             .await
             .unwrap();
-        writer.await.unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn gzip_members_are_read_by_gunzip() {
+        let data = b"INSERT INTO t VALUES (1);\n".repeat(20_000);
+        let mut blocks = data.chunks(100_000).map(<[u8]>::to_vec);
+        let mut encoded = Vec::new();
+        Compression::Gzip(6)
+            .compress_blocks(
+                2,
+                || Ok(blocks.next()),
+                |b| {
+                    encoded.extend_from_slice(&b);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let mut child = std::process::Command::new("gunzip")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&encoded).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data);
+    }
+
+    #[test]
+    fn a_failing_output_stops_the_workers() {
+        let mut n = 0;
+        let err = Compression::Gzip(1)
+            .compress_blocks(
+                2,
+                || {
+                    n += 1;
+                    Ok(Some(vec![b'x'; 10_000]))
+                },
+                |_| Err(io::Error::other("disk full")),
+            )
+            .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
     }
 }

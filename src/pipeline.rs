@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::catalog::{self, Entry};
-use crate::codec::{BoxRead, Compression};
+use crate::codec::{BoxRead, BoxWrite, Compression};
 use crate::config::{DbSettings, Settings};
 use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
 use crate::manifest::{self, Manifest, ManifestError};
@@ -108,11 +108,11 @@ pub async fn backup_db(
 
     let (sql_w, sql_r) = tokio::io::duplex(1 << 20);
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    // Compression is CPU-bound: give it a thread of its own so the dump and
+    // Compression is CPU-bound: it runs on blocking threads so the dump and
     // the uploads keep running on the async workers.
     let handle = tokio::runtime::Handle::current();
-    let encoder =
-        tokio::task::spawn_blocking(move || handle.block_on(encode(sql_r, tx, compression)));
+    let sink: BoxWrite = Box::new(ChannelWriter(tokio_util::sync::PollSender::new(tx)));
+    let encoder = tokio::task::spawn_blocking(move || encode(&handle, sql_r, sink, compression));
     let (dumped, stored) = tokio::join!(
         dump::dump_database(&db, sql_w, opts, hooks),
         store(rx, uploads, targets)
@@ -239,23 +239,36 @@ async fn abort_all(uploads: Vec<Option<Box<dyn Upload>>>) {
     }
 }
 
-/// Read SQL from `input`, compress, send chunks to `tx`.
-async fn encode(
+/// Size of the blocks compressed independently (one gzip member or zstd frame each).
+const BLOCK: usize = 1 << 20;
+
+/// Read SQL from `input` in blocks, compress them on every core, write the
+/// results in order to `sink`. Runs on a blocking thread.
+fn encode(
+    handle: &tokio::runtime::Handle,
     mut input: tokio::io::DuplexStream,
-    tx: mpsc::Sender<Bytes>,
+    mut sink: BoxWrite,
     c: Compression,
 ) -> std::io::Result<()> {
-    let sink = ChannelWriter(tokio_util::sync::PollSender::new(tx));
-    let mut enc = c.encoder(Box::new(sink));
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = input.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        enc.write_all(&buf[..n]).await?;
-    }
-    enc.shutdown().await
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    c.compress_blocks(
+        threads,
+        || {
+            let mut block = vec![0u8; BLOCK];
+            let mut filled = 0;
+            while filled < BLOCK {
+                let n = handle.block_on(input.read(&mut block[filled..]))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            block.truncate(filled);
+            Ok((filled > 0).then_some(block))
+        },
+        |out| handle.block_on(sink.write_all(&out)),
+    )?;
+    handle.block_on(sink.shutdown())
 }
 
 /// An `AsyncWrite` that sends each write as one chunk into a bounded channel.
