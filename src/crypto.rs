@@ -311,3 +311,136 @@ impl tokio::io::AsyncWrite for SharedVec {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// The golden file of format version 1. It must decrypt forever: if this
+    /// test fails, the change broke every backup written so far. Never
+    /// regenerate it; add `golden_v2...` for a new version instead.
+    const GOLDEN: &str = "tests/fixtures/golden_v1.sql.gz.enc";
+    const GOLDEN_PASSPHRASE: &str = "selmai golden v1";
+    const GOLDEN_PLAINTEXT_SHA256: &str =
+        "971dbf6426c27683cee8cf059a17a81f65f6d05b811739bf305b070c2d8078aa";
+
+    fn read(rel: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    async fn read_all(mut r: BoxRead) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn golden_v1_decrypts() {
+        let file = read(GOLDEN);
+        let info = header_info(&file).unwrap();
+        assert_eq!(
+            info,
+            HeaderInfo {
+                version: 1,
+                aead: "aes-256-gcm-stream-be32".into(),
+                kdf: "argon2id-v19".into(),
+                kdf_params: KdfParams::for_tests(),
+                segment_size: 1024,
+            }
+        );
+        let r = decrypt_reader(
+            Box::new(std::io::Cursor::new(file)),
+            &Secret::new(GOLDEN_PASSPHRASE),
+        )
+        .await
+        .unwrap();
+        let plain = read_all(r).await.unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&plain)), GOLDEN_PLAINTEXT_SHA256);
+        assert_eq!(plain, read("tests/fixtures/golden_v1.sql.gz"));
+    }
+
+    /// Writes a new golden file to the temp dir; run by hand with
+    /// `cargo test write_golden -- --ignored --nocapture` when adding a
+    /// format version. Not for replacing an existing golden file.
+    #[tokio::test]
+    #[ignore]
+    async fn write_golden() {
+        let plain = read("tests/fixtures/golden_v1.sql.gz");
+        let sink = SharedVec::default();
+        let mut w = stream::encrypt_writer_with(
+            Box::new(sink.clone()),
+            &Secret::new(GOLDEN_PASSPHRASE),
+            KdfParams::for_tests(),
+            1024,
+        )
+        .await
+        .unwrap();
+        w.write_all(&plain).await.unwrap();
+        w.shutdown().await.unwrap();
+        let path = std::env::temp_dir().join("golden.enc");
+        std::fs::write(&path, sink.take()).unwrap();
+        println!("wrote {}", path.display());
+    }
+
+    #[tokio::test]
+    async fn decrypt_any_opens_all_three_kinds() {
+        let pass = Secret::new("selmai-fixture-passphrase");
+        let sql = read("tests/fixtures/gpg/small.sql");
+        // Ours.
+        let enc = encrypt_to_vec(&sql, &pass, KdfParams::for_tests())
+            .await
+            .unwrap();
+        let (r, env) = decrypt_any(Box::new(std::io::Cursor::new(enc)), Some(&pass))
+            .await
+            .unwrap();
+        assert!(matches!(env, Envelope::Selmai(ref i) if i.version == 1));
+        assert_eq!(read_all(r).await.unwrap(), sql);
+        // gpg.
+        let gpg = read("tests/fixtures/gpg/small.sql.gpg");
+        let (r, env) = decrypt_any(Box::new(std::io::Cursor::new(gpg)), Some(&pass))
+            .await
+            .unwrap();
+        assert_eq!(env, Envelope::Gpg);
+        assert_eq!(read_all(r).await.unwrap(), sql);
+        // Plain (also shorter than a header, and empty), with or without passphrase.
+        for plain in [sql.clone(), b"-- x".to_vec(), Vec::new()] {
+            for p in [None, Some(&pass)] {
+                let (r, env) = decrypt_any(Box::new(std::io::Cursor::new(plain.clone())), p)
+                    .await
+                    .unwrap();
+                assert_eq!(env, Envelope::Plain);
+                assert_eq!(read_all(r).await.unwrap(), plain);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn decrypt_any_without_passphrase_is_missing() {
+        for f in [read(GOLDEN), read("tests/fixtures/gpg/small.sql.gz.gpg")] {
+            let err = decrypt_any(Box::new(std::io::Cursor::new(f)), None)
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(err, CryptoError::MissingPassphrase), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_survive_the_trip_through_io_error() {
+        let e: io::Error = CryptoError::Tampered {
+            segment: 3,
+            offset: 4000,
+        }
+        .into();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(matches!(
+            CryptoError::from_io(&e),
+            Some(CryptoError::Tampered { segment: 3, .. })
+        ));
+        let back = CryptoError::io("reading", e);
+        assert!(matches!(back, CryptoError::Tampered { segment: 3, .. }));
+        assert!(CryptoError::WrongPassphrase.is_wrong_passphrase());
+        assert!(CryptoError::GpgWrongPassphrase.is_wrong_passphrase());
+    }
+}
