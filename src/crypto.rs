@@ -184,6 +184,13 @@ impl From<CryptoError> for io::Error {
     }
 }
 
+/// Whether AES runs on the CPU's AES instructions (AES-NI, VAES) here,
+/// detected at run time (no build flags needed). Without them encryption is
+/// roughly ten times slower: worth a warning at startup.
+pub fn aes_hardware_accelerated() -> bool {
+    aes_gcm::aes::hardware_accelerated()
+}
+
 /// Wrap `inner` so that bytes written to the result are encrypted into it
 /// (format version 1, default segment size). Derives the per-file key with
 /// Argon2id on a blocking thread, then writes the header. The final segment

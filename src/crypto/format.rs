@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use aes_gcm::aead::rand_core::RngCore;
-use aes_gcm::aead::OsRng;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -194,6 +192,18 @@ impl Header {
     /// A new header with a fresh random salt and nonce prefix. The MAC is
     /// filled in by [`Keys::seal_header`].
     pub fn new(kdf: KdfParams, segment_size: u32) -> Result<Header, CryptoError> {
+        Header::with_random(kdf, segment_size, |buf| {
+            getrandom::fill(buf).map_err(|e| CryptoError::Kdf {
+                detail: format!("the operating system's random generator failed: {e}"),
+            })
+        })
+    }
+
+    fn with_random(
+        kdf: KdfParams,
+        segment_size: u32,
+        mut fill: impl FnMut(&mut [u8]) -> Result<(), CryptoError>,
+    ) -> Result<Header, CryptoError> {
         kdf.validate()?;
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
             return Err(bad(format!(
@@ -202,8 +212,8 @@ impl Header {
         }
         let mut salt = [0u8; SALT_LEN];
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
-        OsRng.fill_bytes(&mut salt);
-        OsRng.fill_bytes(&mut nonce_prefix);
+        fill(&mut salt)?;
+        fill(&mut nonce_prefix)?;
         let mut b = [0u8; HEADER_LEN];
         b[..OFF_VERSION].copy_from_slice(&MAGIC);
         b[OFF_VERSION] = VERSION;

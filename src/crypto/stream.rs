@@ -15,7 +15,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use aes_gcm::aead::AeadInPlace;
+use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -99,10 +99,10 @@ impl EncryptWriter {
         let tag = self
             .keys
             .payload
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
                 &self.header.bytes,
-                &mut self.buf[..seg],
+                (&mut self.buf[..seg]).into(),
             )
             .map_err(|_| io::Error::other("AES-GCM refused to encrypt a segment"))?;
         self.buf[seg..].copy_from_slice(&tag);
@@ -261,11 +261,11 @@ impl DecryptReader {
         Ok(self
             .keys
             .payload
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
                 &self.header.bytes,
-                body,
-                Tag::from_slice(tag),
+                body.into(),
+                &Tag::try_from(&*tag).expect("16-byte tag"),
             )
             .is_ok())
     }
@@ -820,18 +820,14 @@ pub(crate) mod tests {
     /// header as AAD: an independent implementation decrypts them.
     #[tokio::test]
     async fn segments_match_rustcrypto_stream_be32() {
-        use aead::generic_array::GenericArray;
-        use aead::stream::{NewStream, StreamBE32, StreamPrimitive};
-        use aead::Payload;
+        use aead_stream::aead::Payload;
+        use aead_stream::{NewStream, StreamBE32, StreamPrimitive};
 
         let plain = data(3 * S + 10, 4);
         let file = encrypt(&plain, SEG, 4).await;
         let header = Header::parse(&file).unwrap();
         let keys = Keys::derive(&header, &pass()).await.unwrap();
-        let stream = StreamBE32::from_aead(
-            keys.payload.clone(),
-            GenericArray::from_slice(&header.nonce_prefix),
-        );
+        let stream = StreamBE32::from_aead(keys.payload.clone(), &header.nonce_prefix.into());
         let mut out = Vec::new();
         for i in 0..4u32 {
             let seg = &file[off(i.into())..off(u64::from(i) + 1)];
