@@ -5,7 +5,7 @@
 //! encrypted one and back, deriving the per-file key from the passphrase,
 //! recognising encrypted files by their first bytes, and describing the
 //! header for the manifest. The byte layout is specified in `docs/FORMAT.md`;
-//! [`format`] is its only implementation, and the golden file
+//! `crypto/format.rs` is its only implementation, and the golden file
 //! `tests/fixtures/golden_v1.sql.gz.enc` pins it.
 //!
 //! Not responsible for: compression (the [`crate::codec`] stage before us),
@@ -14,9 +14,17 @@
 //! encrypt writer and decrypt reader know nothing of their neighbours.
 //!
 //! # Layout
-//! - [`format`]: header layout, KDF parameters, key schedule, nonces.
-//! - [`stream`]: the STREAM writer and reader (`AsyncWrite` / `AsyncRead`).
-//! - [`gpg`]: reading files made by `gpg --symmetric` (the old runbook).
+//! - `crypto/format.rs`: header layout, KDF parameters, key schedule, nonces.
+//! - `crypto/stream.rs`: the STREAM writer and reader (`AsyncWrite` / `AsyncRead`).
+//! - `crypto/gpg.rs`: reading files made by `gpg --symmetric` (the old runbook).
+//!
+//! # Use
+//! - Backup: `compression.encoder(encrypt_writer(target_writer, pass, KdfParams::default()).await?)`,
+//!   then `shutdown()` (it writes the final segment); [`EncryptWriter`] when
+//!   the target writer must be taken back to commit it.
+//! - Restore, verify, decrypt: [`decrypt_any`] opens our format, `.gpg` and
+//!   plaintext alike; then `compression.decoder(...)`.
+//! - Manifest: [`header_info`] or [`EncryptWriter::header_info`].
 //!
 //! # Errors for callers
 //! The readers report failures as `io::Error` (that is what `AsyncRead`
@@ -24,9 +32,9 @@
 //! so that `cmd/` can choose the exit code (for example one for
 //! [`CryptoError::WrongPassphrase`] and another for tampering).
 
-pub mod format;
-pub mod gpg;
-pub mod stream;
+mod format;
+mod gpg;
+mod stream;
 
 use std::io;
 use std::sync::Arc;
@@ -38,8 +46,9 @@ use tokio::io::AsyncWriteExt;
 use crate::codec::{BoxRead, BoxWrite};
 use crate::config::Secret;
 
-pub use format::{is_encrypted, HeaderInfo, KdfParams, HEADER_LEN, MAGIC};
+pub use format::{is_encrypted, HeaderInfo, KdfParams, DEFAULT_SEGMENT_SIZE, HEADER_LEN, MAGIC};
 pub use gpg::{gpg_decrypt_reader, is_gpg};
+pub use stream::EncryptWriter;
 
 /// Everything that can go wrong while encrypting or decrypting. Each message
 /// says what happened, where (segment, byte offset) and what to do; the
@@ -201,7 +210,9 @@ pub async fn encrypt_writer(
     passphrase: &Secret,
     params: KdfParams,
 ) -> Result<BoxWrite, CryptoError> {
-    stream::encrypt_writer_with(inner, passphrase, params, format::DEFAULT_SEGMENT_SIZE).await
+    Ok(Box::new(
+        stream::EncryptWriter::new(inner, passphrase, params).await?,
+    ))
 }
 
 /// Wrap `inner` (an encrypted file from its first byte) so that reads return
@@ -431,6 +442,55 @@ mod tests {
                 .unwrap();
             assert!(matches!(err, CryptoError::MissingPassphrase), "{err}");
         }
+    }
+
+    /// The stages compose as the backup and restore pipelines will use them:
+    /// dump -> gzip -> encrypt -> target, and target -> decrypt -> gunzip.
+    #[tokio::test]
+    async fn composes_with_compression() {
+        use crate::codec::Compression;
+        let pass = Secret::new("pipeline");
+        let sql = read("tests/fixtures/gpg/small.sql").repeat(50);
+        let (w, r) = tokio::io::duplex(64 * 1024);
+        let writer = {
+            let (sql, pass) = (sql.clone(), pass.clone());
+            tokio::spawn(async move {
+                let enc = encrypt_writer(Box::new(w), &pass, KdfParams::for_tests())
+                    .await
+                    .unwrap();
+                let mut gz = Compression::Gzip(6).encoder(enc);
+                gz.write_all(&sql).await.unwrap();
+                gz.shutdown().await.unwrap();
+            })
+        };
+        let (dec, env) = decrypt_any(Box::new(r), Some(&pass)).await.unwrap();
+        assert!(matches!(env, Envelope::Selmai(_)));
+        let plain = read_all(Compression::Gzip(6).decoder(tokio::io::BufReader::new(dec)))
+            .await
+            .unwrap();
+        writer.await.unwrap();
+        assert!(plain == sql);
+    }
+
+    /// A caller can take its writer back after shutdown, to commit an upload.
+    #[tokio::test]
+    async fn into_inner_after_shutdown_has_the_whole_file() {
+        let pass = Secret::new("p");
+        let mut w = EncryptWriter::new(Vec::new(), &pass, KdfParams::for_tests())
+            .await
+            .unwrap();
+        assert_eq!(w.header_info().kdf_params, KdfParams::for_tests());
+        w.write_all(b"rows").await.unwrap();
+        w.shutdown().await.unwrap();
+        let file = w.into_inner();
+        assert_eq!(
+            file.len(),
+            HEADER_LEN + format::DEFAULT_SEGMENT_SIZE as usize + 16
+        );
+        let r = decrypt_reader(Box::new(std::io::Cursor::new(file)), &pass)
+            .await
+            .unwrap();
+        assert_eq!(read_all(r).await.unwrap(), b"rows");
     }
 
     #[tokio::test]

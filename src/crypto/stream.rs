@@ -19,40 +19,28 @@ use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::format::{Header, KdfParams, Keys, HEADER_LEN};
+use super::format::{Header, KdfParams, Keys, DEFAULT_SEGMENT_SIZE, HEADER_LEN};
 use super::CryptoError;
-use crate::codec::{BoxRead, BoxWrite};
+use crate::codec::BoxRead;
+#[cfg(test)]
+use crate::codec::BoxWrite;
 use crate::config::Secret;
 
 /// First byte of the padding that fills the final segment to full size.
 const PAD_START: u8 = 0x80;
 
-/// Build an encrypt writer with an explicit segment size (tests and golden
-/// files use small segments to get many of them cheaply).
+/// Build a boxed encrypt writer with an explicit segment size (tests and
+/// golden files use small segments to get many of them cheaply).
+#[cfg(test)]
 pub(crate) async fn encrypt_writer_with(
-    mut inner: BoxWrite,
+    inner: BoxWrite,
     passphrase: &Secret,
     params: KdfParams,
     segment_size: u32,
 ) -> Result<BoxWrite, CryptoError> {
-    let mut header = Header::new(params, segment_size)?;
-    let keys = Keys::derive(&header, passphrase).await?;
-    keys.seal_header(&mut header);
-    inner
-        .write_all(&header.bytes)
-        .await
-        .map_err(|e| CryptoError::io("writing the encrypted header", e))?;
-    let buf = vec![0u8; header.wire_segment_len()];
-    Ok(Box::new(EncryptWriter {
-        inner,
-        keys,
-        header,
-        buf,
-        filled: 0,
-        out: 0..0,
-        index: 0,
-        state: WState::Open,
-    }))
+    Ok(Box::new(
+        EncryptWriter::with_segment_size(inner, passphrase, params, segment_size).await?,
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +53,16 @@ enum WState {
     Closed,
 }
 
-/// Encrypts into `inner`. One buffer of `segment_size + 16` bytes is filled
-/// with plaintext, sealed in place as soon as it is full (a full segment is
-/// never the final one: the final one always carries padding), then drained.
-struct EncryptWriter {
-    inner: BoxWrite,
+/// Encrypts into `inner` (format version 1). One buffer of `segment_size +
+/// 16` bytes is filled with plaintext, sealed in place as soon as it is full
+/// (a full segment is never the final one: the final one always carries
+/// padding), then drained. `shutdown()` writes the final segment and shuts
+/// `inner` down; a writer dropped without it leaves a file that reads as
+/// truncated. Generic so that a caller can take `inner` back with
+/// [`EncryptWriter::into_inner`] (to commit an upload); most callers use the
+/// boxed [`super::encrypt_writer`].
+pub struct EncryptWriter<W> {
+    inner: W,
     keys: Keys,
     header: Header,
     buf: Vec<u8>,
@@ -82,7 +75,54 @@ struct EncryptWriter {
     state: WState,
 }
 
-impl EncryptWriter {
+impl<W: AsyncWrite + Unpin> EncryptWriter<W> {
+    /// Derive the per-file key (Argon2id on a blocking thread), write the
+    /// header to `inner`, and return the writer (default segment size).
+    pub async fn new(
+        inner: W,
+        passphrase: &Secret,
+        params: KdfParams,
+    ) -> Result<Self, CryptoError> {
+        Self::with_segment_size(inner, passphrase, params, DEFAULT_SEGMENT_SIZE).await
+    }
+
+    pub(crate) async fn with_segment_size(
+        mut inner: W,
+        passphrase: &Secret,
+        params: KdfParams,
+        segment_size: u32,
+    ) -> Result<Self, CryptoError> {
+        let mut header = Header::new(params, segment_size)?;
+        let keys = Keys::derive(&header, passphrase).await?;
+        keys.seal_header(&mut header);
+        inner
+            .write_all(&header.bytes)
+            .await
+            .map_err(|e| CryptoError::io("writing the encrypted header", e))?;
+        let buf = vec![0u8; header.wire_segment_len()];
+        Ok(EncryptWriter {
+            inner,
+            keys,
+            header,
+            buf,
+            filled: 0,
+            out: 0..0,
+            index: 0,
+            state: WState::Open,
+        })
+    }
+
+    /// The inner writer. Call after `shutdown()` succeeded: before it, the
+    /// final segment (and maybe more) has not been written.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// The header's description (KDF parameters, segment size), for the manifest.
+    pub fn header_info(&self) -> super::HeaderInfo {
+        self.header.info()
+    }
+
     fn seal(&mut self, last: bool) -> io::Result<()> {
         let seg = self.header.segment_size as usize;
         if last {
@@ -125,7 +165,7 @@ impl EncryptWriter {
     }
 }
 
-impl AsyncWrite for EncryptWriter {
+impl<W: AsyncWrite + Unpin> AsyncWrite for EncryptWriter<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -382,7 +422,6 @@ impl AsyncRead for DecryptReader {
 pub(crate) mod tests {
     use super::*;
     use crate::crypto::format::tests::crafted_header;
-    use crate::crypto::format::DEFAULT_SEGMENT_SIZE;
     use crate::crypto::SharedVec;
     use rstest::rstest;
     use std::time::{Duration, Instant};
