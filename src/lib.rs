@@ -11,6 +11,8 @@
 //! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
 //! - [`restore`]: executes a statement stream into a database, with progress.
 //! - [`codec`]: compression stages (gzip, zstd) as `AsyncWrite`/`AsyncRead` adapters.
+//! - [`crypto`]: encryption stages (our versioned `.enc` format: STREAM over
+//!   AES-256-GCM, Argon2id key per file) and reading old `.gpg` files.
 //! - [`manifest`]: the JSON file written next to every backup (versioned format).
 //! - [`catalog`]: backup file names, and which stored objects are ours.
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`).
@@ -22,6 +24,7 @@ pub mod catalog;
 pub mod cmd;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod dump;
 pub mod manifest;
