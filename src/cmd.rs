@@ -2,8 +2,10 @@
 //! documented exit codes. With `main.rs`, the only place that uses `anyhow`.
 
 pub mod backup;
+pub mod decrypt;
 pub mod list;
 pub mod restore;
+pub mod verify;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -12,10 +14,12 @@ use clap::{Parser, Subcommand};
 
 use crate::catalog::LockError;
 use crate::config::{ConfigError, Settings};
+use crate::crypto::CryptoError;
 use crate::db::DbError;
 use crate::dump::DumpError;
 use crate::pipeline::{BackupError, LocateError};
 use crate::restore::RestoreError;
+use crate::sql::SplitError;
 use crate::target::local::LocalTarget;
 use crate::target::{Target, TargetError};
 
@@ -61,6 +65,10 @@ pub enum Command {
     Restore(restore::Args),
     /// List backups with date, size and age.
     List(list::Args),
+    /// Read a backup to the end (checksum, encryption, compression, SQL) without touching any database.
+    Verify(verify::Args),
+    /// Decrypt an encrypted backup (.enc, or an old .gpg) into its compressed SQL file.
+    Decrypt(decrypt::Args),
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -74,6 +82,8 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Backup(a) => backup::run(a, &settings).await,
         Command::Restore(a) => restore::run(a, &settings).await,
         Command::List(a) => list::run(a, &settings).await,
+        Command::Verify(a) => verify::run(a, &settings).await,
+        Command::Decrypt(a) => decrypt::run(a, &settings).await,
     }
 }
 
@@ -113,6 +123,15 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             _ => exit::REFUSED,
         });
     }
+    if let Some(c) = e.downcast_ref::<CryptoError>() {
+        return Some(crypto_code(c));
+    }
+    if let Some(c) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(CryptoError::from_io)
+    {
+        return Some(crypto_code(c));
+    }
     if let Some(t) = e.downcast_ref::<TargetError>() {
         return Some(target_code(t));
     }
@@ -132,6 +151,7 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             BackupError::Target(t) => Some(target_code(t)),
             BackupError::Dump(d) => code_of(d),
             BackupError::Encode(_) => Some(exit::FAILURE),
+            BackupError::Crypto(c) => Some(crypto_code(c)),
         };
     }
     if let Some(l) = e.downcast_ref::<LocateError>() {
@@ -144,11 +164,26 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(r) = e.downcast_ref::<RestoreError>() {
         return Some(match r {
             RestoreError::Db(d) => db_code(d),
+            RestoreError::Crypto { source, .. } => crypto_code(source),
+            RestoreError::Unreadable {
+                source: SplitError::Io(io),
+                ..
+            } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
             RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
             RestoreError::Statement { .. } => exit::FAILURE,
         });
     }
     None
+}
+
+fn crypto_code(c: &CryptoError) -> u8 {
+    match c {
+        CryptoError::WrongPassphrase
+        | CryptoError::GpgWrongPassphrase
+        | CryptoError::MissingPassphrase => exit::PASSPHRASE,
+        CryptoError::Io { .. } => exit::STORAGE,
+        _ => exit::CORRUPT,
+    }
 }
 
 fn target_code(t: &TargetError) -> u8 {

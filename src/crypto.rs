@@ -458,9 +458,10 @@ mod tests {
                 let enc = encrypt_writer(Box::new(w), &pass, KdfParams::for_tests())
                     .await
                     .unwrap();
-                let mut gz = Compression::Gzip(6).encoder(enc);
-                gz.write_all(&sql).await.unwrap();
-                gz.shutdown().await.unwrap();
+                let mut enc = enc;
+                let gz = Compression::Gzip(6).compress_block(&sql).unwrap();
+                enc.write_all(&gz).await.unwrap();
+                enc.shutdown().await.unwrap();
             })
         };
         let (dec, env) = decrypt_any(Box::new(r), Some(&pass)).await.unwrap();

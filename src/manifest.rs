@@ -72,6 +72,23 @@ pub struct EncryptionInfo {
     pub iterations: u32,
     /// KDF lanes.
     pub parallelism: u32,
+    /// Plaintext bytes per segment.
+    #[serde(default)]
+    pub segment_size: u32,
+}
+
+impl From<crate::crypto::HeaderInfo> for EncryptionInfo {
+    fn from(h: crate::crypto::HeaderInfo) -> Self {
+        EncryptionInfo {
+            format_version: u32::from(h.version),
+            algorithm: h.aead,
+            kdf: h.kdf,
+            memory_kib: h.kdf_params.memory_kib,
+            iterations: h.kdf_params.iterations,
+            parallelism: h.kdf_params.parallelism,
+            segment_size: h.segment_size,
+        }
+    }
 }
 
 /// Everything recorded about one backup.

@@ -24,9 +24,10 @@ use tokio::sync::mpsc;
 
 use crate::catalog::{self, Entry};
 use crate::codec::{BoxRead, BoxWrite, Compression};
-use crate::config::{DbSettings, Settings};
+use crate::config::{DbSettings, Secret, Settings};
+use crate::crypto;
 use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
-use crate::manifest::{self, Manifest, ManifestError};
+use crate::manifest::{self, EncryptionInfo, Manifest, ManifestError};
 use crate::progress::{human_bytes, Counter, MeteredReader, Reporter, SharedHash};
 use crate::restore::{self, ExecSummary, RestoreError};
 use crate::sql::StatementReader;
@@ -47,6 +48,9 @@ pub enum BackupError {
     /// The encoder failed.
     #[error("compressing the dump failed: {0}")]
     Encode(#[source] std::io::Error),
+    /// Setting up encryption failed.
+    #[error("cannot encrypt the backup: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
 }
 
 /// A secondary target that could not take its copy.
@@ -83,7 +87,14 @@ pub async fn backup_db(
     let started = Instant::now();
     let db = settings.db()?;
     let compression = settings.compression;
-    let name = free_name(targets, &settings.prefix, compression.extension()).await?;
+    let encrypted = settings.passphrase.is_some();
+    let name = free_name(
+        targets,
+        &settings.prefix,
+        compression.extension(),
+        encrypted,
+    )
+    .await?;
     tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(&db), "backup started");
 
     let mut uploads: Vec<Option<Box<dyn Upload>>> = Vec::new();
@@ -111,7 +122,24 @@ pub async fn backup_db(
     // Compression is CPU-bound: it runs on blocking threads so the dump and
     // the uploads keep running on the async workers.
     let handle = tokio::runtime::Handle::current();
-    let sink: BoxWrite = Box::new(ChannelWriter(tokio_util::sync::PollSender::new(tx)));
+    let channel = ChannelWriter(tokio_util::sync::PollSender::new(tx));
+    // Encryption comes after compression, inside the pipeline: no plaintext
+    // ever reaches a disk or the network.
+    let (sink, encryption): (BoxWrite, _) = match &settings.passphrase {
+        Some(pass) => {
+            match crypto::EncryptWriter::new(channel, pass, crypto::KdfParams::default()).await {
+                Ok(w) => {
+                    let info = w.header_info();
+                    (Box::new(w), Some(EncryptionInfo::from(info)))
+                }
+                Err(e) => {
+                    abort_all(uploads).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => (Box::new(channel), None),
+    };
     let encoder = tokio::task::spawn_blocking(move || encode(&handle, sql_r, sink, compression));
     let (dumped, stored) = tokio::join!(
         dump::dump_database(&db, sql_w, opts, hooks),
@@ -157,7 +185,8 @@ pub async fn backup_db(
         Compression::Zstd(_) => "zstd",
         Compression::None => "none",
     };
-    let manifest = Manifest::for_dump(&name, size, sha256, comp_name, &summary);
+    let mut manifest = Manifest::for_dump(&name, size, sha256, comp_name, &summary);
+    manifest.encryption = encryption;
     let manifest_json = manifest.to_json();
     let manifest_name = manifest::name_for(&name);
     let mut stored_on = Vec::new();
@@ -212,10 +241,11 @@ async fn free_name(
     targets: &[Arc<dyn Target>],
     prefix: &str,
     ext: &str,
+    encrypted: bool,
 ) -> Result<String, TargetError> {
     let mut when = Utc::now();
     loop {
-        let name = catalog::db_file_name(prefix, when, ext, false);
+        let name = catalog::db_file_name(prefix, when, ext, encrypted);
         let mut taken = false;
         for t in targets {
             if t.metadata(&name).await?.is_some()
@@ -511,14 +541,13 @@ pub struct VerifyReport {
 
 type Opened = (StatementReader<BoxRead>, Counter, SharedHash);
 
-async fn open_statements(source: &Source) -> Result<Opened, RestoreError> {
+/// Open the stored bytes of `source`, metered, and decrypted when they are
+/// encrypted (our format or an old `.gpg`); returns the plaintext reader.
+pub async fn open_plain(
+    source: &Source,
+    passphrase: Option<&Secret>,
+) -> Result<(BoxRead, Counter, SharedHash), RestoreError> {
     let name = &source.name;
-    if name.ends_with(".enc") || name.ends_with(".gpg") {
-        return Err(RestoreError::Integrity {
-            name: name.clone(),
-            detail: "encrypted backups are not readable by this build".into(),
-        });
-    }
     let raw = source
         .target
         .open(name)
@@ -528,15 +557,48 @@ async fn open_statements(source: &Source) -> Result<Opened, RestoreError> {
             detail: e.to_string(),
         })?;
     let (metered, counter, hash) = MeteredReader::new(raw);
-    let compression = Compression::from_file_name(name);
-    let decoded = compression.decoder(BufReader::with_capacity(256 * 1024, metered));
+    let (plain, _) = crypto::decrypt_any(Box::new(metered), passphrase)
+        .await
+        .map_err(|source| RestoreError::Crypto {
+            name: name.clone(),
+            source,
+        })?;
+    Ok((plain, counter, hash))
+}
+
+async fn open_statements(
+    source: &Source,
+    passphrase: Option<&Secret>,
+) -> Result<Opened, RestoreError> {
+    let (plain, counter, hash) = open_plain(source, passphrase).await?;
+    let compression = Compression::from_file_name(&source.name);
+    let decoded = compression.decoder(BufReader::with_capacity(256 * 1024, plain));
     Ok((StatementReader::new(decoded), counter, hash))
+}
+
+/// Compare what was read with the manifest, when there is one.
+pub fn check_manifest(source: &Source, bytes: u64, sha256: &str) -> Result<(), RestoreError> {
+    if let Some(m) = &source.manifest {
+        if m.size != bytes || m.sha256 != sha256 {
+            return Err(RestoreError::Integrity {
+                name: source.name.clone(),
+                detail: format!(
+                    "manifest says {} bytes with SHA-256 {}, file has {} bytes with SHA-256 {}",
+                    m.size, m.sha256, bytes, sha256
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Read `source` to the end: SHA-256 and size against the manifest,
 /// decompression, SQL splitting. Touches no database.
-pub async fn verify(source: &Source) -> Result<VerifyReport, RestoreError> {
-    let (mut reader, counter, hash) = open_statements(source).await?;
+pub async fn verify(
+    source: &Source,
+    passphrase: Option<&Secret>,
+) -> Result<VerifyReport, RestoreError> {
+    let (mut reader, counter, hash) = open_statements(source, passphrase).await?;
     let _progress = Reporter::start(
         "verifying",
         counter.clone(),
@@ -558,17 +620,7 @@ pub async fn verify(source: &Source) -> Result<VerifyReport, RestoreError> {
     }
     let bytes = counter.get();
     let sha256 = hash.hex();
-    if let Some(m) = &source.manifest {
-        if m.size != bytes || m.sha256 != sha256 {
-            return Err(RestoreError::Integrity {
-                name: source.name.clone(),
-                detail: format!(
-                    "manifest says {} bytes with SHA-256 {}, file has {} bytes with SHA-256 {}",
-                    m.size, m.sha256, bytes, sha256
-                ),
-            });
-        }
-    }
+    check_manifest(source, bytes, &sha256)?;
     Ok(VerifyReport {
         bytes,
         sha256,
@@ -581,6 +633,7 @@ pub async fn verify(source: &Source) -> Result<VerifyReport, RestoreError> {
 /// after [`verify`] succeeded on the same source.
 pub async fn apply(
     source: &Source,
+    passphrase: Option<&Secret>,
     db: &DbSettings,
     into: &str,
 ) -> Result<ExecSummary, RestoreError> {
@@ -593,7 +646,7 @@ pub async fn apply(
         None => (None, None),
     };
     restore::prepare_database(&mut conn, into, charset, collation).await?;
-    let (mut reader, counter, _) = open_statements(source).await?;
+    let (mut reader, counter, _) = open_statements(source, passphrase).await?;
     let _progress = Reporter::start("restoring", counter, source.size, Duration::from_secs(5));
     let result = restore::execute(&mut conn, &source.name, &mut reader).await;
     let _ = conn.disconnect().await;

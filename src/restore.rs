@@ -38,6 +38,15 @@ pub enum RestoreError {
         /// Expected vs found.
         detail: String,
     },
+    /// The backup could not be decrypted (wrong or missing passphrase, damaged header ...).
+    #[error("{name}: {source}")]
+    Crypto {
+        /// Backup name.
+        name: String,
+        /// What the decryption layer said.
+        #[source]
+        source: crate::crypto::CryptoError,
+    },
     /// A statement failed on the server.
     #[error("statement {number} (line {line}) failed: ERROR {code}: {message}\n  in: {excerpt}")]
     Statement {

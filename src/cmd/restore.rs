@@ -38,7 +38,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let targets = super::targets(settings);
     let source = pipeline::locate(&args.file, &settings.prefix, &targets).await?;
     let started = Instant::now();
-    let report = pipeline::verify(&source).await?;
+    let report = pipeline::verify(&source, settings.passphrase.as_ref()).await?;
     eprintln!(
         "verified {} ({}, {} statements{})",
         source.name,
@@ -68,7 +68,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             return Err(Refused("restore cancelled; the database was not touched".into()).into());
         }
     }
-    let summary = pipeline::apply(&source, &db, &into).await?;
+    let summary = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into).await?;
     eprintln!(
         "restored {} into `{into}`: {} statements in {:.1}s",
         source.name,

@@ -3,6 +3,7 @@
 //! (addresses in the `TEST_*` variables it exports).
 
 mod cli;
+mod encryption;
 mod failures;
 mod harness;
 mod roundtrip;

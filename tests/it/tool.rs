@@ -66,12 +66,22 @@ pub async fn backup(db: &str, dir: &Path) -> BackupOutcome {
 
 /// Locate, verify and apply `spec` from `dir` into database `into`.
 pub async fn try_restore(dir: &Path, spec: &str, into: &str) -> Result<ExecSummary, RestoreError> {
-    let s = settings(into, dir, &[]);
+    try_restore_with(dir, spec, into, &[]).await
+}
+
+/// [`try_restore`] with extra variables (a passphrase ...).
+pub async fn try_restore_with(
+    dir: &Path,
+    spec: &str,
+    into: &str,
+    extra: &[(&str, &str)],
+) -> Result<ExecSummary, RestoreError> {
+    let s = settings(into, dir, extra);
     let source = pipeline::locate(spec, &s.prefix, &volume(dir))
         .await
         .unwrap_or_else(|e| panic!("locating {spec}: {e}"));
-    pipeline::verify(&source).await?;
-    pipeline::apply(&source, &s.db().unwrap(), into).await
+    pipeline::verify(&source, s.passphrase.as_ref()).await?;
+    pipeline::apply(&source, s.passphrase.as_ref(), &s.db().unwrap(), into).await
 }
 
 /// [`try_restore`] that panics on failure.

@@ -1,0 +1,32 @@
+//! `selmai-backup verify <FILE|latest>`: read a backup to the end and say
+//! whether it would restore, without touching any database.
+
+use crate::config::Settings;
+use crate::pipeline;
+use crate::progress::human_bytes;
+
+/// Arguments of `verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A backup name in BACKUP_DIR, a path to a file, or `latest`.
+    pub file: String,
+}
+
+/// Check SHA-256 against the manifest, every encryption tag, decompression and SQL splitting.
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let source = pipeline::locate(&args.file, &settings.prefix, &super::targets(settings)).await?;
+    let report = pipeline::verify(&source, settings.passphrase.as_ref()).await?;
+    println!(
+        "ok: {} ({}, {} statements, SHA-256 {}{})",
+        source.name,
+        human_bytes(report.bytes),
+        report.statements,
+        report.sha256,
+        if report.manifest_checked {
+            ", matches the manifest"
+        } else {
+            ", no manifest"
+        }
+    );
+    Ok(())
+}
