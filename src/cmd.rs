@@ -2,8 +2,11 @@
 //! documented exit codes. With `main.rs`, the only place that uses `anyhow`.
 
 pub mod backup;
+pub mod health;
 pub mod list;
+pub mod prune;
 pub mod restore;
+pub mod run;
 
 use std::error::Error as StdError;
 use std::sync::Arc;
@@ -61,6 +64,12 @@ pub enum Command {
     Restore(restore::Args),
     /// List backups with date, size and age.
     List(list::Args),
+    /// Run the scheduler: backups on schedule, retention, alerts (the container's command).
+    Run(run::Args),
+    /// Exit 0 when the newest backup is fresh (Docker HEALTHCHECK), else 1 with the reason.
+    Health(health::Args),
+    /// Apply retention now, printing what is kept and deleted and why.
+    Prune(prune::Args),
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -74,6 +83,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Backup(a) => backup::run(a, &settings).await,
         Command::Restore(a) => restore::run(a, &settings).await,
         Command::List(a) => list::run(a, &settings).await,
+        Command::Run(a) => run::run(a, &settings).await,
+        Command::Health(a) => health::run(a, &settings).await,
+        Command::Prune(a) => prune::run(a, &settings).await,
     }
 }
 
@@ -115,6 +127,12 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     }
     if let Some(t) = e.downcast_ref::<TargetError>() {
         return Some(target_code(t));
+    }
+    if e.is::<crate::health::SpaceError>() {
+        return Some(exit::STORAGE);
+    }
+    if e.is::<health::Unhealthy>() {
+        return Some(exit::FAILURE);
     }
     if let Some(d) = e.downcast_ref::<DbError>() {
         return Some(db_code(d));
