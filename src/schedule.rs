@@ -24,7 +24,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -504,14 +504,6 @@ pub fn human_duration(d: chrono::Duration) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// `y-m-d h:m` in `tz` as a UTC instant, for tests and examples; `None`
-/// when that wall time does not exist (in a spring-forward gap).
-pub fn wall(tz: Tz, y: i32, m: u32, d: u32, h: u32, min: u32) -> Option<DateTime<Utc>> {
-    tz.with_ymd_and_hms(y, m, d, h, min, 0)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]
