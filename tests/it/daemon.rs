@@ -456,7 +456,7 @@ fn run_catches_up_at_start_alerts_serves_metrics_and_stops_on_sigterm() {
     assert_eq!(ev["event"], "backup_succeeded", "{ev}");
     assert_eq!(ev["kind"], "db");
     let file = ev["file"].as_str().unwrap().to_owned();
-    assert_eq!(backups(dir.path()), [file.clone()]);
+    assert_eq!(backups(dir.path()), std::slice::from_ref(&file));
     let size = std::fs::metadata(dir.path().join(&file)).unwrap().len();
     assert_eq!(ev["size"], size);
     assert!(ev["duration"].as_f64().unwrap() > 0.0);
