@@ -80,6 +80,48 @@ pub struct TableStats {
     pub kind: String,
     /// Rows written (0 for a sequence).
     pub rows: u64,
+    /// Content fingerprint of the rows, read inside the snapshot (see
+    /// [`Fingerprint`]); absent in manifests older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// An order-independent fingerprint of a table's rows: the wrapping sum of
+/// the xxh3-128 of each row's values (length-prefixed, NULL distinct from
+/// empty), as read with the dump's own SELECT. Restoring the table and
+/// reading it again gives the same value; a changed, missing or extra row
+/// changes it. It detects damage and mistakes, not a forger (who could
+/// rewrite the manifest as well).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    sum: u128,
+}
+
+impl Fingerprint {
+    /// Fold one row in.
+    pub fn add_row(&mut self, values: &[Option<mysql_async::Value>]) {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for v in values {
+            match v {
+                Some(mysql_async::Value::Bytes(b)) => {
+                    h.update(&(b.len() as u64).to_le_bytes());
+                    h.update(b);
+                }
+                Some(mysql_async::Value::NULL) | None => h.update(&u64::MAX.to_le_bytes()),
+                Some(other) => {
+                    let s = other.as_sql(false);
+                    h.update(&(s.len() as u64).to_le_bytes());
+                    h.update(s.as_bytes());
+                }
+            }
+        }
+        self.sum = self.sum.wrapping_add(h.digest128());
+    }
+
+    /// Hex form stored in the manifest.
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
 }
 
 /// What a finished dump saw.
@@ -284,6 +326,7 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
             name: name.clone(),
             kind: "sequence".into(),
             rows: 0,
+            fingerprint: None,
         });
     }
 
@@ -297,11 +340,13 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
         out.maybe_flush().await?;
         hooks.before_table_data(name).await;
         progress.table(i, name);
-        let rows = dump_rows(conn, database, name, &mut out, opts, &mut progress).await?;
+        let (rows, fingerprint) =
+            dump_rows(conn, database, name, &mut out, opts, &mut progress).await?;
         stats.push(TableStats {
             name: name.clone(),
             kind: "table".into(),
             rows,
+            fingerprint: Some(fingerprint.hex()),
         });
     }
 
@@ -589,15 +634,13 @@ fn write_footer<W: AsyncWrite + Unpin>(out: &mut SqlOut<W>, finished_at: DateTim
     ));
 }
 
-/// Stream the rows of one table as bounded extended INSERTs; returns the row count.
-async fn dump_rows<W: AsyncWrite + Unpin + Send>(
+/// The SELECT that reads a table's rows exactly, and the INSERT head that
+/// writes them back; `None` when the table has no storable column.
+async fn row_queries(
     conn: &mut Conn,
     database: &str,
     table: &str,
-    out: &mut SqlOut<W>,
-    opts: &DumpOptions,
-    progress: &mut Progress,
-) -> Result<u64, DumpError> {
+) -> Result<Option<(String, String)>, DbError> {
     let cols = query_strings(
         conn,
         &format!(
@@ -621,7 +664,7 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
         })
         .collect();
     if cols.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     let select: Vec<String> = cols
         .iter()
@@ -642,7 +685,56 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let sql = format!("SELECT {} FROM {}", select.join(", "), ident(table));
+    Ok(Some((
+        format!("SELECT {} FROM {}", select.join(", "), ident(table)),
+        insert_head,
+    )))
+}
+
+/// Row count and [`Fingerprint`] of a table as it is now (for restore drills).
+pub async fn table_fingerprint(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+) -> Result<(u64, Fingerprint), DbError> {
+    let mut fp = Fingerprint::default();
+    let Some((sql, _)) = row_queries(conn, database, table).await? else {
+        return Ok((0, fp));
+    };
+    conn.query_drop("SET SESSION time_zone = '+00:00', NAMES utf8mb4")
+        .await
+        .map_err(|e| DbError::query("preparing the session", e))?;
+    let what = format!("reading table `{table}`");
+    let mut result = conn
+        .query_iter(sql)
+        .await
+        .map_err(|e| DbError::query(what.clone(), e))?;
+    let mut rows = 0u64;
+    while let Some(row) = result
+        .next()
+        .await
+        .map_err(|e| DbError::query(what.clone(), e))?
+    {
+        fp.add_row(&row.unwrap_raw());
+        rows += 1;
+    }
+    Ok((rows, fp))
+}
+
+/// Stream the rows of one table as bounded extended INSERTs; returns the
+/// row count and the table's fingerprint.
+async fn dump_rows<W: AsyncWrite + Unpin + Send>(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+    out: &mut SqlOut<W>,
+    opts: &DumpOptions,
+    progress: &mut Progress,
+) -> Result<(u64, Fingerprint), DumpError> {
+    let mut fingerprint = Fingerprint::default();
+    let Some((sql, insert_head)) = row_queries(conn, database, table).await? else {
+        return Ok((0, fingerprint));
+    };
     let mut rows_done: u64 = 0;
     let table_err = |rows: u64| {
         move |source| DumpError::Table {
@@ -661,6 +753,7 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
     let mut in_statement = 0usize; // bytes of the open INSERT, 0 = none open
     while let Some(row) = result.next().await.map_err(table_err(rows_done))? {
         let values = row.unwrap_raw();
+        fingerprint.add_row(&values);
         let encoded = enc.encode(values);
         if !encoded.prelude.is_empty() {
             // Large values travel in user variables: close any open INSERT,
@@ -669,11 +762,11 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
                 out.push(b";\n");
                 in_statement = 0;
             }
-            out.push(&encoded.prelude);
+            out.push(encoded.prelude);
             out.push_str(&insert_head);
-            out.push(&encoded.tuple);
+            out.push(encoded.tuple);
             out.push(b";\n");
-            out.push(&encoded.cleanup);
+            out.push(encoded.cleanup);
         } else {
             if in_statement > 0 && in_statement + encoded.tuple.len() > opts.statement_bytes {
                 out.push(b";\n");
@@ -685,7 +778,7 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
             } else {
                 out.push(b",\n");
             }
-            out.push(&encoded.tuple);
+            out.push(encoded.tuple);
             in_statement += encoded.tuple.len() + 2;
         }
         rows_done += 1;
@@ -696,7 +789,7 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
         out.push(b";\n");
     }
     drop(result);
-    Ok(rows_done)
+    Ok((rows_done, fingerprint))
 }
 
 /// Periodic progress lines for long dumps.
@@ -725,7 +818,7 @@ impl Progress {
 
     fn row(&mut self, bytes: u64) {
         self.rows += 1;
-        if self.rows % 4096 == 0 && self.last.elapsed() >= self.every {
+        if self.rows.is_multiple_of(4096) && self.last.elapsed() >= self.every {
             self.last = Instant::now();
             tracing::info!(
                 "dumping table {}/{} `{}`: {} rows so far, {} of SQL",
@@ -759,4 +852,52 @@ pub async fn dump_database<W: AsyncWrite + Unpin + Send>(
     let summary = dump(&mut conn, &settings.name, out, opts, hooks).await;
     let _ = conn.disconnect().await;
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::Value;
+
+    fn row(vals: &[Option<&[u8]>]) -> Vec<Option<Value>> {
+        vals.iter()
+            .map(|v| v.map(|b| Value::Bytes(b.to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn fingerprint_ignores_row_order_but_sees_every_change() {
+        let a = row(&[Some(b"1"), Some(b"x")]);
+        let b = row(&[Some(b"2"), None]);
+        let mut f1 = Fingerprint::default();
+        f1.add_row(&a);
+        f1.add_row(&b);
+        let mut f2 = Fingerprint::default();
+        f2.add_row(&b);
+        f2.add_row(&a);
+        assert_eq!(f1, f2);
+
+        let variants = [
+            row(&[Some(b"2"), Some(b"")]),     // NULL vs ''
+            row(&[Some(b"2"), Some(b"NULL")]), // NULL vs 'NULL'
+            row(&[Some(b"21"), None]),         // changed value
+            row(&[Some(b"2"), None, None]),    // extra column
+        ];
+        for v in variants {
+            let mut f3 = Fingerprint::default();
+            f3.add_row(&a);
+            f3.add_row(&v);
+            assert_ne!(f1, f3, "{v:?}");
+        }
+        // A duplicated row counts twice.
+        let mut f4 = f1;
+        f4.add_row(&a);
+        assert_ne!(f1, f4);
+        // Value boundaries matter: ("ab","c") is not ("a","bc").
+        let mut g1 = Fingerprint::default();
+        g1.add_row(&row(&[Some(b"ab"), Some(b"c")]));
+        let mut g2 = Fingerprint::default();
+        g2.add_row(&row(&[Some(b"a"), Some(b"bc")]));
+        assert_ne!(g1, g2);
+    }
 }

@@ -428,7 +428,7 @@ pub async fn locate(
             all.push((t.clone(), e));
         }
     }
-    all.sort_by(|a, b| b.1.parsed.taken.cmp(&a.1.parsed.taken));
+    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
     let place = targets
         .iter()
         .map(|t| t.label())

@@ -44,7 +44,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         }
     }
     let mut rows: Vec<Row> = rows.into_values().collect();
-    rows.sort_by(|a, b| b.taken.cmp(&a.taken));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.taken));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -88,6 +88,16 @@ async fn corner_cases_survive_drop_and_restore_under_the_same_name() {
     assert_eq!(row_counts(&db), counts);
     let got = db.exec("SELECT SHA2(data, 256) FROM big_blob WHERE id = 1");
     assert_eq!(got.trim(), blob_sha);
+    // Every restored table reproduces the fingerprint taken inside the snapshot.
+    let mut conn = mysql_async::Conn::new(db.opts()).await.unwrap();
+    for t in out.manifest.tables.iter().filter(|t| t.kind == "table") {
+        let (rows, fp) = selmai_backup::dump::table_fingerprint(&mut conn, &db.name, &t.name)
+            .await
+            .unwrap();
+        assert_eq!(rows, t.rows, "{}", t.name);
+        assert_eq!(Some(fp.hex()), t.fingerprint, "fingerprint of {}", t.name);
+    }
+    conn.disconnect().await.unwrap();
     // The database came back with its original character set.
     let cs = db.exec(&format!(
         "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'",
@@ -211,4 +221,19 @@ async fn restore_by_path_outside_the_backup_dir() {
     let spec = elsewhere.path().join(&out.file).display().to_string();
     tool::restore(empty.path(), &spec, &dst.name).await;
     assert_same_database(&src, &dst);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_only_for_newer_servers_do_not_stop_a_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("selmai_backup_20250101_000000.sql"),
+        "CREATE TABLE x (a INT);\n/*!999999 SELECT 1 */;\nINSERT INTO x VALUES (1);\n",
+    )
+    .unwrap();
+    let dst = TestDb::new("rt_newer");
+    // The server takes a comment-only statement as a no-op.
+    let summary = tool::restore(dir.path(), "latest", &dst.name).await;
+    assert_eq!(summary.statements, 3);
+    assert_eq!(dst.exec("SELECT COUNT(*) FROM x").trim(), "1");
 }
