@@ -3,8 +3,11 @@
 
 pub mod backup;
 pub mod decrypt;
+pub mod health;
 pub mod list;
+pub mod prune;
 pub mod restore;
+pub mod run;
 pub mod verify;
 
 use std::error::Error as StdError;
@@ -69,6 +72,12 @@ pub enum Command {
     Verify(verify::Args),
     /// Decrypt an encrypted backup (.enc, or an old .gpg) into its compressed SQL file.
     Decrypt(decrypt::Args),
+    /// Run the scheduler: backups on schedule, retention, alerts (the container's command).
+    Run(run::Args),
+    /// Exit 0 when the newest backup is fresh (Docker HEALTHCHECK), else 1 with the reason.
+    Health(health::Args),
+    /// Apply retention now, printing what is kept and deleted and why.
+    Prune(prune::Args),
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -84,6 +93,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::List(a) => list::run(a, &settings).await,
         Command::Verify(a) => verify::run(a, &settings).await,
         Command::Decrypt(a) => decrypt::run(a, &settings).await,
+        Command::Run(a) => run::run(a, &settings).await,
+        Command::Health(a) => health::run(a, &settings).await,
+        Command::Prune(a) => prune::run(a, &settings).await,
     }
 }
 
@@ -134,6 +146,12 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     }
     if let Some(t) = e.downcast_ref::<TargetError>() {
         return Some(target_code(t));
+    }
+    if e.is::<crate::health::SpaceError>() {
+        return Some(exit::STORAGE);
+    }
+    if e.is::<health::Unhealthy>() {
+        return Some(exit::FAILURE);
     }
     if let Some(d) = e.downcast_ref::<DbError>() {
         return Some(db_code(d));

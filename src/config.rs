@@ -15,12 +15,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono_tz::Tz;
 use serde::Deserialize;
 
 use crate::codec::Compression;
+use crate::notify::{SmtpTls, WebhookFormat};
+use crate::retention::Policy;
+use crate::schedule::{CatchUp, Kind, Schedule};
 
 /// Prefixes of the variables this tool owns; unknown names under them are errors.
 pub const PREFIXES: &[&str] = &[
@@ -33,7 +38,15 @@ pub const PREFIXES: &[&str] = &[
     "NOTIFY_",
     "DUMP_",
     "RESTORE_",
+    "CONFIG_",
+    "FULL_",
+    "METRICS_",
 ];
+
+/// Standard variables we read by their exact name. Unlike [`PREFIXES`],
+/// nothing near them is an error: `TZ` is not a prefix of ours, and a
+/// container's `TERM` or `TMPDIR` must not be taken for a typo.
+pub const EXACT: &[&str] = &["TZ"];
 
 /// Errors in the configuration; each names the variable and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +154,29 @@ pub struct EnvConfig {
     s3_storage_class: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
+    tz: Option<String>,
+    backup_schedule: Option<String>,
+    config_schedule: Option<String>,
+    full_schedule: Option<String>,
+    backup_catch_up: Option<String>,
+    retention_daily: Option<u32>,
+    retention_weekly: Option<u32>,
+    retention_monthly: Option<u32>,
+    health_max_age_hours: Option<u64>,
+    health_min_free_mb: Option<u64>,
+    notify_on_success: Option<bool>,
+    notify_webhook_url: Option<String>,
+    notify_webhook_format: Option<String>,
+    notify_ping_url: Option<String>,
+    notify_smtp_host: Option<String>,
+    notify_smtp_port: Option<u16>,
+    notify_smtp_user: Option<String>,
+    notify_smtp_password: Option<String>,
+    notify_smtp_password_file: Option<String>,
+    notify_smtp_from: Option<String>,
+    notify_smtp_to: Option<String>,
+    notify_smtp_tls: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -170,6 +206,29 @@ pub const KNOWN: &[&str] = &[
     "S3_STORAGE_CLASS",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "TZ",
+    "BACKUP_SCHEDULE",
+    "CONFIG_SCHEDULE",
+    "FULL_SCHEDULE",
+    "BACKUP_CATCH_UP",
+    "RETENTION_DAILY",
+    "RETENTION_WEEKLY",
+    "RETENTION_MONTHLY",
+    "HEALTH_MAX_AGE_HOURS",
+    "HEALTH_MIN_FREE_MB",
+    "NOTIFY_ON_SUCCESS",
+    "NOTIFY_WEBHOOK_URL",
+    "NOTIFY_WEBHOOK_FORMAT",
+    "NOTIFY_PING_URL",
+    "NOTIFY_SMTP_HOST",
+    "NOTIFY_SMTP_PORT",
+    "NOTIFY_SMTP_USER",
+    "NOTIFY_SMTP_PASSWORD",
+    "NOTIFY_SMTP_PASSWORD_FILE",
+    "NOTIFY_SMTP_FROM",
+    "NOTIFY_SMTP_TO",
+    "NOTIFY_SMTP_TLS",
+    "METRICS_LISTEN",
 ];
 
 /// How to reach the database.
@@ -219,6 +278,77 @@ pub struct LogSettings {
     pub json: bool,
 }
 
+/// When backups run (`TZ`, `*_SCHEDULE`, `BACKUP_CATCH_UP`).
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    /// Time zone of the schedules and of retention's days (`TZ`, default UTC).
+    pub tz: Tz,
+    /// Database backups (`BACKUP_SCHEDULE`); `None` when set to `off`.
+    pub db: Option<Schedule>,
+    /// Configuration backups (`CONFIG_SCHEDULE`).
+    pub config: Option<Schedule>,
+    /// Full backups (`FULL_SCHEDULE`).
+    pub full: Option<Schedule>,
+    /// Whether to run a backup at start (`BACKUP_CATCH_UP`).
+    pub catch_up: CatchUp,
+}
+
+impl ScheduleSettings {
+    /// The schedule of `kind`, unless it is off.
+    pub fn of(&self, kind: Kind) -> Option<&Schedule> {
+        match kind {
+            Kind::Db => self.db.as_ref(),
+            Kind::Config => self.config.as_ref(),
+            Kind::Full => self.full.as_ref(),
+        }
+    }
+}
+
+/// What `health` checks (`HEALTH_*`).
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// The newest successful database backup must be younger than this
+    /// (`HEALTH_MAX_AGE_HOURS`, default 26).
+    pub max_age: Duration,
+    /// Free space below this on `BACKUP_DIR` is unhealthy
+    /// (`HEALTH_MIN_FREE_MB`); `None`: twice the last backup's size.
+    pub min_free_bytes: Option<u64>,
+}
+
+/// Sending mail (`NOTIFY_SMTP_*`).
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// Relay host (`NOTIFY_SMTP_HOST`).
+    pub host: String,
+    /// Port (`NOTIFY_SMTP_PORT`; default 587, 465 with `tls`, 25 with `none`).
+    pub port: u16,
+    /// How the connection is protected (`NOTIFY_SMTP_TLS`).
+    pub tls: SmtpTls,
+    /// Login (`NOTIFY_SMTP_USER`), when the relay wants one.
+    pub user: Option<String>,
+    /// Password (`NOTIFY_SMTP_PASSWORD` or `_FILE`).
+    pub password: Option<Secret>,
+    /// Sender (`NOTIFY_SMTP_FROM`).
+    pub from: String,
+    /// Recipients (`NOTIFY_SMTP_TO`, comma-separated).
+    pub to: Vec<String>,
+}
+
+/// Where alerts go (`NOTIFY_*`).
+#[derive(Debug, Clone, Default)]
+pub struct NotifySettings {
+    /// Also alert on success (`NOTIFY_ON_SUCCESS`); failures always alert.
+    pub on_success: bool,
+    /// Webhook URL (`NOTIFY_WEBHOOK_URL`); a secret, as Slack's URLs are.
+    pub webhook: Option<Secret>,
+    /// Body format of the webhook (`NOTIFY_WEBHOOK_FORMAT`).
+    pub webhook_format: WebhookFormat,
+    /// healthchecks.io-style ping URL (`NOTIFY_PING_URL`); a secret.
+    pub ping: Option<Secret>,
+    /// Mail, when `NOTIFY_SMTP_HOST` is set.
+    pub smtp: Option<SmtpSettings>,
+}
+
 /// Typed, validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -240,6 +370,16 @@ pub struct Settings {
     pub s3: Option<S3Settings>,
     /// Logging.
     pub log: LogSettings,
+    /// Schedules and time zone.
+    pub schedule: ScheduleSettings,
+    /// Retention (`RETENTION_*`).
+    pub retention: Policy,
+    /// Health check thresholds.
+    pub health: HealthSettings,
+    /// Alerts.
+    pub notify: NotifySettings,
+    /// Address of the metrics listener (`METRICS_LISTEN`), off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -273,6 +413,12 @@ impl Settings {
             .unwrap_or_default();
         let mut ours = Vec::new();
         for (k, v) in &all {
+            if EXACT.contains(&k.as_str()) {
+                if !v.is_empty() {
+                    ours.push((k.clone(), v.clone()));
+                }
+                continue;
+            }
             if !PREFIXES.iter().any(|p| k.starts_with(p)) || ignored.contains(k) {
                 continue;
             }
@@ -326,6 +472,11 @@ impl Settings {
         v.extend(self.passphrase.as_ref());
         if let Some(s3) = &self.s3 {
             v.extend(s3.secret_access_key.as_ref());
+        }
+        v.extend(self.notify.webhook.as_ref());
+        v.extend(self.notify.ping.as_ref());
+        if let Some(smtp) = &self.notify.smtp {
+            v.extend(smtp.password.as_ref());
         }
         v
     }
@@ -390,6 +541,145 @@ impl TryFrom<EnvConfig> for Settings {
                 })
             }
         };
+        let schedule = ScheduleSettings {
+            tz: match e.tz.as_deref() {
+                None => Tz::UTC,
+                Some(name) => name.parse().map_err(|_| ConfigError::Invalid {
+                    name: "TZ",
+                    detail: format!(
+                        "{name:?} is not a time zone name: use an IANA name such as Europe/Paris or UTC"
+                    ),
+                })?,
+            },
+            db: schedule(Kind::Db, e.backup_schedule)?,
+            config: schedule(Kind::Config, e.config_schedule)?,
+            full: schedule(Kind::Full, e.full_schedule)?,
+            catch_up: match e.backup_catch_up {
+                None => CatchUp::default(),
+                Some(s) => s.parse().map_err(|detail| ConfigError::Invalid {
+                    name: "BACKUP_CATCH_UP",
+                    detail,
+                })?,
+            },
+        };
+        let defaults = Policy::default();
+        let retention = Policy {
+            daily: e.retention_daily.unwrap_or(defaults.daily),
+            weekly: e.retention_weekly.unwrap_or(defaults.weekly),
+            monthly: e.retention_monthly.unwrap_or(defaults.monthly),
+        };
+        let max_age_hours = e.health_max_age_hours.unwrap_or(26);
+        if max_age_hours == 0 {
+            return Err(ConfigError::Invalid {
+                name: "HEALTH_MAX_AGE_HOURS",
+                detail:
+                    "0: give the age in hours after which the newest backup is too old, e.g. 26"
+                        .into(),
+            });
+        }
+        let health = HealthSettings {
+            max_age: Duration::from_secs(max_age_hours.saturating_mul(3600)),
+            min_free_bytes: e.health_min_free_mb.map(|mb| mb.saturating_mul(1_000_000)),
+        };
+        let smtp_password = secret(
+            "NOTIFY_SMTP_PASSWORD",
+            e.notify_smtp_password,
+            e.notify_smtp_password_file,
+        )?;
+        let smtp = match e.notify_smtp_host {
+            None => {
+                let stray = [
+                    ("NOTIFY_SMTP_PORT", e.notify_smtp_port.is_some()),
+                    ("NOTIFY_SMTP_USER", e.notify_smtp_user.is_some()),
+                    ("NOTIFY_SMTP_PASSWORD", smtp_password.is_some()),
+                    ("NOTIFY_SMTP_FROM", e.notify_smtp_from.is_some()),
+                    ("NOTIFY_SMTP_TO", e.notify_smtp_to.is_some()),
+                    ("NOTIFY_SMTP_TLS", e.notify_smtp_tls.is_some()),
+                ];
+                if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::Invalid {
+                        name,
+                        detail: "set without NOTIFY_SMTP_HOST: set the relay's host name too, or remove it".into(),
+                    });
+                }
+                None
+            }
+            Some(host) => {
+                let tls: SmtpTls = match e.notify_smtp_tls {
+                    None => SmtpTls::default(),
+                    Some(s) => s.parse().map_err(|detail| ConfigError::Invalid {
+                        name: "NOTIFY_SMTP_TLS",
+                        detail,
+                    })?,
+                };
+                let from = e.notify_smtp_from.ok_or(ConfigError::Missing {
+                    name: "NOTIFY_SMTP_FROM",
+                    detail: "mail alerts need a sender address, e.g. backup@example.org",
+                })?;
+                mailbox("NOTIFY_SMTP_FROM", &from)?;
+                let to_raw = e.notify_smtp_to.ok_or(ConfigError::Missing {
+                    name: "NOTIFY_SMTP_TO",
+                    detail: "mail alerts need at least one recipient (comma-separated)",
+                })?;
+                let to: Vec<String> = to_raw
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if to.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        name: "NOTIFY_SMTP_TO",
+                        detail: "no address: give at least one recipient".into(),
+                    });
+                }
+                for a in &to {
+                    mailbox("NOTIFY_SMTP_TO", a)?;
+                }
+                if smtp_password.is_some() && e.notify_smtp_user.is_none() {
+                    return Err(ConfigError::Missing {
+                        name: "NOTIFY_SMTP_USER",
+                        detail: "NOTIFY_SMTP_PASSWORD is set: set the login that goes with it",
+                    });
+                }
+                Some(SmtpSettings {
+                    port: e.notify_smtp_port.unwrap_or(tls.default_port()),
+                    host,
+                    tls,
+                    user: e.notify_smtp_user,
+                    password: smtp_password,
+                    from,
+                    to,
+                })
+            }
+        };
+        let notify = NotifySettings {
+            on_success: e.notify_on_success.unwrap_or(false),
+            webhook: e
+                .notify_webhook_url
+                .map(|u| http_url("NOTIFY_WEBHOOK_URL", u))
+                .transpose()?,
+            webhook_format: match e.notify_webhook_format {
+                None => WebhookFormat::default(),
+                Some(s) => s.parse().map_err(|detail| ConfigError::Invalid {
+                    name: "NOTIFY_WEBHOOK_FORMAT",
+                    detail,
+                })?,
+            },
+            ping: e
+                .notify_ping_url
+                .map(|u| http_url("NOTIFY_PING_URL", u))
+                .transpose()?,
+            smtp,
+        };
+        let metrics_listen = e
+            .metrics_listen
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                    name: "METRICS_LISTEN",
+                    detail: format!("{a:?}: give an address and port, e.g. 0.0.0.0:9090"),
+                })
+            })
+            .transpose()?;
         Ok(Settings {
             db_host: e.db_host.unwrap_or_else(|| "db".into()),
             db_port: e.db_port.unwrap_or(3306),
@@ -410,8 +700,53 @@ impl TryFrom<EnvConfig> for Settings {
                 level: e.log_level.unwrap_or_else(|| "info".into()),
                 json: log_json,
             },
+            schedule,
+            retention,
+            health,
+            notify,
+            metrics_listen,
         })
     }
+}
+
+/// `kind`'s schedule from its variable: the default when unset, `None` for `off`.
+fn schedule(kind: Kind, value: Option<String>) -> Result<Option<Schedule>, ConfigError> {
+    let text = value.unwrap_or_else(|| kind.default_schedule().to_owned());
+    if matches!(
+        text.trim().to_ascii_lowercase().as_str(),
+        "off" | "never" | "disabled"
+    ) {
+        return Ok(None);
+    }
+    Schedule::parse(&text)
+        .map(Some)
+        .map_err(|detail| ConfigError::Invalid {
+            name: kind.schedule_var(),
+            detail,
+        })
+}
+
+/// An `http(s)://` URL, kept as a secret (it often embeds a token).
+fn http_url(name: &'static str, value: String) -> Result<Secret, ConfigError> {
+    // The value is not repeated in the message: it may hold a token.
+    match reqwest::Url::parse(&value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(Secret(value)),
+        _ => Err(ConfigError::Invalid {
+            name,
+            detail: "not an http:// or https:// URL".into(),
+        }),
+    }
+}
+
+/// Check that `value` is a mail address (`a@b` or `Name <a@b>`).
+fn mailbox(name: &'static str, value: &str) -> Result<(), ConfigError> {
+    value
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|e| ConfigError::Invalid {
+            name,
+            detail: format!("{value:?} is not a mail address: {e}"),
+        })
 }
 
 /// Resolve `NAME` / `NAME_FILE`: exactly one may be set; a file's trailing newline is trimmed.
@@ -572,6 +907,224 @@ mod tests {
         let dbg = format!("{s:?} {:?}", s.db().unwrap());
         assert!(!dbg.contains("canary-7f3a"), "{dbg}");
         assert_eq!(s.secrets().len(), 2);
+    }
+
+    fn with(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut v: Vec<(String, String)> =
+            base().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::from_vars(v)
+    }
+
+    #[test]
+    fn daemon_defaults() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.schedule.tz, Tz::UTC);
+        assert_eq!(s.schedule.db.as_ref().unwrap().as_str(), "0 2 * * *");
+        assert_eq!(s.schedule.config.as_ref().unwrap().as_str(), "0 3 * * 0");
+        assert_eq!(s.schedule.full.as_ref().unwrap().as_str(), "0 4 1 * *");
+        assert_eq!(s.schedule.catch_up, CatchUp::Auto);
+        assert_eq!(s.retention, Policy::default());
+        assert_eq!(
+            (s.retention.daily, s.retention.weekly, s.retention.monthly),
+            (7, 4, 3)
+        );
+        assert_eq!(s.health.max_age, Duration::from_secs(26 * 3600));
+        assert_eq!(s.health.min_free_bytes, None);
+        assert!(!s.notify.on_success);
+        assert!(s.notify.webhook.is_none() && s.notify.ping.is_none() && s.notify.smtp.is_none());
+        assert_eq!(s.notify.webhook_format, WebhookFormat::Json);
+        assert_eq!(s.metrics_listen, None);
+    }
+
+    #[test]
+    fn daemon_variables_are_read() {
+        let s = with(&[
+            ("TZ", "Europe/Paris"),
+            ("BACKUP_SCHEDULE", "30 1 * * *"),
+            ("CONFIG_SCHEDULE", "off"),
+            ("FULL_SCHEDULE", "0 5 1 */2 *"),
+            ("BACKUP_CATCH_UP", "never"),
+            ("RETENTION_DAILY", "14"),
+            ("RETENTION_WEEKLY", "0"),
+            ("RETENTION_MONTHLY", "12"),
+            ("HEALTH_MAX_AGE_HOURS", "50"),
+            ("HEALTH_MIN_FREE_MB", "2048"),
+            ("NOTIFY_ON_SUCCESS", "true"),
+            (
+                "NOTIFY_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/canary-7f3a",
+            ),
+            ("NOTIFY_WEBHOOK_FORMAT", "slack"),
+            ("NOTIFY_PING_URL", "https://hc-ping.com/canary-7f3a"),
+            ("NOTIFY_SMTP_HOST", "smtp.example.org"),
+            ("NOTIFY_SMTP_TLS", "tls"),
+            ("NOTIFY_SMTP_USER", "backup"),
+            ("NOTIFY_SMTP_PASSWORD", "canary-7f3a"),
+            ("NOTIFY_SMTP_FROM", "Backups <backup@example.org>"),
+            ("NOTIFY_SMTP_TO", "admin@example.org, ops@example.org"),
+            ("METRICS_LISTEN", "0.0.0.0:9090"),
+        ])
+        .unwrap();
+        assert_eq!(s.schedule.tz, chrono_tz::Europe::Paris);
+        assert_eq!(s.schedule.of(Kind::Db).unwrap().as_str(), "30 1 * * *");
+        assert!(s.schedule.of(Kind::Config).is_none());
+        assert_eq!(s.schedule.of(Kind::Full).unwrap().as_str(), "0 5 1 */2 *");
+        assert_eq!(s.schedule.catch_up, CatchUp::Never);
+        assert_eq!(
+            s.retention,
+            Policy {
+                daily: 14,
+                weekly: 0,
+                monthly: 12
+            }
+        );
+        assert_eq!(s.health.max_age, Duration::from_secs(50 * 3600));
+        assert_eq!(s.health.min_free_bytes, Some(2_048_000_000));
+        assert!(s.notify.on_success);
+        assert_eq!(s.notify.webhook_format, WebhookFormat::Slack);
+        let smtp = s.notify.smtp.as_ref().unwrap();
+        assert_eq!((smtp.port, smtp.tls), (465, SmtpTls::Tls));
+        assert_eq!(smtp.to, ["admin@example.org", "ops@example.org"]);
+        assert_eq!(s.metrics_listen, Some("0.0.0.0:9090".parse().unwrap()));
+        // The URLs carry tokens and the password is one: all redacted.
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("canary-7f3a"), "{dbg}");
+        assert_eq!(s.secrets().len(), 4);
+    }
+
+    #[rstest]
+    #[case("NOTIFY_SMTP_TLS", "none", 25)]
+    #[case("NOTIFY_SMTP_TLS", "starttls", 587)]
+    #[case("NOTIFY_SMTP_PORT", "2525", 2525)]
+    fn smtp_port_follows_the_tls_mode(#[case] var: &str, #[case] value: &str, #[case] port: u16) {
+        let s = with(&[
+            ("NOTIFY_SMTP_HOST", "relay"),
+            ("NOTIFY_SMTP_FROM", "a@b.c"),
+            ("NOTIFY_SMTP_TO", "d@e.f"),
+            (var, value),
+        ])
+        .unwrap();
+        assert_eq!(s.notify.smtp.unwrap().port, port);
+    }
+
+    #[rstest]
+    #[case("TZ", "Mars/Olympus", "IANA name")]
+    #[case("BACKUP_SCHEDULE", "0 2 * *", "use 5")]
+    #[case("BACKUP_SCHEDULE", "0 0 2 * * *", "6 fields")]
+    #[case("CONFIG_SCHEDULE", "0 25 * * *", "not a cron expression")]
+    #[case("FULL_SCHEDULE", "0 0 31 2 *", "never matches")]
+    #[case("BACKUP_CATCH_UP", "sometimes", "auto, always or never")]
+    #[case("RETENTION_DAILY", "-1", "RETENTION_DAILY")]
+    #[case("RETENTION_WEEKLY", "four", "RETENTION_WEEKLY")]
+    #[case("RETENTION_MONTHLY", "1.5", "RETENTION_MONTHLY")]
+    #[case("HEALTH_MAX_AGE_HOURS", "0", "in hours")]
+    #[case("HEALTH_MAX_AGE_HOURS", "a day", "HEALTH_MAX_AGE_HOURS")]
+    #[case("HEALTH_MIN_FREE_MB", "1G", "HEALTH_MIN_FREE_MB")]
+    #[case("NOTIFY_ON_SUCCESS", "yes", "NOTIFY_ON_SUCCESS")]
+    #[case("NOTIFY_WEBHOOK_URL", "hooks.slack.com/x", "http")]
+    #[case("NOTIFY_WEBHOOK_URL", "ftp://x/y", "http")]
+    #[case("NOTIFY_WEBHOOK_FORMAT", "teams", "json, slack or ntfy")]
+    #[case("NOTIFY_PING_URL", "not a url", "http")]
+    #[case("NOTIFY_SMTP_PORT", "smtp", "NOTIFY_SMTP_PORT")]
+    #[case("NOTIFY_SMTP_TO", "admin@example.org", "without NOTIFY_SMTP_HOST")]
+    #[case("METRICS_LISTEN", "9090", "address and port")]
+    #[case("METRICS_LISTEN", "localhost:9090", "address and port")]
+    fn bad_daemon_values_are_rejected_naming_the_variable(
+        #[case] var: &str,
+        #[case] value: &str,
+        #[case] want: &str,
+    ) {
+        let err = with(&[(var, value)]).unwrap_err().to_string();
+        assert!(err.contains(var) && err.contains(want), "{err}");
+    }
+
+    #[rstest]
+    #[case(&[("NOTIFY_SMTP_TO", "a@b.c")], "NOTIFY_SMTP_FROM")]
+    #[case(&[("NOTIFY_SMTP_FROM", "a@b.c")], "NOTIFY_SMTP_TO")]
+    #[case(&[("NOTIFY_SMTP_FROM", "not an address"), ("NOTIFY_SMTP_TO", "a@b.c")], "NOTIFY_SMTP_FROM")]
+    #[case(&[("NOTIFY_SMTP_FROM", "a@b.c"), ("NOTIFY_SMTP_TO", "a@b.c, nope")], "NOTIFY_SMTP_TO")]
+    #[case(&[("NOTIFY_SMTP_FROM", "a@b.c"), ("NOTIFY_SMTP_TO", "a@b.c"), ("NOTIFY_SMTP_TLS", "maybe")], "NOTIFY_SMTP_TLS")]
+    #[case(&[("NOTIFY_SMTP_FROM", "a@b.c"), ("NOTIFY_SMTP_TO", "a@b.c"), ("NOTIFY_SMTP_PASSWORD", "p")], "NOTIFY_SMTP_USER")]
+    fn incomplete_smtp_settings_name_what_is_missing(
+        #[case] extra: &[(&str, &str)],
+        #[case] var: &str,
+    ) {
+        let mut v = vec![("NOTIFY_SMTP_HOST", "relay")];
+        v.extend_from_slice(extra);
+        let err = with(&v).unwrap_err().to_string();
+        assert!(err.contains(var), "{err}");
+    }
+
+    #[test]
+    fn smtp_password_file_is_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "mail-secret\n").unwrap();
+        let path = f.display().to_string();
+        let s = with(&[
+            ("NOTIFY_SMTP_HOST", "relay"),
+            ("NOTIFY_SMTP_FROM", "a@b.c"),
+            ("NOTIFY_SMTP_TO", "d@e.f"),
+            ("NOTIFY_SMTP_USER", "u"),
+            ("NOTIFY_SMTP_PASSWORD_FILE", &path),
+        ])
+        .unwrap();
+        let pw = s.notify.smtp.unwrap().password.unwrap();
+        assert_eq!(pw.expose(), "mail-secret");
+        let both = with(&[
+            ("NOTIFY_SMTP_PASSWORD", "x"),
+            ("NOTIFY_SMTP_PASSWORD_FILE", &path),
+        ]);
+        assert!(matches!(
+            both,
+            Err(ConfigError::Ambiguous {
+                name: "NOTIFY_SMTP_PASSWORD"
+            })
+        ));
+    }
+
+    #[rstest]
+    #[case("BACKUP_SCHEDULE")]
+    #[case("CONFIG_SCHEDULE")]
+    #[case("FULL_SCHEDULE")]
+    fn schedules_can_be_turned_off(#[case] var: &str) {
+        for off in ["off", "OFF", "never", "disabled"] {
+            let s = with(&[(var, off)]).unwrap();
+            let kind = Kind::ALL
+                .into_iter()
+                .find(|k| k.schedule_var() == var)
+                .unwrap();
+            assert!(s.schedule.of(kind).is_none());
+        }
+    }
+
+    #[rstest]
+    #[case("CONFIG_SCHEDUEL", "CONFIG_SCHEDULE")]
+    #[case("FULL_SCHEDULES", "FULL_SCHEDULE")]
+    #[case("METRICS_LISTENER", "METRICS_LISTEN")]
+    #[case("RETENTION_DAYS", "RETENTION_DAILY")]
+    #[case("NOTIFY_WEBHOK_URL", "NOTIFY_WEBHOOK_URL")]
+    fn misspelt_daemon_variables_are_errors(#[case] var: &str, #[case] hint: &str) {
+        let err = with(&[(var, "x")]).unwrap_err().to_string();
+        assert!(
+            err.contains(var) && err.contains(&format!("did you mean {hint}")),
+            "{err}"
+        );
+    }
+
+    #[rstest]
+    #[case("TERM", "xterm")]
+    #[case("TMPDIR", "/tmp")]
+    #[case("TZDIR", "/usr/share/zoneinfo")]
+    #[case("T", "x")]
+    fn tz_is_exact_other_t_variables_are_not_ours(#[case] var: &str, #[case] value: &str) {
+        with(&[(var, value), ("TZ", "UTC")]).unwrap();
+    }
+
+    #[test]
+    fn empty_tz_means_utc() {
+        assert_eq!(with(&[("TZ", "")]).unwrap().schedule.tz, Tz::UTC);
     }
 
     #[test]

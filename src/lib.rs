@@ -18,6 +18,13 @@
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
+//! - [`schedule`]: backup kinds, cron schedules in `TZ`, catch-up, the scheduler loop.
+//! - [`jobs`]: one daemon run start to finish (lock, space, backup, retention, state, alerts).
+//! - [`retention`]: grandfather-father-son retention, a pure plan and its application.
+//! - [`state`]: the run history in `BACKUP_DIR` that `health` and catch-up read.
+//! - [`health`]: the health verdict and free-space checks.
+//! - [`notify`]: alerts by webhook, mail and healthchecks-style pings.
+//! - [`metrics`]: Prometheus counters and the tiny `/metrics` + `/healthz` listener.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
 pub mod catalog;
@@ -27,9 +34,16 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod dump;
+pub mod health;
+pub mod jobs;
 pub mod manifest;
+pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod progress;
 pub mod restore;
+pub mod retention;
+pub mod schedule;
 pub mod sql;
+pub mod state;
 pub mod target;

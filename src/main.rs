@@ -2,18 +2,25 @@
 //! configuration, set up logging, run the subcommand, map errors to exit codes.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use selmai_backup::cmd::{self, Cli};
+use selmai_backup::cmd::{self, Cli, Command};
 use selmai_backup::config::{LogSettings, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Docker reserves health check exit codes other than 0 and 1.
+    let health = matches!(cli.command, Command::Health(_));
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("selmai-backup: configuration error: {e}");
-            return ExitCode::from(cmd::exit::CONFIG);
+            return ExitCode::from(if health {
+                cmd::exit::FAILURE
+            } else {
+                cmd::exit::CONFIG
+            });
         }
     };
     init_logging(&settings.log);
@@ -27,8 +34,16 @@ fn main() -> ExitCode {
             return ExitCode::from(cmd::exit::FAILURE);
         }
     };
-    match runtime.block_on(cmd::run(cli, settings)) {
+    let result = runtime.block_on(cmd::run(cli, settings));
+    // An abandoned backup may leave a blocking task (the encoder) winding
+    // down; never let it hold the exit past Docker's stop timeout.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::from(cmd::exit::OK),
+        Err(e) if health => {
+            eprintln!("selmai-backup: {}", cmd::one_line(&e));
+            ExitCode::from(cmd::exit::FAILURE)
+        }
         Err(e) => {
             eprintln!("selmai-backup: error: {}", cmd::one_line(&e));
             ExitCode::from(cmd::exit_code(&e))

@@ -150,6 +150,7 @@ impl Target for LocalTarget {
             dir: self.dir.clone(),
             name: name.to_owned(),
             written: 0,
+            published: false,
         }))
     }
 
@@ -178,6 +179,8 @@ struct LocalUpload {
     dir: PathBuf,
     name: String,
     written: u64,
+    /// Renamed to its final name: from then on the file is not ours to remove.
+    published: bool,
 }
 
 impl LocalUpload {
@@ -190,9 +193,9 @@ impl LocalUpload {
 
 impl Drop for LocalUpload {
     fn drop(&mut self) {
-        // Neither committed nor aborted (an error or a cancelled task): never
-        // leave the partial file behind.
-        if self.file.is_some() {
+        // Not published (an error, or a task cancelled at any await point,
+        // also half-way through `commit`): never leave the partial file behind.
+        if !self.published {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
@@ -236,6 +239,7 @@ impl Upload for LocalUpload {
             fs::rename(&self.temp, self.dir.join(&self.name))
                 .await
                 .map_err(|e| ("renaming", e))?;
+            self.published = true;
             sync_dir(&self.dir)
                 .await
                 .map_err(|e| ("syncing directory for", e))?;
@@ -276,4 +280,38 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
         .await
         .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn dropping_an_upload_half_way_through_commit_leaves_no_partial_file() {
+        let d = tempfile::tempdir().unwrap();
+        let t = LocalTarget::new(d.path());
+        let mut up = t.create("b.sql.gz").await.unwrap();
+        up.write_all(&vec![7u8; 1 << 20]).await.unwrap();
+        assert_eq!(names(d.path()), [".b.sql.gz.partial"]);
+        // Poll the commit once (its flush goes to the blocking pool, so it
+        // is pending) and drop it, as a shutdown drops a running backup.
+        let commit = up.commit();
+        tokio::select! {
+            biased;
+            r = commit => panic!("commit finished on its first poll: {r:?}"),
+            _ = std::future::ready(()) => {}
+        }
+        // Let the blocking write the dropped future started finish.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(names(d.path()), Vec::<String>::new());
+    }
 }

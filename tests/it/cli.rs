@@ -195,7 +195,9 @@ fn help_texts_match_their_snapshots() {
     let dir = tool::vars("x", Path::new("/nonexistent"));
     let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/help");
     let update = std::env::var_os("SELMAI_UPDATE_SNAPSHOTS").is_some();
-    for cmd in ["", "backup", "restore", "list", "verify", "decrypt"] {
+    for cmd in [
+        "", "backup", "restore", "list", "verify", "decrypt", "run", "health", "prune",
+    ] {
         let mut args: Vec<&str> = cmd.split_whitespace().collect();
         args.push("--help");
         let (code, out, err) = tool::outcome(&tool::run(&dir, &args));

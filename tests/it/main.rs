@@ -3,6 +3,7 @@
 //! (addresses in the `TEST_*` variables it exports).
 
 mod cli;
+mod daemon;
 mod encryption;
 mod failures;
 mod harness;

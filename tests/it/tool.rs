@@ -120,18 +120,22 @@ pub fn outcome(o: &Output) -> (i32, String, String) {
     )
 }
 
-/// The names in `dir` (the lock file excluded), sorted.
+/// The names in `dir`, sorted, without the bookkeeping files (the lock
+/// and the run history, which every run rewrites).
 pub fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != selmai_backup::catalog::LOCK_FILE)
+        .filter(|n| {
+            n != selmai_backup::catalog::LOCK_FILE
+                && !n.starts_with(selmai_backup::state::STATE_FILE)
+        })
         .collect();
     v.sort();
     v
 }
 
-/// Name -> SHA-256 of every file in `dir` (the lock file excluded).
+/// Name -> SHA-256 of every file in `dir` (bookkeeping files excluded).
 pub fn file_digests(dir: &Path) -> Vec<(String, String)> {
     use sha2::{Digest, Sha256};
     files(dir)

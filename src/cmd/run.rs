@@ -1,0 +1,118 @@
+//! `selmai-backup run`: the daemon, the container's default command.
+//!
+//! Logs the schedules, decides the catch-up, starts the metrics listener
+//! when asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
+//! progress is then abandoned cleanly and the process exits 0, well within
+//! Docker's 10 s stop timeout.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use futures_util::StreamExt as _;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+
+use crate::config::Settings;
+use crate::jobs::{self, Jobs};
+use crate::metrics::{self, Metrics};
+use crate::notify::Notifier;
+use crate::schedule::{self, Job, Kind, SystemClock};
+use crate::state::State;
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Run the scheduler until a stop signal.
+pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings.clone());
+    let tz = settings.schedule.tz;
+    let now = Utc::now();
+
+    let mut jobs = Vec::new();
+    for kind in Kind::ALL {
+        let var = kind.schedule_var();
+        match settings.schedule.of(kind) {
+            None => tracing::info!(kind = %kind, "{kind} backups are off ({var}=off)"),
+            Some(s) if !jobs::implemented(kind) => {
+                let next = s
+                    .next_after(now, tz)
+                    .map(|t| schedule::local(t, tz))
+                    .unwrap_or_default();
+                tracing::info!(kind = %kind, schedule = %s, next = %next, "{kind} backups are not scheduled: this build cannot make them yet ({var} is valid, its next run would be {next})");
+            }
+            Some(s) => jobs.push(Job {
+                kind,
+                schedule: s.clone(),
+            }),
+        }
+    }
+    if jobs.iter().any(|j| j.kind == Kind::Db) {
+        // Fail at start, not at 02:00, when the credentials are missing.
+        settings.db()?;
+    }
+    // BACKUP_DIR must be usable now; a busy lock is fine (a one-off run).
+    if let Err(e @ crate::catalog::LockError::Open { .. }) =
+        crate::catalog::lock_dir(&settings.backup_dir)
+    {
+        return Err(e.into());
+    }
+
+    let state = State::load(&settings.backup_dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ignoring the state file");
+        State::default()
+    });
+    let catch_up: Vec<_> = jobs
+        .iter()
+        .filter_map(|j| {
+            let last = state.last_success(j.kind).map(|r| r.started);
+            schedule::catch_up(settings.schedule.catch_up, &j.schedule, tz, last, now)
+                .map(|r| (j.kind, r))
+        })
+        .collect();
+
+    let metrics = Metrics::from_state(&state);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = settings.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("METRICS_LISTEN={addr}: cannot listen"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(address = %bound, "serving metrics on http://{bound}/metrics and /healthz");
+        let (m, s) = (metrics.clone(), settings.clone());
+        tokio::spawn(async move {
+            metrics::serve(listener, m, s, async move {
+                let _ = stop_rx.changed().await;
+            })
+            .await
+        });
+    }
+
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT]).context("cannot install the signal handlers")?;
+    let signal_handle = signals.handle();
+    let shutdown = async move {
+        if let Some(sig) = signals.next().await {
+            let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+            tracing::info!(signal = name, "received {name}: stopping");
+        }
+    };
+
+    let runner = Jobs::new(
+        settings.clone(),
+        super::targets(&settings),
+        Notifier::new(settings.notify.clone()),
+        metrics,
+    );
+    tracing::info!(
+        time_zone = tz.name(),
+        retention = %settings.retention,
+        "selmai-backup daemon started"
+    );
+    schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
+    let _ = stop_tx.send(true);
+    signal_handle.close();
+    tracing::info!("stopped");
+    Ok(())
+}

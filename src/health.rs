@@ -1,0 +1,265 @@
+//! Is the backup healthy? The one verdict behind `selmai-backup health`
+//! (Docker's HEALTHCHECK) and the metrics listener's `/healthz`.
+//!
+//! Healthy means all of:
+//! 1. the state file is readable and records a successful database backup;
+//! 2. that backup started less than `HEALTH_MAX_AGE_HOURS` ago;
+//! 3. when a bucket is configured, its off-site copy succeeded;
+//! 4. free space on `BACKUP_DIR` is at least `HEALTH_MIN_FREE_MB`, or by
+//!    default twice the size of that backup.
+//!
+//! [`verdict`] is a pure function of the state, the settings, the free
+//! space and the time; [`check`] gathers those from the disk. Neither
+//! touches the database or the bucket, so a health check is fast and does
+//! not depend on them. Also here: [`free_bytes`] (statvfs) and the space
+//! check a backup makes before it starts ([`space_for_backup`]).
+
+use std::io;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Settings;
+use crate::progress::human_bytes;
+use crate::schedule::{human_duration, Kind};
+use crate::state::{Offsite, State, STATE_FILE};
+
+/// Bytes available to an unprivileged writer on the file system of `dir`.
+pub fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// What the check found: `Ok(summary)` or `Err(one-line reason)`.
+pub type Verdict = Result<String, String>;
+
+/// The health verdict. `free` is `None` when it could not be measured.
+pub fn verdict(
+    state: &State,
+    settings: &Settings,
+    free: Result<u64, String>,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let dir = settings.backup_dir.display();
+    let Some(last) = state.last_success(Kind::Db) else {
+        let why = match state.last_run(Kind::Db) {
+            Some(r) => format!(
+                "; the last attempt at {} failed: {}",
+                r.started.format("%Y-%m-%d %H:%M UTC"),
+                r.error.as_deref().unwrap_or("no detail")
+            ),
+            None => String::new(),
+        };
+        return Err(format!(
+            "no successful database backup recorded in {dir}/{STATE_FILE} yet{why}"
+        ));
+    };
+    let file = last.file.as_deref().unwrap_or("?");
+    let age = now - last.started;
+    let max = chrono::Duration::from_std(settings.health.max_age).unwrap_or(chrono::Duration::MAX);
+    if age > max {
+        let failed = state
+            .last_run(Kind::Db)
+            .filter(|r| r.started > last.started)
+            .and_then(|r| r.error.as_deref())
+            .map(|e| format!("; the last attempt failed: {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "the newest database backup {file} is {} old, more than HEALTH_MAX_AGE_HOURS={}{failed}",
+            human_duration(age),
+            settings.health.max_age.as_secs() / 3600
+        ));
+    }
+    if settings.s3.is_some() {
+        match &last.offsite {
+            Offsite::Stored => {}
+            Offsite::Failed { error } => {
+                return Err(format!(
+                    "the newest database backup {file} has no off-site copy: {error}"
+                ))
+            }
+            Offsite::NotConfigured => {
+                return Err(format!(
+                    "the newest database backup {file} was made without the bucket (S3_BUCKET is set now): it has no off-site copy"
+                ))
+            }
+        }
+    }
+    let last_size = last.size.unwrap_or(0);
+    let (need, why) = match settings.health.min_free_bytes {
+        Some(b) => (b, "HEALTH_MIN_FREE_MB".to_owned()),
+        None => (
+            last_size.saturating_mul(2),
+            format!("twice the last backup's {}", human_bytes(last_size)),
+        ),
+    };
+    let free = match free {
+        Ok(f) => f,
+        Err(e) => return Err(format!("cannot measure free space on {dir}: {e}")),
+    };
+    if free < need {
+        return Err(format!(
+            "only {} free on {dir}, less than {} ({why}): free space or lower retention",
+            human_bytes(free),
+            human_bytes(need)
+        ));
+    }
+    Ok(format!(
+        "healthy: newest database backup {file} is {} old{}, {} free",
+        human_duration(age),
+        if settings.s3.is_some() {
+            ", copied off-site"
+        } else {
+            ""
+        },
+        human_bytes(free)
+    ))
+}
+
+/// Read the state file and the free space of `BACKUP_DIR`, and judge.
+pub fn check(settings: &Settings, now: DateTime<Utc>) -> Verdict {
+    let state = State::load(&settings.backup_dir).map_err(|e| e.to_string())?;
+    let free = free_bytes(&settings.backup_dir).map_err(|e| e.to_string());
+    verdict(&state, settings, free, now)
+}
+
+/// Errors of the space check before a backup.
+#[derive(Debug, thiserror::Error)]
+pub enum SpaceError {
+    /// Too little room for a backup the size of the last one.
+    #[error("only {} free on {dir}, and the last backup took {}: free space or lower retention before the next backup", human_bytes(*.free), human_bytes(*.need))]
+    TooLittle {
+        /// The directory.
+        dir: String,
+        /// Bytes free.
+        free: u64,
+        /// Bytes the last backup took.
+        need: u64,
+    },
+    /// statvfs failed.
+    #[error("cannot measure free space on {dir}: {source}; check that BACKUP_DIR exists")]
+    Io {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Before a backup: refuse when `BACKUP_DIR` has less room than the last
+/// backup of `kind` took (a backup that cannot fit would fail at the end,
+/// after loading the database for nothing).
+pub fn space_for_backup(dir: &Path, state: &State, kind: Kind) -> Result<u64, SpaceError> {
+    let free = free_bytes(dir).map_err(|source| SpaceError::Io {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let need = state.last_success(kind).and_then(|r| r.size).unwrap_or(0);
+    if free < need {
+        return Err(SpaceError::TooLittle {
+            dir: dir.display().to_string(),
+            free,
+            need,
+        });
+    }
+    Ok(free)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Trigger;
+    use crate::state::{Outcome, Run};
+    use chrono::TimeZone;
+    use rstest::rstest;
+
+    const MB: u64 = 1_000_000;
+
+    fn settings(extra: &[(&str, &str)]) -> Settings {
+        let mut v = vec![("BACKUP_DIR", "/backups")];
+        v.extend_from_slice(extra);
+        Settings::from_vars(v).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 1, 21, 12, 0, 0).unwrap()
+    }
+
+    fn run(hours_ago: i64, outcome: Outcome, offsite: Offsite) -> Run {
+        let started = now() - chrono::Duration::hours(hours_ago);
+        Run {
+            kind: Kind::Db,
+            trigger: Trigger::Schedule,
+            started,
+            finished: started + chrono::Duration::minutes(1),
+            outcome,
+            file: Some("selmai_backup_x.sql.gz".into()),
+            size: Some(10 * MB),
+            offsite,
+            error: (outcome == Outcome::Failed).then(|| "database unreachable".into()),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn state(runs: Vec<Run>) -> State {
+        State { version: 1, runs }
+    }
+
+    #[rstest]
+    #[case::fresh(vec![run(3, Outcome::Success, Offsite::NotConfigured)], &[], 100 * MB, None)]
+    #[case::none(vec![], &[], 100 * MB, Some("no successful database backup recorded"))]
+    #[case::only_failures(vec![run(3, Outcome::Failed, Offsite::NotConfigured)], &[], 100 * MB,
+        Some("the last attempt at 2025-01-21 09:00 UTC failed: database unreachable"))]
+    #[case::stale(vec![run(27, Outcome::Success, Offsite::NotConfigured)], &[], 100 * MB,
+        Some("is 1d 3h old, more than HEALTH_MAX_AGE_HOURS=26"))]
+    #[case::stale_after_a_failure(vec![run(27, Outcome::Success, Offsite::NotConfigured), run(3, Outcome::Failed, Offsite::NotConfigured)],
+        &[], 100 * MB, Some("the last attempt failed: database unreachable"))]
+    #[case::custom_age(vec![run(27, Outcome::Success, Offsite::NotConfigured)], &[("HEALTH_MAX_AGE_HOURS", "48")], 100 * MB, None)]
+    #[case::offsite_stored(vec![run(3, Outcome::Success, Offsite::Stored)], &[("S3_BUCKET", "b")], 100 * MB, None)]
+    #[case::offsite_failed(vec![run(3, Outcome::Success, Offsite::Failed { error: "bucket: access denied".into() })],
+        &[("S3_BUCKET", "b")], 100 * MB, Some("has no off-site copy: bucket: access denied"))]
+    #[case::offsite_never_configured(vec![run(3, Outcome::Success, Offsite::NotConfigured)],
+        &[("S3_BUCKET", "b")], 100 * MB, Some("no off-site copy"))]
+    #[case::offsite_ignored_without_bucket(vec![run(3, Outcome::Success, Offsite::Failed { error: "x".into() })], &[], 100 * MB, None)]
+    #[case::low_disk(vec![run(3, Outcome::Success, Offsite::NotConfigured)], &[], 19 * MB,
+        Some("only 19.0 MB free on /backups, less than 20.0 MB (twice the last backup's 10.0 MB)"))]
+    #[case::enough_disk(vec![run(3, Outcome::Success, Offsite::NotConfigured)], &[], 20 * MB, None)]
+    #[case::custom_threshold(vec![run(3, Outcome::Success, Offsite::NotConfigured)], &[("HEALTH_MIN_FREE_MB", "500")], 100 * MB,
+        Some("less than 500.0 MB (HEALTH_MIN_FREE_MB)"))]
+    #[case::custom_threshold_lower(vec![run(3, Outcome::Success, Offsite::NotConfigured)], &[("HEALTH_MIN_FREE_MB", "1")], 5 * MB, None)]
+    fn verdicts(
+        #[case] runs: Vec<Run>,
+        #[case] extra: &[(&str, &str)],
+        #[case] free: u64,
+        #[case] want_err: Option<&str>,
+    ) {
+        let got = verdict(&state(runs), &settings(extra), Ok(free), now());
+        match (got, want_err) {
+            (Ok(s), None) => assert!(s.starts_with("healthy"), "{s}"),
+            (Err(e), Some(w)) => {
+                assert!(e.contains(w), "{e}");
+                assert!(!e.contains('\n'), "one line: {e}");
+            }
+            (got, want) => panic!("got {got:?}, want error {want:?}"),
+        }
+    }
+
+    #[test]
+    fn free_space_of_a_real_directory() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(free_bytes(d.path()).unwrap() > 0);
+        assert!(free_bytes(Path::new("/nonexistent/dir")).is_err());
+    }
+
+    #[test]
+    fn backup_is_refused_when_the_last_one_would_not_fit() {
+        let d = tempfile::tempdir().unwrap();
+        let free = free_bytes(d.path()).unwrap();
+        let mut r = run(3, Outcome::Success, Offsite::NotConfigured);
+        r.size = Some(free.saturating_mul(4));
+        let err = space_for_backup(d.path(), &state(vec![r]), Kind::Db).unwrap_err();
+        assert!(err.to_string().contains("the last backup took"), "{err}");
+        space_for_backup(d.path(), &State::default(), Kind::Db).unwrap();
+    }
+}

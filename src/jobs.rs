@@ -1,0 +1,418 @@
+//! One run of a backup kind, start to finish, as the daemon does it.
+//!
+//! [`Jobs::run_once`] takes the `BACKUP_DIR` lock (waiting for a one-off
+//! `backup` or `restore` to finish), checks free space, runs the backup,
+//! applies retention on every target after a success only, records the run
+//! in the state file, updates the metrics and sends the alerts, and returns
+//! the record: tests call it directly, the scheduler loop around it is thin
+//! ([`crate::schedule::run`] through the [`Runner`] impl).
+//!
+//! A run dropped half-way by a shutdown is tidied by
+//! [`Jobs::clean_up_abandoned`]: dropping the backup future already drops
+//! the uploads (whose `Drop` removes their partial files) and the dump
+//! connection; what can remain is a backup renamed to its final name whose
+//! manifest was never written, and that is deleted here.
+//!
+//! Not here: when runs happen (`schedule`), how a backup is made
+//! (`pipeline`), which backups to keep (`retention`).
+
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{self, DirLock, LockError};
+use crate::config::Settings;
+use crate::dump::{DumpOptions, NoHooks};
+use crate::health::{self, SpaceError};
+use crate::metrics::Metrics;
+use crate::notify::{Event, EventKind, Notifier};
+use crate::pipeline::{self, BackupError, BackupOutcome};
+use crate::retention;
+use crate::schedule::{Due, Kind, Runner, Trigger};
+use crate::state::{self, Offsite, Outcome, Run, State};
+use crate::target::local::LocalTarget;
+use crate::target::Target;
+
+/// Why a run made no backup.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The lock stayed busy.
+    #[error("{source} (waited {} min)", waited.as_secs() / 60)]
+    Lock {
+        /// The lock error.
+        #[source]
+        source: LockError,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Not enough room.
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    /// The backup failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// This build has no job for the kind.
+    #[error("{0} backups are not implemented in this build")]
+    NotImplemented(Kind),
+}
+
+/// The error and its sources on one line, skipping a source whose text is
+/// already in the message.
+pub fn error_line(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// The kinds this build can back up; the scheduler schedules only these.
+pub fn implemented(kind: Kind) -> bool {
+    match kind {
+        Kind::Db => true,
+        // The archives issue adds these: one arm here and one in `Jobs::backup`.
+        Kind::Config | Kind::Full => false,
+    }
+}
+
+/// What a successful run produced, before it is recorded.
+struct Done {
+    file: String,
+    size: u64,
+    offsite: Offsite,
+    warnings: Vec<String>,
+}
+
+/// Runs backups for the daemon.
+pub struct Jobs {
+    settings: Arc<Settings>,
+    targets: Vec<Arc<dyn Target>>,
+    notifier: Notifier,
+    metrics: Metrics,
+    lock_wait: Duration,
+    lock_poll: Duration,
+    /// Start of the run in progress, for the clean-up after an abandon.
+    current: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl Jobs {
+    /// Jobs writing to `targets` (the volume first), alerting through `notifier`.
+    pub fn new(
+        settings: Arc<Settings>,
+        targets: Vec<Arc<dyn Target>>,
+        notifier: Notifier,
+        metrics: Metrics,
+    ) -> Self {
+        Jobs {
+            settings,
+            targets,
+            notifier,
+            metrics,
+            lock_wait: Duration::from_secs(3600),
+            lock_poll: Duration::from_secs(5),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// How long a run waits for a one-off `backup` or `restore` holding
+    /// the lock (default 1 h), and how often it tries.
+    pub fn with_lock_wait(mut self, wait: Duration, poll: Duration) -> Self {
+        self.lock_wait = wait;
+        self.lock_poll = poll;
+        self
+    }
+
+    /// The metrics this runner updates.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Run one backup of `kind` to the end: lock, space check, backup,
+    /// retention, state, metrics, alerts. Never fails: the returned record
+    /// says how it went.
+    pub async fn run_once(&self, kind: Kind, trigger: Trigger) -> Run {
+        let started = Utc::now();
+        self.notifier.started(kind).await;
+        let result = self.locked_run(kind, trigger, started).await;
+        let run = match result {
+            Ok(r) => r,
+            Err((e, lock)) => {
+                let error = error_line(&e);
+                tracing::error!(kind = %kind, error = %error, "{kind} backup failed");
+                let run = Run {
+                    kind,
+                    trigger,
+                    started,
+                    finished: Utc::now(),
+                    outcome: Outcome::Failed,
+                    file: None,
+                    size: None,
+                    offsite: if self.settings.s3.is_some() {
+                        Offsite::Failed {
+                            error: "no backup was made".into(),
+                        }
+                    } else {
+                        Offsite::NotConfigured
+                    },
+                    error: Some(error),
+                    warnings: Vec::new(),
+                };
+                // Without the lock the state file is another process's to write.
+                if lock.is_some() {
+                    self.save(&run);
+                }
+                run
+            }
+        };
+        self.metrics.record(&run);
+        let event = Event {
+            event: match (run.outcome, run.warnings.is_empty()) {
+                (Outcome::Success, true) => EventKind::BackupSucceeded,
+                (Outcome::Success, false) => EventKind::BackupWarning,
+                _ => EventKind::BackupFailed,
+            },
+            kind,
+            file: run.file.clone(),
+            size: run.size,
+            duration: (run.finished - run.started).num_milliseconds() as f64 / 1000.0,
+            error: run.error.clone(),
+            warnings: run.warnings.clone(),
+            host: self.notifier.host().to_owned(),
+        };
+        self.notifier.finished(&event).await;
+        run
+    }
+
+    /// The part of a run that holds the lock; on error, says whether the
+    /// lock was held (so the failure can be recorded).
+    async fn locked_run(
+        &self,
+        kind: Kind,
+        trigger: Trigger,
+        started: DateTime<Utc>,
+    ) -> Result<Run, (JobError, Option<DirLock>)> {
+        let lock = self.lock(kind).await.map_err(|e| (e, None))?;
+        let dir = &self.settings.backup_dir;
+        match LocalTarget::new(dir).remove_stale_partials().await {
+            Ok(removed) => {
+                for name in removed {
+                    tracing::warn!(file = %name, "removed a partial file left by an interrupted run");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clear partial files"),
+        }
+        let state = State::load(dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the state file for the space check");
+            State::default()
+        });
+        if let Err(e) = health::space_for_backup(dir, &state, kind) {
+            return Err((e.into(), Some(lock)));
+        }
+        *self.current.lock().expect("current lock") = Some(started);
+        let done = self.backup(kind).await;
+        *self.current.lock().expect("current lock") = None;
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => return Err((e, Some(lock))),
+        };
+        let run = Run {
+            kind,
+            trigger,
+            started,
+            finished: Utc::now(),
+            outcome: Outcome::Success,
+            file: Some(done.file),
+            size: Some(done.size),
+            offsite: done.offsite,
+            error: None,
+            warnings: done.warnings,
+        };
+        self.save(&run);
+        drop(lock);
+        Ok(run)
+    }
+
+    /// Take the lock, waiting up to `lock_wait` for another process.
+    async fn lock(&self, kind: Kind) -> Result<DirLock, JobError> {
+        let began = tokio::time::Instant::now();
+        let mut said = false;
+        loop {
+            match catalog::lock_dir(&self.settings.backup_dir) {
+                Ok(l) => {
+                    if said {
+                        tracing::info!(kind = %kind, "the lock is free; starting the {kind} backup");
+                    }
+                    return Ok(l);
+                }
+                Err(LockError::Busy(path)) if began.elapsed() < self.lock_wait => {
+                    if !said {
+                        tracing::warn!(kind = %kind, lock = %path.display(), "the {kind} backup waits: another backup or restore holds the lock; retrying every {}s for up to {} min", self.lock_poll.as_secs(), self.lock_wait.as_secs() / 60);
+                        said = true;
+                    }
+                    tokio::time::sleep(self.lock_poll).await;
+                }
+                Err(source) => {
+                    return Err(JobError::Lock {
+                        source,
+                        waited: began.elapsed(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The backup itself, then retention. One arm per kind.
+    async fn backup(&self, kind: Kind) -> Result<Done, JobError> {
+        match kind {
+            Kind::Db => {
+                let outcome = pipeline::backup_db(
+                    &self.settings,
+                    &self.targets,
+                    &DumpOptions::default(),
+                    &NoHooks,
+                )
+                .await?;
+                let mut done = self.done(outcome);
+                done.warnings.extend(self.prune().await);
+                Ok(done)
+            }
+            Kind::Config | Kind::Full => Err(JobError::NotImplemented(kind)),
+        }
+    }
+
+    fn done(&self, o: BackupOutcome) -> Done {
+        let mut warnings: Vec<String> = o
+            .failed
+            .iter()
+            .map(|f| format!("the copy to the {} failed: {}", f.target, f.error))
+            .collect();
+        let offsite = if self.settings.s3.is_none() {
+            Offsite::NotConfigured
+        } else if o.failed.is_empty() && o.stored.iter().any(|t| *t != "volume") {
+            Offsite::Stored
+        } else {
+            let error = if warnings.is_empty() {
+                "no bucket target was written (S3_BUCKET is set but this build has no bucket target)"
+                    .to_owned()
+            } else {
+                warnings.join("; ")
+            };
+            if o.failed.is_empty() {
+                warnings.push(error.clone());
+            }
+            Offsite::Failed { error }
+        };
+        Done {
+            file: o.file,
+            size: o.manifest.size,
+            offsite,
+            warnings,
+        }
+    }
+
+    /// Retention on every target; returns what could not be done.
+    async fn prune(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut warnings = Vec::new();
+        for t in &self.targets {
+            match retention::prune(t.as_ref(), &s.prefix, &s.retention, s.schedule.tz, false).await
+            {
+                Ok(p) => {
+                    for f in p.failed {
+                        warnings.push(format!(
+                            "retention could not delete {} from the {}: {}",
+                            f.name, p.target, f.error
+                        ));
+                    }
+                }
+                Err(e) => warnings.push(format!("retention could not list the {}: {e}", t.label())),
+            }
+        }
+        warnings
+    }
+
+    fn save(&self, run: &Run) {
+        if let Err(e) = state::record(&self.settings.backup_dir, run.clone()) {
+            tracing::error!(error = %e, "cannot record the run; `health` will not see it");
+        }
+    }
+
+    /// After a shutdown dropped a run: delete what it published without a
+    /// manifest, remove partial files, record it as abandoned.
+    pub async fn clean_up_abandoned(&self, kind: Kind, trigger: Trigger) {
+        let Some(started) = self.current.lock().expect("current lock").take() else {
+            return; // it was still waiting for the lock, or already done
+        };
+        let lock = match catalog::lock_dir(&self.settings.backup_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "not cleaning up the abandoned backup: {e}");
+                return;
+            }
+        };
+        if let Err(e) = LocalTarget::new(&self.settings.backup_dir)
+            .remove_stale_partials()
+            .await
+        {
+            tracing::warn!(error = %e, "cannot clear partial files");
+        }
+        // Names carry the start second, truncated.
+        let since = started - chrono::Duration::seconds(1);
+        for t in &self.targets {
+            let entries = match catalog::list_db(t.as_ref(), &self.settings.prefix).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(target = t.label(), error = %e, "cannot list for clean-up");
+                    continue;
+                }
+            };
+            for e in entries {
+                if e.parsed.taken >= since && !e.has_manifest {
+                    match t.delete(&e.name).await {
+                        Ok(()) => {
+                            tracing::warn!(target = t.label(), file = %e.name, "deleted the abandoned backup (it had no manifest)")
+                        }
+                        Err(err) => {
+                            tracing::warn!(target = t.label(), file = %e.name, error = %err, "cannot delete the abandoned backup")
+                        }
+                    }
+                }
+            }
+        }
+        let run = Run {
+            kind,
+            trigger,
+            started,
+            finished: Utc::now(),
+            outcome: Outcome::Abandoned,
+            file: None,
+            size: None,
+            offsite: Offsite::NotConfigured,
+            error: Some("stopped by a shutdown signal before it finished".into()),
+            warnings: Vec::new(),
+        };
+        self.save(&run);
+        self.metrics.record(&run);
+        drop(lock);
+    }
+}
+
+#[async_trait]
+impl Runner for Jobs {
+    async fn run(&self, due: &Due) {
+        self.run_once(due.kind, due.trigger).await;
+    }
+
+    async fn abandoned(&self, due: &Due) {
+        self.clean_up_abandoned(due.kind, due.trigger).await;
+    }
+}

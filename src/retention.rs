@@ -1,0 +1,485 @@
+//! Which backups to keep: grandfather-father-son retention.
+//!
+//! [`plan`] is a pure function from backup times to a verdict per backup,
+//! with the reasons an operator reads in `prune --dry-run`: walking from the
+//! newest, the newest backup of each of the last `daily` days that have a
+//! backup is kept, likewise the newest of each of the last `weekly` ISO
+//! weeks and `monthly` months (restic's `forget --keep-daily` rules; days
+//! without a backup do not use up a slot). Days, weeks and months are those
+//! of the operator's time zone. The newest backup is always kept, whatever
+//! the counts.
+//!
+//! [`prune`] applies a plan to one target: it lists only our own backups
+//! (`catalog::list_db`, so foreign files are never candidates), deletes each
+//! condemned backup and then its manifest, and reports the deletes that
+//! failed instead of stopping (credentials that may put but not delete must
+//! not fail a backup). Deciding *when* to prune (only after a successful
+//! backup) is the caller's business.
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono_tz::Tz;
+
+use crate::catalog::{self, Entry};
+use crate::manifest;
+use crate::target::{Target, TargetError};
+
+/// How many backups of each period to keep (`RETENTION_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Newest of each of the last N days (`RETENTION_DAILY`, default 7).
+    pub daily: u32,
+    /// Newest of each of the last N ISO weeks (`RETENTION_WEEKLY`, default 4).
+    pub weekly: u32,
+    /// Newest of each of the last N months (`RETENTION_MONTHLY`, default 3).
+    pub monthly: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            daily: 7,
+            weekly: 4,
+            monthly: 3,
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} daily, {} weekly, {} monthly",
+            self.daily, self.weekly, self.monthly
+        )
+    }
+}
+
+/// Why a backup is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepReason {
+    /// The newest backup, kept whatever the counts.
+    Newest,
+    /// The newest of its day: slot `n` of `of`.
+    Daily(u32, u32),
+    /// The newest of its ISO week.
+    Weekly(u32, u32),
+    /// The newest of its month.
+    Monthly(u32, u32),
+}
+
+impl fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepReason::Newest => f.write_str("newest"),
+            KeepReason::Daily(n, of) => write!(f, "daily {n}/{of}"),
+            KeepReason::Weekly(n, of) => write!(f, "weekly {n}/{of}"),
+            KeepReason::Monthly(n, of) => write!(f, "monthly {n}/{of}"),
+        }
+    }
+}
+
+/// Why a backup is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// A newer backup of the same day is kept.
+    SameDay(NaiveDate),
+    /// Older than every kept period.
+    Expired(Policy),
+}
+
+impl fmt::Display for DeleteReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeleteReason::SameDay(d) => write!(f, "a newer backup of {d} is kept"),
+            DeleteReason::Expired(p) => write!(
+                f,
+                "not the newest of any of the last {} days, {} ISO weeks or {} months that have backups",
+                p.daily, p.weekly, p.monthly
+            ),
+        }
+    }
+}
+
+/// The verdict on one backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Kept, for these reasons (at least one).
+    Keep(Vec<KeepReason>),
+    /// Deleted, for this reason.
+    Delete(DeleteReason),
+}
+
+impl Verdict {
+    /// Whether the backup stays.
+    pub fn keeps(&self) -> bool {
+        matches!(self, Verdict::Keep(_))
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Keep(r) => {
+                let r: Vec<String> = r.iter().map(ToString::to_string).collect();
+                write!(f, "keep ({})", r.join(", "))
+            }
+            Verdict::Delete(r) => write!(f, "delete ({r})"),
+        }
+    }
+}
+
+/// Decide, for backups taken at `times` (any order, duplicates allowed),
+/// which to keep under `policy` with days in `tz`. The result is in the
+/// order of `times`.
+pub fn plan(times: &[DateTime<Utc>], policy: &Policy, tz: Tz) -> Vec<Verdict> {
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    // Newest first; for equal times the later index wins, deterministically.
+    order.sort_by(|&a, &b| times[b].cmp(&times[a]).then(b.cmp(&a)));
+    let mut reasons: Vec<Vec<KeepReason>> = vec![Vec::new(); times.len()];
+    if let Some(&newest) = order.first() {
+        reasons[newest].push(KeepReason::Newest);
+    }
+    let day = |i: usize| times[i].with_timezone(&tz).date_naive();
+    // (slots, period key of a day, reason for slot n of N)
+    type Rule = (u32, fn(NaiveDate) -> (i32, u32), fn(u32, u32) -> KeepReason);
+    let rules: [Rule; 3] = [
+        (policy.daily, |d| (d.year(), d.ordinal()), KeepReason::Daily),
+        (
+            policy.weekly,
+            |d| (d.iso_week().year(), d.iso_week().week()),
+            KeepReason::Weekly,
+        ),
+        (
+            policy.monthly,
+            |d| (d.year(), d.month()),
+            KeepReason::Monthly,
+        ),
+    ];
+    for (count, key, reason) in rules {
+        let mut last = None;
+        let mut used = 0;
+        for &i in &order {
+            if used == count {
+                break;
+            }
+            let k = key(day(i));
+            if last != Some(k) {
+                used += 1;
+                last = Some(k);
+                reasons[i].push(reason(used, count));
+            }
+        }
+    }
+    let kept_days: std::collections::HashSet<NaiveDate> = (0..times.len())
+        .filter(|&i| !reasons[i].is_empty())
+        .map(day)
+        .collect();
+    reasons
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if !r.is_empty() {
+                Verdict::Keep(r)
+            } else if kept_days.contains(&day(i)) {
+                Verdict::Delete(DeleteReason::SameDay(day(i)))
+            } else {
+                Verdict::Delete(DeleteReason::Expired(*policy))
+            }
+        })
+        .collect()
+}
+
+/// A delete that failed.
+#[derive(Debug)]
+pub struct DeleteFailure {
+    /// The object that could not be deleted.
+    pub name: String,
+    /// Why.
+    pub error: TargetError,
+}
+
+/// What pruning one target did (or, in a dry run, would do).
+#[derive(Debug)]
+pub struct Pruned {
+    /// Which target.
+    pub target: &'static str,
+    /// Every backup of ours in it, newest first, with its verdict.
+    pub verdicts: Vec<(Entry, Verdict)>,
+    /// Backups deleted (with their manifests).
+    pub deleted: Vec<String>,
+    /// Deletes that failed; the backups stay.
+    pub failed: Vec<DeleteFailure>,
+}
+
+/// Apply `policy` to our backups in `target`; with `dry_run`, only plan.
+/// Listing errors are returned; delete errors are collected in
+/// [`Pruned::failed`].
+pub async fn prune(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
+    dry_run: bool,
+) -> Result<Pruned, TargetError> {
+    let entries = catalog::list_db(target, prefix).await?;
+    let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.parsed.taken).collect();
+    let verdicts: Vec<(Entry, Verdict)> =
+        entries.into_iter().zip(plan(&times, policy, tz)).collect();
+    let mut deleted = Vec::new();
+    let mut failed = Vec::new();
+    if !dry_run {
+        for (e, v) in &verdicts {
+            if v.keeps() {
+                continue;
+            }
+            // Data first: a manifest without its backup is harmless, a
+            // backup without its manifest would look like a legacy file.
+            let result = match target.delete(&e.name).await {
+                Ok(()) => target.delete(&manifest::name_for(&e.name)).await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(target = target.label(), file = %e.name, reason = %v, "deleted by retention");
+                    deleted.push(e.name.clone());
+                }
+                Err(error) => {
+                    tracing::warn!(target = target.label(), file = %e.name, error = %error, "retention could not delete a backup; it stays");
+                    failed.push(DeleteFailure {
+                        name: e.name.clone(),
+                        error,
+                    });
+                }
+            }
+        }
+    }
+    Ok(Pruned {
+        target: target.label(),
+        verdicts,
+        deleted,
+        failed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, NaiveDate, TimeZone};
+    use rstest::rstest;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn policy(daily: u32, weekly: u32, monthly: u32) -> Policy {
+        Policy {
+            daily,
+            weekly,
+            monthly,
+        }
+    }
+
+    /// The kept backups as (date, verdict text), newest first.
+    fn kept(times: &[DateTime<Utc>], p: Policy, tz: Tz) -> Vec<(String, String)> {
+        let v = plan(times, &p, tz);
+        let mut out: Vec<(DateTime<Utc>, String)> = times
+            .iter()
+            .zip(v)
+            .filter(|(_, v)| v.keeps())
+            .map(|(t, v)| (*t, v.to_string()))
+            .collect();
+        out.sort_by_key(|o| std::cmp::Reverse(o.0));
+        out.into_iter()
+            .map(|(t, v)| (t.format("%Y-%m-%d %H").to_string(), v))
+            .collect()
+    }
+
+    fn daily_backups(last: DateTime<Utc>, days: i64) -> Vec<DateTime<Utc>> {
+        (0..days).map(|i| last - Duration::days(i)).collect()
+    }
+
+    #[test]
+    fn four_hundred_days_of_daily_backups_keep_exactly_these() {
+        // 400 backups at 02:00 UTC, the newest on Wednesday 2025-03-12.
+        let times = daily_backups(at(2025, 3, 12, 2), 400);
+        let got = kept(&times, Policy::default(), Tz::UTC);
+        let want = [
+            (
+                "2025-03-12 02",
+                "keep (newest, daily 1/7, weekly 1/4, monthly 1/3)",
+            ),
+            ("2025-03-11 02", "keep (daily 2/7)"),
+            ("2025-03-10 02", "keep (daily 3/7)"),
+            // Sunday: the newest of ISO week 10.
+            ("2025-03-09 02", "keep (daily 4/7, weekly 2/4)"),
+            ("2025-03-08 02", "keep (daily 5/7)"),
+            ("2025-03-07 02", "keep (daily 6/7)"),
+            ("2025-03-06 02", "keep (daily 7/7)"),
+            ("2025-03-02 02", "keep (weekly 3/4)"),
+            ("2025-02-28 02", "keep (monthly 2/3)"),
+            ("2025-02-23 02", "keep (weekly 4/4)"),
+            ("2025-01-31 02", "keep (monthly 3/3)"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        let deleted = plan(&times, &Policy::default(), Tz::UTC)
+            .iter()
+            .filter(|v| !v.keeps())
+            .count();
+        assert_eq!(deleted, 400 - 11);
+    }
+
+    #[test]
+    fn the_plan_is_the_same_whatever_the_input_order() {
+        let mut times = daily_backups(at(2025, 3, 12, 2), 60);
+        let a = kept(&times, Policy::default(), Tz::UTC);
+        times.reverse();
+        times.swap(3, 40);
+        assert_eq!(kept(&times, Policy::default(), Tz::UTC), a);
+    }
+
+    #[test]
+    fn several_backups_a_day_keep_the_newest_of_each_day() {
+        let mut times = Vec::new();
+        for d in 1..=10 {
+            for h in [2, 8, 14, 20] {
+                times.push(at(2025, 1, d, h));
+            }
+        }
+        let v = plan(&times, &policy(3, 0, 0), Tz::UTC);
+        let keep: Vec<_> = times
+            .iter()
+            .zip(&v)
+            .filter(|(_, v)| v.keeps())
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(
+            keep,
+            [at(2025, 1, 8, 20), at(2025, 1, 9, 20), at(2025, 1, 10, 20)]
+        );
+        // The 14:00 backup of a kept day says why it goes.
+        let i = times
+            .iter()
+            .position(|t| *t == at(2025, 1, 10, 14))
+            .unwrap();
+        assert_eq!(
+            v[i].to_string(),
+            "delete (a newer backup of 2025-01-10 is kept)"
+        );
+        let j = times.iter().position(|t| *t == at(2025, 1, 2, 20)).unwrap();
+        assert!(v[j]
+            .to_string()
+            .starts_with("delete (not the newest of any of the last 3 days"));
+    }
+
+    #[test]
+    fn gaps_do_not_use_up_daily_slots() {
+        // Backups on the 1st, 2nd, 5th, 9th and 20th: the last 3 days *with
+        // backups* are kept, however far apart.
+        let times: Vec<_> = [1, 2, 5, 9, 20].map(|d| at(2025, 1, d, 2)).to_vec();
+        let got: Vec<String> = kept(&times, policy(3, 0, 0), Tz::UTC)
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(got, ["2025-01-20 02", "2025-01-09 02", "2025-01-05 02"]);
+    }
+
+    #[rstest]
+    // Sunday 2024-12-29 is in ISO week 2024-W52, Monday 2024-12-30 in
+    // 2025-W01 (with 2024-12-31 and 2025-01-01): three weeks, three keeps.
+    #[case(&[(2024, 12, 28), (2024, 12, 29), (2024, 12, 30), (2024, 12, 31), (2025, 1, 1)], 3,
+           &["2025-01-01", "2024-12-29"])]
+    // 2020 has an ISO week 53 (Mon 2020-12-28 .. Sun 2021-01-03).
+    #[case(&[(2020, 12, 27), (2020, 12, 28), (2021, 1, 3), (2021, 1, 4)], 4,
+           &["2021-01-04", "2021-01-03", "2020-12-27"])]
+    fn weekly_uses_iso_weeks_across_new_year(
+        #[case] days: &[(i32, u32, u32)],
+        #[case] weekly: u32,
+        #[case] want: &[&str],
+    ) {
+        let times: Vec<_> = days.iter().map(|&(y, m, d)| at(y, m, d, 2)).collect();
+        let got: Vec<String> = kept(&times, policy(0, weekly, 0), Tz::UTC)
+            .into_iter()
+            .map(|k| k.0[..10].to_owned())
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn monthly_keeps_the_last_backup_of_each_month_including_february_of_a_leap_year() {
+        let times = daily_backups(at(2024, 4, 2, 2), 70);
+        let got = kept(&times, policy(0, 0, 3), Tz::UTC);
+        assert_eq!(
+            got,
+            [
+                (
+                    "2024-04-02 02".to_string(),
+                    "keep (newest, monthly 1/3)".to_string()
+                ),
+                ("2024-03-31 02".into(), "keep (monthly 2/3)".into()),
+                ("2024-02-29 02".into(), "keep (monthly 3/3)".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn days_and_months_are_those_of_the_time_zone() {
+        // 2025-01-31 23:30 UTC is 2025-02-01 00:30 in Paris.
+        let times = [
+            Utc.with_ymd_and_hms(2025, 1, 31, 22, 30, 0).unwrap(),
+            Utc.with_ymd_and_hms(2025, 1, 31, 23, 30, 0).unwrap(),
+            Utc.with_ymd_and_hms(2025, 2, 1, 12, 0, 0).unwrap(),
+        ];
+        // In UTC the two on the 31st are one month; in Paris, the 23:30 one is February.
+        let utc_keep = plan(&times, &policy(0, 0, 2), Tz::UTC);
+        assert_eq!(
+            utc_keep.iter().map(Verdict::keeps).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        let paris_keep = plan(&times, &policy(0, 0, 2), chrono_tz::Europe::Paris);
+        assert_eq!(
+            paris_keep.iter().map(Verdict::keeps).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        let paris_days = plan(&times, &policy(2, 0, 0), chrono_tz::Europe::Paris);
+        assert_eq!(
+            paris_days[1],
+            Verdict::Delete(DeleteReason::SameDay(date("2025-02-01")))
+        );
+    }
+
+    #[test]
+    fn the_newest_is_kept_even_with_all_counts_at_zero() {
+        let times = daily_backups(at(2025, 3, 12, 2), 5);
+        let got = kept(&times, policy(0, 0, 0), Tz::UTC);
+        assert_eq!(
+            got,
+            [("2025-03-12 02".to_string(), "keep (newest)".to_string())]
+        );
+    }
+
+    #[test]
+    fn fewer_backups_than_slots_keeps_them_all() {
+        let times = daily_backups(at(2025, 3, 12, 2), 5);
+        assert!(plan(&times, &Policy::default(), Tz::UTC)
+            .iter()
+            .all(Verdict::keeps));
+        assert!(plan(&[], &Policy::default(), Tz::UTC).is_empty());
+    }
+
+    #[test]
+    fn identical_times_keep_one() {
+        let t = at(2025, 3, 12, 2);
+        let v = plan(&[t, t], &Policy::default(), Tz::UTC);
+        assert_eq!(v.iter().filter(|v| v.keeps()).count(), 1);
+    }
+}
