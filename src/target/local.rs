@@ -1,0 +1,279 @@
+//! The mounted volume (`BACKUP_DIR`) as a storage target.
+//!
+//! Writes are atomic: data goes to a hidden `.NAME.partial` file in the same
+//! directory, is fsynced, renamed to its final name, and the directory is
+//! fsynced, so a crash or a full disk never leaves a partial file under a
+//! final name. Stale `.partial` files (from a `kill -9`) are removed by
+//! [`LocalTarget::remove_stale_partials`], which callers run while holding
+//! the backup lock. This module does not decide which names are backups.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::fs;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+
+use super::{ObjectInfo, ObjectReader, Target, TargetError, Upload};
+
+const LABEL: &str = "volume";
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// A directory on the local file system.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    dir: PathBuf,
+}
+
+impl LocalTarget {
+    /// A target rooted at `dir`; the directory must exist.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalTarget { dir: dir.into() }
+    }
+
+    /// The directory this target writes into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Full path of object `name`.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn check_name(name: &str) -> Result<(), TargetError> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') || name.contains('\0') {
+            return Err(TargetError::Io {
+                target: LABEL,
+                action: "using",
+                name: name.to_owned(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Remove `.partial` files left by an interrupted run; returns their names.
+    ///
+    /// Only call this while holding the backup lock: a concurrent writer's
+    /// partial file would otherwise be removed under its feet.
+    pub async fn remove_stale_partials(&self) -> Result<Vec<String>, TargetError> {
+        let mut removed = Vec::new();
+        let mut rd = fs::read_dir(&self.dir).await.map_err(|e| {
+            TargetError::from_io(LABEL, "listing", &self.dir.display().to_string(), e)
+        })?;
+        while let Some(entry) = rd.next_entry().await.map_err(|e| {
+            TargetError::from_io(LABEL, "listing", &self.dir.display().to_string(), e)
+        })? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX) {
+                fs::remove_file(entry.path())
+                    .await
+                    .map_err(|e| TargetError::from_io(LABEL, "removing", &name, e))?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn info_from(name: String, md: &std::fs::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        name,
+        size: md.len(),
+        modified: md.modified().ok().map(DateTime::<Utc>::from),
+    }
+}
+
+#[async_trait]
+impl Target for LocalTarget {
+    fn label(&self) -> &'static str {
+        LABEL
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+        let dir = self.dir.display().to_string();
+        let mut rd = fs::read_dir(&self.dir)
+            .await
+            .map_err(|e| TargetError::from_io(LABEL, "listing", &dir, e))?;
+        let mut out = Vec::new();
+        while let Some(entry) = rd
+            .next_entry()
+            .await
+            .map_err(|e| TargetError::from_io(LABEL, "listing", &dir, e))?
+        {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || !name.starts_with(prefix) {
+                continue;
+            }
+            let md = match entry.metadata().await {
+                Ok(md) => md,
+                // Deleted between read_dir and stat: simply not there any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(TargetError::from_io(LABEL, "reading metadata of", &name, e)),
+            };
+            if md.is_file() {
+                out.push(info_from(name, &md));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn metadata(&self, name: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        Self::check_name(name)?;
+        match fs::metadata(self.path_of(name)).await {
+            Ok(md) if md.is_file() => Ok(Some(info_from(name.to_owned(), &md))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TargetError::from_io(LABEL, "reading metadata of", name, e)),
+        }
+    }
+
+    async fn create(&self, name: &str) -> Result<Box<dyn Upload>, TargetError> {
+        Self::check_name(name)?;
+        let temp = self.dir.join(format!(".{name}{PARTIAL_SUFFIX}"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .await
+            .map_err(|e| TargetError::from_io(LABEL, "creating", name, e))?;
+        Ok(Box::new(LocalUpload {
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            temp,
+            dir: self.dir.clone(),
+            name: name.to_owned(),
+            written: 0,
+        }))
+    }
+
+    async fn open(&self, name: &str) -> Result<ObjectReader, TargetError> {
+        Self::check_name(name)?;
+        let f = fs::File::open(self.path_of(name))
+            .await
+            .map_err(|e| TargetError::from_io(LABEL, "opening", name, e))?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, f)))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), TargetError> {
+        Self::check_name(name)?;
+        match fs::remove_file(self.path_of(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TargetError::from_io(LABEL, "deleting", name, e)),
+        }
+    }
+}
+
+/// An in-progress write to `.NAME.partial`.
+struct LocalUpload {
+    file: Option<BufWriter<fs::File>>,
+    temp: PathBuf,
+    dir: PathBuf,
+    name: String,
+    written: u64,
+}
+
+impl LocalUpload {
+    fn file(&mut self) -> io::Result<&mut BufWriter<fs::File>> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already finished"))
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        // Neither committed nor aborted (an error or a cancelled task): never
+        // leave the partial file behind.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+impl AsyncWrite for LocalUpload {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let f = this.file()?;
+        let r = Pin::new(f).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            this.written += *n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.file()?).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Shutdown only flushes: publishing is `commit`'s job.
+        Pin::new(self.file()?).poll_flush(cx)
+    }
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    async fn commit(mut self: Box<Self>) -> Result<ObjectInfo, TargetError> {
+        let name = self.name.clone();
+        let result = async {
+            let mut f = self.file.take().expect("commit called once");
+            f.flush().await.map_err(|e| ("writing", e))?;
+            let f = f.into_inner();
+            f.sync_all().await.map_err(|e| ("syncing", e))?;
+            drop(f);
+            fs::rename(&self.temp, self.dir.join(&self.name))
+                .await
+                .map_err(|e| ("renaming", e))?;
+            sync_dir(&self.dir)
+                .await
+                .map_err(|e| ("syncing directory for", e))?;
+            Ok::<_, (&'static str, io::Error)>(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(ObjectInfo {
+                name,
+                size: self.written,
+                modified: Some(Utc::now()),
+            }),
+            Err((action, e)) => {
+                let _ = fs::remove_file(&self.temp).await;
+                Err(TargetError::from_io(LABEL, action, &name, e))
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), TargetError> {
+        drop(self.file.take());
+        match fs::remove_file(&self.temp).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TargetError::from_io(
+                LABEL,
+                "removing partial",
+                &self.name,
+                e,
+            )),
+        }
+    }
+}
+
+/// fsync a directory so a rename in it survives a power cut.
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}
