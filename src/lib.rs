@@ -13,7 +13,8 @@
 //! - [`codec`]: compression stages (gzip, zstd) as `AsyncWrite`/`AsyncRead` adapters.
 //! - [`manifest`]: the JSON file written next to every backup (versioned format).
 //! - [`catalog`]: backup file names, and which stored objects are ours.
-//! - [`target`]: storage targets behind one trait (the volume in `target::local`).
+//! - [`target`]: storage targets behind one trait (the volume in `target::local`,
+//!   an S3-compatible bucket in `target::s3`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.

@@ -2,4 +2,6 @@
 //! real MariaDB and S3-compatible servers started by `scripts/test.sh`
 //! (addresses in the `TEST_*` variables it exports).
 
+mod s3_faults;
 mod support;
+mod target_conformance;
