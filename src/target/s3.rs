@@ -13,8 +13,8 @@
 //! exponential back-off; when retries run out, the multipart upload is
 //! aborted so no invisible, billed parts are left behind. The object appears
 //! under its name only on [`Upload::commit`]; an upload under one part is
-//! sent as a single PUT. Reads are ranged GETs of one part size each, fetched
-//! one ahead of the reader, each retried on its own.
+//! sent as a single PUT. A read is one streaming GET; when the connection
+//! drops or stalls, it resumes from the byte reached with a ranged GET.
 //!
 //! This module does not decide which names are backups, nor retention, nor
 //! manifests: see `catalog` and `pipeline`.
@@ -32,6 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use s3::command::{Command, Multipart};
 use s3::creds::Credentials;
@@ -358,16 +359,9 @@ impl Target for S3Target {
         if size == 0 {
             return Ok(Box::new(tokio::io::empty()));
         }
-        // One range ahead of the reader: memory stays at about three ranges.
-        let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(fetch_ranges(
-            c.clone(),
-            name.to_owned(),
-            key,
-            size,
-            head.e_tag,
-            tx,
-        ));
+        // A few network chunks (typically 16 KiB) ahead of the reader.
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(fetch(c.clone(), name.to_owned(), key, size, head.e_tag, tx));
         Ok(Box::new(RangeReader {
             rx,
             current: Bytes::new(),
@@ -868,8 +862,9 @@ impl Drop for S3Upload {
 // ---------------------------------------------------------------------------
 // Download
 
-/// Fetch `key` range by range into `tx`, stopping at the first lasting error.
-async fn fetch_ranges(
+/// Stream `key` into `tx`; a dropped or stalled connection is resumed from
+/// the byte reached (a ranged GET), so a restore does not start over.
+async fn fetch(
     c: Arc<Client>,
     name: String,
     key: String,
@@ -877,55 +872,107 @@ async fn fetch_ranges(
     etag: Option<String>,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
+    let mut bucket = c.bucket.clone();
+    // rust-s3's time limit covers a whole request, which for a download of
+    // any size is wrong: each wait (for the answer, for the next bytes) is
+    // limited below instead.
+    bucket.set_request_timeout(None);
     // If-Match: a replaced object fails (412) instead of mixing two versions.
-    let bucket = match etag.as_deref().map(HeaderValue::from_str) {
-        Some(Ok(v)) => {
-            let mut b = c.bucket.clone();
-            b.extra_headers_mut().insert(http::header::IF_MATCH, v);
-            b
-        }
-        _ => c.bucket.clone(),
+    if let Some(Ok(v)) = etag.as_deref().map(HeaderValue::from_str) {
+        bucket.extra_headers_mut().insert(http::header::IF_MATCH, v);
+    }
+    let limit = c.request_timeout;
+    let timed_out = |what: &str| {
+        S3Error::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no {what} within {} s", limit.as_secs()),
+        ))
     };
-    let step = c.part_size as u64;
-    let mut offset = 0;
+    let mut offset = 0u64;
+    // Failures since the last byte received: progress renews the budget.
+    let mut failures = 0u32;
     while offset < size {
-        let last = (offset + step).min(size) - 1;
-        let (b, k) = (&bucket, &key);
-        let r = retry(c.retry, "downloading", move || async move {
-            let data = b
-                .get_object_range(k, offset, Some(last))
-                .await?
-                .into_bytes();
-            if data.len() as u64 != last - offset + 1 {
+        let attempt = async {
+            let command = Command::GetObjectRange {
+                start: offset,
+                end: None,
+            };
+            let request = ReqwestRequest::new(&bucket, &key, command).await?;
+            let mut stream = tokio::time::timeout(limit, request.response_data_to_stream())
+                .await
+                .map_err(|_| timed_out("answer"))??;
+            if stream.status_code != 206 && offset > 0 {
+                return Err(S3Error::HttpFailWithBody(
+                    stream.status_code,
+                    "<Error><Code>RangeIgnored</Code><Message>the server ignored the Range header, so the download cannot resume</Message></Error>".into(),
+                ));
+            }
+            while let Some(chunk) = tokio::time::timeout(limit, stream.bytes.next())
+                .await
+                .map_err(|_| timed_out("data"))?
+            {
+                let chunk = chunk?;
+                offset += chunk.len() as u64;
+                failures = 0;
+                if offset > size {
+                    return Err(S3Error::HttpFailWithBody(
+                        stream.status_code,
+                        format!("<Error><Code>TooLong</Code><Message>more than the {size} bytes announced</Message></Error>"),
+                    ));
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(false); // the reader is gone
+                }
+            }
+            if offset < size {
                 return Err(S3Error::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("asked for bytes {offset}-{last}, got {} bytes", data.len()),
+                    format!("the answer ended at byte {offset} of {size}"),
                 )));
             }
-            Ok(data)
-        })
-        .await;
-        let item = r.map_err(|f| {
-            let e = if status_of(&f.error) == Some(412) {
-                c.remote(
-                    "downloading",
-                    &name,
-                    "the object was replaced while it was read: start again".into(),
-                )
-            } else {
-                c.error("downloading", &name, f)
-            };
-            io::Error::other(e)
-        });
-        let stop = item.is_err();
-        if tx.send(item).await.is_err() || stop {
-            return;
+            Ok(true)
         }
-        offset = last + 1;
+        .await;
+        match attempt {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) if failures < c.retry.retries && is_transient(&e) => {
+                failures += 1;
+                let wait = c.retry.delay(failures);
+                tracing::warn!(
+                    %name,
+                    offset,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %one_line(&e),
+                    "bucket: download interrupted, resuming"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(error) => {
+                let e = if status_of(&error) == Some(412) {
+                    c.remote(
+                        "downloading",
+                        &name,
+                        "the object was replaced while it was read: start again".into(),
+                    )
+                } else {
+                    c.error(
+                        "downloading",
+                        &name,
+                        Failed {
+                            error,
+                            attempts: failures + 1,
+                        },
+                    )
+                };
+                let _ = tx.send(Err(io::Error::other(e))).await;
+                return;
+            }
+        }
     }
 }
 
-/// Reads what [`fetch_ranges`] sends; fails rather than ends early.
+/// Reads what [`fetch`] sends; fails rather than ends early.
 struct RangeReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,

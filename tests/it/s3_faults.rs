@@ -78,6 +78,8 @@ enum Fault {
     CutRequest(usize),
     /// Forward; pass this many bytes of the answer, then close.
     CutResponse(usize),
+    /// Forward; pass this many bytes of the answer, then send nothing more.
+    StallResponse(usize),
     /// Read the request and never answer.
     Stall,
 }
@@ -292,10 +294,14 @@ async fn serve(
         None => resp,
     };
     let keep = match fault {
-        Some(Fault::CutResponse(k)) => k.min(resp.len()),
+        Some(Fault::CutResponse(k) | Fault::StallResponse(k)) => k.min(resp.len()),
         _ => resp.len(),
     };
     conn.write_all(&resp[..keep]).await?;
+    if let Some(Fault::StallResponse(_)) = fault {
+        let mut sink = [0u8; 1024];
+        while conn.read(&mut sink).await? > 0 {}
+    }
     conn.shutdown().await
 }
 
@@ -409,19 +415,66 @@ async fn small_objects_use_one_put_with_content_md5_and_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn downloads_survive_cut_connections_and_server_errors() {
+async fn downloads_resume_after_cut_connections_and_server_errors() {
     let proxy = Proxy::start(vec![
         rule(Kind::GetObject, 1, 1, Fault::CutResponse(300 * 1024)),
-        rule(Kind::GetObject, 3, 1, Fault::Status(503, "SlowDown")),
+        rule(Kind::GetObject, 2, 1, Fault::Status(503, "SlowDown")),
+        rule(Kind::GetObject, 3, 1, Fault::CutResponse(4 * 1024 * 1024)),
     ])
     .await;
+    // Two retries suffice: progress renews them.
     let (t, _raw, _) = through(&proxy, "download", 2).await;
     let data = pattern(2 * TEST_PART + 77, 3);
     upload(&t, "db.sql.gz", &data).await.unwrap();
     let back = download(&t, "db.sql.gz").await.unwrap();
     assert_eq!(sha(&back), sha(&data));
-    // 3 ranges, 2 of them fetched twice.
-    assert_eq!(proxy.count(Kind::GetObject), 5);
+    // One GET, resumed three times.
+    assert_eq!(proxy.count(Kind::GetObject), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_times_out_and_resumes() {
+    let proxy = Proxy::start(vec![rule(
+        Kind::GetObject,
+        1,
+        1,
+        Fault::StallResponse(1024 * 1024),
+    )])
+    .await;
+    let (_, _raw, mut s) = through(&proxy, "download-stall", 1).await;
+    s.request_timeout = Duration::from_secs(2);
+    let t = S3Target::new(&s).unwrap();
+    let data = pattern(TEST_PART + 5, 10);
+    upload(&t, "db.sql.gz", &data).await.unwrap();
+    assert_eq!(sha(&download(&t, "db.sql.gz").await.unwrap()), sha(&data));
+    assert_eq!(proxy.count(Kind::GetObject), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_keeps_failing_is_an_error_not_a_short_file() {
+    // The first GET is cut after 1 MiB; every resumption fails.
+    let proxy = Proxy::start(vec![
+        rule(Kind::GetObject, 1, 1, Fault::CutResponse(1024 * 1024)),
+        rule(
+            Kind::GetObject,
+            2,
+            1000,
+            Fault::Status(500, "InternalError"),
+        ),
+    ])
+    .await;
+    let (t, _raw, _) = through(&proxy, "download-fail", 1).await;
+    upload(&t, "db.sql.gz", &pattern(TEST_PART + 5, 11))
+        .await
+        .unwrap();
+    let err = download(&t, "db.sql.gz").await.unwrap_err().to_string();
+    assert!(
+        err.contains("db.sql.gz") && err.contains("HTTP 500") && err.contains("after 2 attempts"),
+        "{err}"
+    );
+    // The cut GET made progress, so it did not use up the one retry;
+    // the resumption that failed did.
+    assert_eq!(proxy.count(Kind::GetObject), 2);
 }
 
 // ---------------------------------------------------------------------------

@@ -573,17 +573,22 @@ async fn bucket_storage_class_is_applied() {
 }
 
 /// Throughput and memory of a 200 MiB upload and download (run by hand:
-/// `cargo test --release --test it -- --ignored bucket_throughput --nocapture`).
+/// `cargo test --release --test it -- --ignored bucket_throughput --nocapture`;
+/// `SELMAI_BENCH_MIB` changes the size, to see that memory does not follow it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check"]
-async fn bucket_throughput_200_mib() {
+async fn bucket_throughput() {
     let name = unique_bucket("throughput");
     create_bucket(&name).await;
     let mut s = s3_settings(&s3_endpoint(), &name, "bench/");
     s.part_size = 8 * MIB;
     s.concurrency = 2;
     let t = S3Target::new(&s).unwrap();
-    let total = 200 * MIB;
+    let mib: usize = std::env::var("SELMAI_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let total = mib * MIB;
     let block = pattern(MIB, 42);
     let before = peak_rss_kib();
     let start = Instant::now();
@@ -612,11 +617,11 @@ async fn bucket_throughput_200_mib() {
     let down_secs = start.elapsed().as_secs_f64();
     assert_eq!(n, total);
     println!(
-        "upload 200 MiB: {up_secs:.1} s = {:.1} MiB/s; download: {down_secs:.1} s = {:.1} MiB/s; \
+        "upload {mib} MiB: {up_secs:.1} s = {:.1} MiB/s; download: {down_secs:.1} s = {:.1} MiB/s; \
          peak RSS before {} MiB, after upload {} MiB, after download {} MiB \
          (part 8 MiB, 2 in flight)",
-        200.0 / up_secs,
-        200.0 / down_secs,
+        mib as f64 / up_secs,
+        mib as f64 / down_secs,
         before / 1024,
         after_upload / 1024,
         peak_rss_kib() / 1024
