@@ -152,6 +152,10 @@ pub struct EnvConfig {
     s3_prefix: Option<String>,
     s3_path_style: Option<bool>,
     s3_storage_class: Option<String>,
+    s3_part_size_mb: Option<u64>,
+    s3_concurrency: Option<usize>,
+    s3_retries: Option<u32>,
+    s3_request_timeout: Option<u64>,
     log_level: Option<String>,
     log_format: Option<String>,
     tz: Option<String>,
@@ -204,6 +208,10 @@ pub const KNOWN: &[&str] = &[
     "S3_PREFIX",
     "S3_PATH_STYLE",
     "S3_STORAGE_CLASS",
+    "S3_PART_SIZE_MB",
+    "S3_CONCURRENCY",
+    "S3_RETRIES",
+    "S3_REQUEST_TIMEOUT",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "TZ",
@@ -267,7 +275,28 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Storage class for uploaded objects (`S3_STORAGE_CLASS`).
     pub storage_class: Option<String>,
+    /// Size of one multipart part in bytes (`S3_PART_SIZE_MB`, default 8).
+    ///
+    /// Memory of an upload is bounded by this times (`concurrency` + 1), and
+    /// the largest object is 10,000 parts (78 GiB at 8 MiB).
+    pub part_size: usize,
+    /// Parts uploaded at the same time (`S3_CONCURRENCY`, default 2).
+    pub concurrency: usize,
+    /// Extra attempts of one request after a 5xx, a timeout or a dropped
+    /// connection (`S3_RETRIES`, default 5).
+    pub retries: u32,
+    /// Time limit of one request, a part upload included (`S3_REQUEST_TIMEOUT`
+    /// in seconds, default 120).
+    pub request_timeout: Duration,
+    /// First back-off delay, doubled at each retry (1 s; not a variable:
+    /// tests shorten it).
+    pub retry_delay: Duration,
 }
+
+/// The smallest part S3 accepts (all parts but the last).
+pub const S3_MIN_PART_SIZE_MB: u64 = 5;
+/// The largest part S3 accepts.
+pub const S3_MAX_PART_SIZE_MB: u64 = 5 * 1024;
 
 /// Log output settings.
 #[derive(Debug, Clone)]
@@ -538,6 +567,17 @@ impl TryFrom<EnvConfig> for Settings {
                     prefix,
                     path_style: e.s3_path_style.unwrap_or(false),
                     storage_class: e.s3_storage_class,
+                    part_size: s3_part_size(e.s3_part_size_mb)?,
+                    concurrency: in_range("S3_CONCURRENCY", e.s3_concurrency, 2, 1, 16)?,
+                    retries: in_range("S3_RETRIES", e.s3_retries, 5, 0, 20)?,
+                    request_timeout: Duration::from_secs(in_range(
+                        "S3_REQUEST_TIMEOUT",
+                        e.s3_request_timeout,
+                        120,
+                        1,
+                        3600,
+                    )?),
+                    retry_delay: Duration::from_secs(1),
                 })
             }
         };
@@ -747,6 +787,42 @@ fn mailbox(name: &'static str, value: &str) -> Result<(), ConfigError> {
             name,
             detail: format!("{value:?} is not a mail address: {e}"),
         })
+}
+
+/// `S3_PART_SIZE_MB` in bytes, within what S3 accepts.
+fn s3_part_size(mb: Option<u64>) -> Result<usize, ConfigError> {
+    let mb = in_range(
+        "S3_PART_SIZE_MB",
+        mb,
+        8,
+        S3_MIN_PART_SIZE_MB,
+        S3_MAX_PART_SIZE_MB,
+    )?;
+    usize::try_from(mb * 1024 * 1024).map_err(|_| ConfigError::Invalid {
+        name: "S3_PART_SIZE_MB",
+        detail: format!("{mb} MiB does not fit in memory on this platform"),
+    })
+}
+
+/// `value` (or `default`) when within `min..=max`, else an error naming the range.
+fn in_range<T>(
+    name: &'static str,
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(ConfigError::Invalid {
+            name,
+            detail: format!("{v}: use a value from {min} to {max} (default {default})"),
+        });
+    }
+    Ok(v)
 }
 
 /// Resolve `NAME` / `NAME_FILE`: exactly one may be set; a file's trailing newline is trimmed.
@@ -1125,6 +1201,49 @@ mod tests {
     #[test]
     fn empty_tz_means_utc() {
         assert_eq!(with(&[("TZ", "")]).unwrap().schedule.tz, Tz::UTC);
+    }
+
+    #[test]
+    fn s3_defaults_and_tuning() {
+        let mut v = base();
+        v.push(("S3_BUCKET", "b".into()));
+        v.push(("S3_PREFIX", "db/prod".into()));
+        let s3 = Settings::from_vars(v.clone()).unwrap().s3.unwrap();
+        assert_eq!(s3.prefix, "db/prod/");
+        assert_eq!(s3.region, "us-east-1");
+        assert_eq!(s3.part_size, 8 * 1024 * 1024);
+        assert_eq!((s3.concurrency, s3.retries), (2, 5));
+        assert_eq!(s3.request_timeout, Duration::from_secs(120));
+
+        v.extend([
+            ("S3_PART_SIZE_MB", "5".into()),
+            ("S3_CONCURRENCY", "4".into()),
+            ("S3_RETRIES", "0".into()),
+            ("S3_REQUEST_TIMEOUT", "30".into()),
+        ]);
+        let s3 = Settings::from_vars(v).unwrap().s3.unwrap();
+        assert_eq!(s3.part_size, 5 * 1024 * 1024);
+        assert_eq!((s3.concurrency, s3.retries), (4, 0));
+        assert_eq!(s3.request_timeout, Duration::from_secs(30));
+    }
+
+    #[rstest]
+    #[case("S3_PART_SIZE_MB", "4")]
+    #[case("S3_PART_SIZE_MB", "5121")]
+    #[case("S3_CONCURRENCY", "0")]
+    #[case("S3_CONCURRENCY", "17")]
+    #[case("S3_RETRIES", "21")]
+    #[case("S3_REQUEST_TIMEOUT", "0")]
+    #[case("S3_PATH_STYLE", "maybe")]
+    fn bad_s3_values_are_rejected_naming_the_variable(#[case] var: &str, #[case] value: &str) {
+        let mut v = base();
+        v.push(("S3_BUCKET", "b".into()));
+        v.push((var, value.into()));
+        let err = Settings::from_vars(v).unwrap_err().to_string();
+        assert!(
+            err.contains(var) || err.contains(&var.to_lowercase()),
+            "{err}"
+        );
     }
 
     #[test]

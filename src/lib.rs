@@ -15,7 +15,8 @@
 //!   AES-256-GCM, Argon2id key per file) and reading old `.gpg` files.
 //! - [`manifest`]: the JSON file written next to every backup (versioned format).
 //! - [`catalog`]: backup file names, and which stored objects are ours.
-//! - [`target`]: storage targets behind one trait (the volume in `target::local`).
+//! - [`target`]: storage targets behind one trait (the volume in `target::local`,
+//!   an S3-compatible bucket in `target::s3`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //! - [`schedule`]: backup kinds, cron schedules in `TZ`, catch-up, the scheduler loop.

@@ -10,6 +10,7 @@
 //! `tests/it/target_conformance.rs` runs against every implementation.
 
 pub mod local;
+pub mod s3;
 
 use std::fmt;
 use std::io;
@@ -70,6 +71,14 @@ pub enum TargetError {
         /// Underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The target's settings are wrong or incomplete (found before any write).
+    #[error("{target}: {detail}")]
+    Config {
+        /// Which target.
+        target: &'static str,
+        /// What is wrong and which variable to fix.
+        detail: String,
     },
     /// A remote service answered with an error (after retries).
     #[error("{target}: {action} {name}: {detail}")]

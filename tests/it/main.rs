@@ -8,5 +8,7 @@ mod encryption;
 mod failures;
 mod harness;
 mod roundtrip;
+mod s3_faults;
 mod support;
+mod target_conformance;
 mod tool;
