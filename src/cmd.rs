@@ -99,9 +99,14 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
-/// The targets configured: the volume first (primary).
-pub fn targets(settings: &Settings) -> Vec<Arc<dyn Target>> {
-    vec![Arc::new(LocalTarget::new(&settings.backup_dir))]
+/// The targets configured: the volume first (primary), then the bucket
+/// when `S3_BUCKET` is set.
+pub fn targets(settings: &Settings) -> Result<Vec<Arc<dyn Target>>, TargetError> {
+    let mut v: Vec<Arc<dyn Target>> = vec![Arc::new(LocalTarget::new(&settings.backup_dir))];
+    if let Some(s3) = &settings.s3 {
+        v.push(Arc::new(crate::target::s3::S3Target::new(s3)?));
+    }
+    Ok(v)
 }
 
 /// The error and its causes on one line, leaving out a cause whose text
@@ -134,6 +139,9 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             Some(LockError::Open { .. }) => exit::STORAGE,
             _ => exit::REFUSED,
         });
+    }
+    if e.is::<backup::OffsiteFailed>() {
+        return Some(exit::STORAGE);
     }
     if let Some(c) = e.downcast_ref::<CryptoError>() {
         return Some(crypto_code(c));
@@ -220,14 +228,10 @@ fn db_code(d: &DbError) -> u8 {
     }
 }
 
-/// Take the `BACKUP_DIR` lock and clear partial files a killed run left behind.
+/// Take the `BACKUP_DIR` lock and clean up what a killed run left behind
+/// (partial files, incomplete bucket uploads).
 pub async fn lock_and_clean(settings: &Settings) -> anyhow::Result<crate::catalog::DirLock> {
     let lock = crate::catalog::lock_dir(&settings.backup_dir)?;
-    let removed = LocalTarget::new(&settings.backup_dir)
-        .remove_stale_partials()
-        .await?;
-    for name in removed {
-        tracing::warn!(file = %name, "removed a partial file left by an interrupted run");
-    }
+    crate::target::clean_interrupted_all(&targets(settings)?).await;
     Ok(lock)
 }

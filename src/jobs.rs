@@ -202,14 +202,7 @@ impl Jobs {
     ) -> Result<Run, (JobError, Option<DirLock>)> {
         let lock = self.lock(kind).await.map_err(|e| (e, None))?;
         let dir = &self.settings.backup_dir;
-        match LocalTarget::new(dir).remove_stale_partials().await {
-            Ok(removed) => {
-                for name in removed {
-                    tracing::warn!(file = %name, "removed a partial file left by an interrupted run");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot clear partial files"),
-        }
+        crate::target::clean_interrupted_all(&self.targets).await;
         let state = State::load(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the state file for the space check");
             State::default()

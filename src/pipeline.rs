@@ -31,6 +31,7 @@ use crate::manifest::{self, EncryptionInfo, Manifest, ManifestError};
 use crate::progress::{human_bytes, Counter, MeteredReader, Reporter, SharedHash};
 use crate::restore::{self, ExecSummary, RestoreError};
 use crate::sql::StatementReader;
+use crate::target::local::LocalTarget;
 use crate::target::{self, Target, TargetError, Upload};
 
 /// Errors of a backup run.
@@ -247,11 +248,15 @@ async fn free_name(
     loop {
         let name = catalog::db_file_name(prefix, when, ext, encrypted);
         let mut taken = false;
-        for t in targets {
-            if t.metadata(&name).await?.is_some()
-                || t.metadata(&manifest::name_for(&name)).await?.is_some()
-            {
-                taken = true;
+        for (i, t) in targets.iter().enumerate() {
+            for candidate in [name.clone(), manifest::name_for(&name)] {
+                match t.metadata(&candidate).await {
+                    Ok(found) => taken |= found.is_some(),
+                    // Only the primary must answer; an unreachable bucket
+                    // fails its own upload later and is reported then.
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => {}
+                }
             }
         }
         if !taken {
@@ -468,7 +473,11 @@ pub async fn locate(
     let mut all: Vec<(Arc<dyn Target>, Entry)> = Vec::new();
     for t in targets {
         for e in catalog::list_db(t.as_ref(), prefix).await? {
-            all.push((t.clone(), e));
+            // Off the volume, a backup exists only once its manifest does
+            // (the manifest is uploaded after the data).
+            if e.has_manifest || t.label() == LocalTarget::LABEL {
+                all.push((t.clone(), e));
+            }
         }
     }
     all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
@@ -523,6 +532,71 @@ async fn source_in(
         name: name.to_owned(),
         manifest,
         size: Some(info.size),
+    })
+}
+
+/// Copy a backup that is only in a remote target (and its manifest) into
+/// the volume, so that verify and restore read it from local disk, once
+/// downloaded. The copy is the stored form (compressed, encrypted): no
+/// plaintext touches the disk. A source already on the volume is returned
+/// as it is.
+pub async fn fetch_to_volume(
+    source: Source,
+    volume: &Arc<dyn Target>,
+) -> Result<Source, RestoreError> {
+    if source.target.label() == volume.label() {
+        return Ok(source);
+    }
+    let name = source.name.clone();
+    let fail = |detail: String| RestoreError::Integrity {
+        name: name.clone(),
+        detail,
+    };
+    tracing::info!(file = %name, from = source.target.label(), "fetching the backup into the volume");
+    let mut reader = source
+        .target
+        .open(&name)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut up = volume
+        .create(&name)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let counter = Counter::default();
+    let _progress = Reporter::start(
+        "downloading",
+        counter.clone(),
+        source.size,
+        Duration::from_secs(5),
+    );
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = up.abort().await;
+                return Err(fail(format!(
+                    "downloading from the {}: {e}",
+                    source.target.label()
+                )));
+            }
+        };
+        if let Err(e) = up.write_all(&buf[..n]).await {
+            let _ = up.abort().await;
+            return Err(fail(format!("writing into the volume: {e}")));
+        }
+        counter.add(n as u64);
+    }
+    up.commit().await.map_err(|e| fail(e.to_string()))?;
+    if let Some(m) = &source.manifest {
+        target::put_bytes(volume.as_ref(), &manifest::name_for(&name), &m.to_json())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(Source {
+        target: Arc::clone(volume),
+        ..source
     })
 }
 

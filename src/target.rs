@@ -149,6 +149,29 @@ pub trait Target: Send + Sync + fmt::Debug {
     async fn open(&self, name: &str) -> Result<ObjectReader, TargetError>;
     /// Delete `name`; deleting a missing object is not an error.
     async fn delete(&self, name: &str) -> Result<(), TargetError>;
+    /// Remove what an interrupted run left behind (partial files,
+    /// incomplete uploads) and return its names. Call only while holding the
+    /// backup lock, or a running writer loses its work.
+    async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
+        Ok(Vec::new())
+    }
+}
+
+/// [`Target::clean_interrupted`] on every target, logging what was removed;
+/// a target that cannot be cleaned is logged and skipped.
+pub async fn clean_interrupted_all(targets: &[std::sync::Arc<dyn Target>]) {
+    for t in targets {
+        match t.clean_interrupted().await {
+            Ok(removed) => {
+                for name in removed {
+                    tracing::warn!(target = t.label(), file = %name, "removed what an interrupted run left behind");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target = t.label(), error = %e, "cannot clean up after interrupted runs")
+            }
+        }
+    }
 }
 
 /// Write a small object (a manifest) in one go.

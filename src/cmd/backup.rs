@@ -9,6 +9,11 @@ use crate::pipeline;
 use crate::schedule::{Kind, Trigger};
 use crate::state::{self, Offsite, Outcome, Run, State};
 
+/// The local backup succeeded but an off-site copy did not (exit code 8).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OffsiteFailed(pub String);
+
 /// Arguments of `backup`.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -18,13 +23,10 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     let _lock = super::lock_and_clean(settings).await?;
     let known = State::load(&settings.backup_dir).unwrap_or_default();
     health::space_for_backup(&settings.backup_dir, &known, Kind::Db)?;
-    let targets = super::targets(settings);
+    let targets = super::targets(settings)?;
     let started = Utc::now();
     let outcome =
         pipeline::backup_db(settings, &targets, &DumpOptions::default(), &NoHooks).await?;
-    for f in &outcome.failed {
-        eprintln!("warning: the copy to the {} failed: {}", f.target, f.error);
-    }
     // `health` and the daemon's catch-up count a one-off backup too.
     let offsite = match (&settings.s3, outcome.failed.first()) {
         (None, _) => Offsite::NotConfigured,
@@ -52,5 +54,12 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         eprintln!("warning: {e}");
     }
     println!("{}", settings.backup_dir.join(&outcome.file).display());
+    if let Some(f) = outcome.failed.first() {
+        return Err(OffsiteFailed(format!(
+            "{} was written to the volume, but the copy to the {} failed: {}",
+            outcome.file, f.target, f.error
+        ))
+        .into());
+    }
     Ok(())
 }

@@ -22,7 +22,8 @@ pub struct Args {
 
 /// Decrypt `input` into `output` with BACKUP_PASSPHRASE.
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let source = pipeline::locate(&args.input, &settings.prefix, &super::targets(settings)).await?;
+    let source =
+        pipeline::locate(&args.input, &settings.prefix, &super::targets(settings)?).await?;
     let (mut plain, counter, hash) =
         pipeline::open_plain(&source, settings.passphrase.as_ref()).await?;
     if args.output == "-" {

@@ -30,7 +30,7 @@ struct Row {
 /// Print the list.
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    for t in super::targets(settings) {
+    for t in super::targets(settings)? {
         for e in catalog::list_db(t.as_ref(), &settings.prefix).await? {
             let row = rows.entry(e.name.clone()).or_insert_with(|| Row {
                 name: e.name.clone(),

@@ -25,7 +25,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let tz = settings.schedule.tz;
     let mut first_failure = None;
     let mut failures = 0;
-    for t in super::targets(settings) {
+    for t in super::targets(settings)? {
         let p = retention::prune(
             t.as_ref(),
             &settings.prefix,

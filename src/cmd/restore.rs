@@ -35,8 +35,9 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         .into());
     }
     let _lock = super::lock_and_clean(settings).await?;
-    let targets = super::targets(settings);
+    let targets = super::targets(settings)?;
     let source = pipeline::locate(&args.file, &settings.prefix, &targets).await?;
+    let source = pipeline::fetch_to_volume(source, &targets[0]).await?;
     let started = Instant::now();
     let report = pipeline::verify(&source, settings.passphrase.as_ref()).await?;
     eprintln!(

@@ -101,7 +101,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
 
     let runner = Jobs::new(
         settings.clone(),
-        super::targets(&settings),
+        super::targets(&settings)?,
         Notifier::new(settings.notify.clone()),
         metrics,
     );

@@ -14,7 +14,8 @@ pub struct Args {
 
 /// Check SHA-256 against the manifest, every encryption tag, decompression and SQL splitting.
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let source = pipeline::locate(&args.file, &settings.prefix, &super::targets(settings)).await?;
+    // A bucket copy is read straight from the bucket: verify leaves no file behind.
+    let source = pipeline::locate(&args.file, &settings.prefix, &super::targets(settings)?).await?;
     let report = pipeline::verify(&source, settings.passphrase.as_ref()).await?;
     println!(
         "ok: {} ({}, {} statements, SHA-256 {}{})",

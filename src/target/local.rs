@@ -19,7 +19,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
 use super::{ObjectInfo, ObjectReader, Target, TargetError, Upload};
 
-const LABEL: &str = "volume";
+const LABEL: &str = LocalTarget::LABEL;
 const PARTIAL_SUFFIX: &str = ".partial";
 
 /// A directory on the local file system.
@@ -29,6 +29,9 @@ pub struct LocalTarget {
 }
 
 impl LocalTarget {
+    /// The label of the volume in logs and listings.
+    pub const LABEL: &'static str = "volume";
+
     /// A target rooted at `dir`; the directory must exist.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         LocalTarget { dir: dir.into() }
@@ -169,6 +172,10 @@ impl Target for LocalTarget {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(TargetError::from_io(LABEL, "deleting", name, e)),
         }
+    }
+
+    async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
+        self.remove_stale_partials().await
     }
 }
 

@@ -381,6 +381,10 @@ impl Target for S3Target {
             Err(f) => Err(c.error("deleting", name, f)),
         }
     }
+
+    async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
+        self.abort_incomplete_uploads().await
+    }
 }
 
 impl Client {
