@@ -141,6 +141,8 @@ pub struct EnvConfig {
     s3_storage_class: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
+    restore_stop_containers: Option<bool>,
+    restore_stop_project: Option<String>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -170,6 +172,8 @@ pub const KNOWN: &[&str] = &[
     "S3_STORAGE_CLASS",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "RESTORE_STOP_CONTAINERS",
+    "RESTORE_STOP_PROJECT",
 ];
 
 /// How to reach the database.
@@ -240,6 +244,15 @@ pub struct Settings {
     pub s3: Option<S3Settings>,
     /// Logging.
     pub log: LogSettings,
+    /// Stop the labelled containers during a restore (`RESTORE_STOP_CONTAINERS`, default true).
+    pub restore_stop_containers: bool,
+    /// Compose project whose containers are stopped (`RESTORE_STOP_PROJECT`;
+    /// default: the project of the container we run in).
+    pub restore_stop_project: Option<String>,
+    /// The Docker engine (`DOCKER_HOST`, Docker's own variable; default the socket).
+    pub docker_host: Option<String>,
+    /// Our host name (`HOSTNAME`): in a container, its short id.
+    pub hostname: Option<String>,
 }
 
 impl Settings {
@@ -291,7 +304,12 @@ impl Settings {
         }
         let env: EnvConfig =
             envy::from_iter(ours).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        Settings::try_from(env)
+        let mut settings = Settings::try_from(env)?;
+        // Variables of other programs that we read as they are.
+        let foreign = |k: &str| all.get(k).filter(|v| !v.is_empty()).cloned();
+        settings.docker_host = foreign("DOCKER_HOST");
+        settings.hostname = foreign("HOSTNAME");
+        Ok(settings)
     }
 
     /// Database settings, or an error naming the missing variable.
@@ -410,6 +428,10 @@ impl TryFrom<EnvConfig> for Settings {
                 level: e.log_level.unwrap_or_else(|| "info".into()),
                 json: log_json,
             },
+            restore_stop_containers: e.restore_stop_containers.unwrap_or(true),
+            restore_stop_project: e.restore_stop_project,
+            docker_host: None,
+            hostname: None,
         })
     }
 }

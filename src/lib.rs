@@ -15,6 +15,7 @@
 //! - [`catalog`]: backup file names, and which stored objects are ours.
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
+//! - [`docker`]: stopping the labelled app containers during a restore (Docker API).
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
@@ -23,6 +24,7 @@ pub mod cmd;
 pub mod codec;
 pub mod config;
 pub mod db;
+pub mod docker;
 pub mod dump;
 pub mod manifest;
 pub mod pipeline;
