@@ -268,7 +268,14 @@ pub struct AppControl {
 impl AppControl {
     /// From the settings; nothing is contacted until needed.
     pub fn new(settings: &Settings) -> Self {
-        let mut own_ids: Vec<String> = settings.hostname.iter().cloned().collect();
+        // Docker sets HOSTNAME to the short container id unless the compose
+        // file chose a host name; only an id is worth asking the engine about.
+        let mut own_ids: Vec<String> = settings
+            .hostname
+            .iter()
+            .filter(|h| h.len() >= 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .cloned()
+            .collect();
         own_ids.extend(own_container_id());
         AppControl {
             enabled: settings.restore_stop_containers,

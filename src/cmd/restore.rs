@@ -71,10 +71,15 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             return Err(Refused("restore cancelled; the database was not touched".into()).into());
         }
     }
-    let paused = apps
-        .pause()
-        .await
-        .context("not restoring, the database was not touched")?;
+    // Only the app's own database is worth stopping the app for; a restore
+    // into another one (to look at old data) leaves it running.
+    let paused = if into == db.name {
+        apps.pause()
+            .await
+            .context("not restoring, the database was not touched")?
+    } else {
+        None
+    };
     // A signal must not skip the restart below (as PID 1 in a container we
     // would otherwise ignore SIGTERM and be killed by `docker stop`).
     let applied = tokio::select! {
