@@ -49,7 +49,12 @@ if ! docker buildx version >/dev/null 2>&1; then
   export DOCKER_BUILDKIT=0
 fi
 log "docker build -t $TAG (BASE=$BASE)"
-docker build -q --build-arg "BASE=$BASE" -t "$TAG" "$CONTEXT" >/dev/null
+# Quiet unless it fails: the classic builder's deprecation notice is noise.
+if ! out=$(docker build -q --build-arg "BASE=$BASE" -t "$TAG" "$CONTEXT" 2>&1); then
+  printf '%s\n' "$out" >&2
+  log "docker build failed"
+  exit 1
+fi
 size=$(docker image inspect --format '{{.Size}}' "$TAG")
 log "built $TAG: $((size / 1024 / 1024)) MiB ($size bytes)"
 echo "$TAG"
