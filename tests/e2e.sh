@@ -295,6 +295,26 @@ PY
   sql -e "DROP TABLE midway"
   ok "failed restore: app stopped and started again"
 
+  step "docker stop during a restore starts the app again"
+  app0=$(started_at "$APP")
+  RUNNER=${PROJECT}_restore_sigterm
+  docker rm -f "$RUNNER" >/dev/null 2>&1 || true
+  compose run -d -T --name "$RUNNER" backup restore latest --yes >/dev/null 2>&1
+  # The record appears when the app is stopped, just before the first statement.
+  wait_for 60 "the restore stopped the app" test -e "$WORK/backups/.selmai-backup-stopped.json"
+  sleep 0.5
+  t0=$SECONDS
+  docker stop -t 20 "$RUNNER" >/dev/null
+  RC=$(docker wait "$RUNNER")
+  docker logs "$RUNNER" 2>&1 | sed 's/^/    | /' >&2
+  docker logs "$RUNNER" 2>&1 | grep -q "interrupted by SIGTERM" \
+    || fail "the restore did not report SIGTERM (exit $RC after $((SECONDS - t0))s)"
+  docker rm "$RUNNER" >/dev/null
+  [ "$RC" -ne 0 ] && [ "$RC" -ne 137 ] || fail "an interrupted restore exited $RC"
+  running "$APP" && [ "$(started_at "$APP")" != "$app0" ] || fail "the app was not started again after SIGTERM"
+  [ ! -e "$WORK/backups/.selmai-backup-stopped.json" ] || fail "the record was left after SIGTERM"
+  ok "SIGTERM mid-restore: app started again, exit $RC"
+
   step "a crash mid-restore is repaired by the next command"
   # The daemon's health check is a command too and would win the race;
   # with it stopped, the next command is ours.
