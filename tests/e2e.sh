@@ -56,6 +56,22 @@ build() {
   out=$(docker build -q "$@" 2>&1) || { printf '%s\n' "$out" >&2; fail "docker build $*"; }
 }
 
+WORK=
+cleanup() {
+  local rc=$?
+  set +e
+  if [ $rc -ne 0 ] && [ -n "${COMPOSE:-}" ]; then
+    echo "e2e: logs of the failed run:" >&2
+    compose logs --no-color --tail=40 >&2 2>&1
+  fi
+  [ -n "${COMPOSE:-}" ] && compose down -v --remove-orphans >/dev/null 2>&1
+  [ -n "${OTHER:-}" ] && docker rm -f "$OTHER" >/dev/null 2>&1
+  [ -n "$WORK" ] && rm -rf "$WORK"
+  printf '\ne2e: %s after %ss\n' "$([ $rc -eq 0 ] && echo passed || echo FAILED)" "$((SECONDS - T0))" >&2
+  exit $rc
+}
+trap cleanup EXIT
+
 step "images"
 BASE=$(scripts/debian-image.sh)
 build --build-arg "BASE=$BASE" -t "$MARIADB_IMAGE" tests/e2e/mariadb
@@ -70,7 +86,8 @@ cid=$(docker create "$IMAGE")
 files=$(docker export "$cid" | tar -t)
 docker rm "$cid" >/dev/null
 if grep -qE '^(bin|lib|usr|sbin)/' <<<"$files"; then
-  fail "the image has more than our files (not FROM scratch?):\n$files"
+  printf '%s\n' "$files" >&2
+  fail "the image has more than our files (not FROM scratch?)"
 fi
 for f in selmai-backup etc/passwd etc/group etc/nsswitch.conf etc/ssl/certs/ca-certificates.crt; do
   grep -qx "$f" <<<"$files" || fail "the image lacks /$f"
@@ -79,8 +96,10 @@ done
 ok "FROM scratch, static binary, CA certificates, non-root user"
 help=$(docker run --rm "$IMAGE" --help 2>&1) || true
 for sub in run health restore; do
-  grep -qE "^  $sub " <<<"$help" \
-    || fail "the image has no \`$sub\` subcommand (the daemon branch adds run and health):\n$help"
+  if ! grep -qE "^  $sub " <<<"$help"; then
+    printf '%s\n' "$help" >&2
+    fail "the image has no \`$sub\` subcommand (\`run\` and \`health\` come with the daemon)"
+  fi
 done
 
 # ---------------------------------------------------------------- stack ----
@@ -139,21 +158,6 @@ EOF
 mkdir -p "$WORK/backups" "$WORK/nginx"
 echo "server {}" >"$WORK/nginx/default.conf"
 chown 10001:10001 "$WORK/backups"
-
-cleanup() {
-  local rc=$?
-  set +e
-  if [ $rc -ne 0 ] && [ -n "${COMPOSE:-}" ]; then
-    echo "e2e: logs of the failed run:" >&2
-    compose logs --no-color --tail=40 >&2 2>&1
-  fi
-  [ -n "${COMPOSE:-}" ] && compose down -v --remove-orphans >/dev/null 2>&1
-  docker rm -f "$OTHER" >/dev/null 2>&1
-  rm -rf "$WORK"
-  printf '\ne2e: %s after %ss\n' "$([ $rc -eq 0 ] && echo passed || echo FAILED)" "$((SECONDS - T0))" >&2
-  exit $rc
-}
-trap cleanup EXIT
 
 compose() {
   "${COMPOSE[@]}" -p "$PROJECT" --project-directory "$WORK" \
