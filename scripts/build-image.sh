@@ -49,11 +49,17 @@ if ! docker buildx version >/dev/null 2>&1; then
   export DOCKER_BUILDKIT=0
 fi
 log "docker build -t $TAG (BASE=$BASE)"
+previous=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 # Quiet unless it fails: the classic builder's deprecation notice is noise.
 if ! out=$(docker build -q --build-arg "BASE=$BASE" -t "$TAG" "$CONTEXT" 2>&1); then
   printf '%s\n' "$out" >&2
   log "docker build failed"
   exit 1
+fi
+# The image this tag named before is now untagged: drop it (not when a
+# container or another tag still uses it), so rebuilds do not pile up.
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$TAG")" ]; then
+  docker rmi "$previous" >/dev/null 2>&1 || true
 fi
 size=$(docker image inspect --format '{{.Size}}' "$TAG")
 log "built $TAG: $((size / 1024 / 1024)) MiB ($size bytes)"
