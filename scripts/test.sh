@@ -4,11 +4,13 @@
 # (scripts/services.sh, idempotent), then checks formatting and lints and
 # runs every test. Exits non-zero on the first failure.
 #
-# Extra arguments go to `cargo test`:
+# Extra arguments go to `cargo test` (and skip the end-to-end test of the
+# container unless SELMAI_E2E=1):
 #   ./scripts/test.sh harness -- --nocapture
 #
 # Needs only cargo from rustup (with its default rustfmt and clippy) on
 # Debian bookworm, as root: the servers and a C compiler come from apt.
+# The end-to-end test also needs a running Docker engine and docker-compose.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,3 +44,10 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test $*"
 cargo test --locked "$@"
+
+# The container on the real Docker engine (builds the images it needs, with
+# no registry). Skipped when arguments chose a subset of the tests.
+if [ $# -eq 0 ] || [ "${SELMAI_E2E:-}" = 1 ]; then
+  step "end-to-end test of the image and compose files (tests/e2e.sh)"
+  tests/e2e.sh
+fi

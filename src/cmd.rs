@@ -19,6 +19,7 @@ use crate::catalog::LockError;
 use crate::config::{ConfigError, Settings};
 use crate::crypto::CryptoError;
 use crate::db::DbError;
+use crate::docker::AppControl;
 use crate::dump::DumpError;
 use crate::pipeline::{BackupError, LocateError};
 use crate::restore::RestoreError;
@@ -85,11 +86,20 @@ pub enum Command {
 #[error("{0}")]
 pub struct Refused(pub String);
 
-/// Run the chosen subcommand.
+/// Run the chosen subcommand, after starting again any containers that a
+/// restore which died left stopped.
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    let apps = AppControl::new(&settings);
+    apps.recover(|| match crate::catalog::lock_dir(&settings.backup_dir) {
+        Ok(lock) => Some(Some(lock)),
+        // A restore is running: the record is its own.
+        Err(LockError::Busy(_)) => None,
+        Err(LockError::Open { .. }) => Some(None),
+    })
+    .await;
     match cli.command {
         Command::Backup(a) => backup::run(a, &settings).await,
-        Command::Restore(a) => restore::run(a, &settings).await,
+        Command::Restore(a) => restore::run(a, &settings, &apps).await,
         Command::List(a) => list::run(a, &settings).await,
         Command::Verify(a) => verify::run(a, &settings).await,
         Command::Decrypt(a) => decrypt::run(a, &settings).await,

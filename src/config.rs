@@ -181,6 +181,8 @@ pub struct EnvConfig {
     notify_smtp_to: Option<String>,
     notify_smtp_tls: Option<String>,
     metrics_listen: Option<String>,
+    restore_stop_containers: Option<bool>,
+    restore_stop_project: Option<String>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -237,6 +239,8 @@ pub const KNOWN: &[&str] = &[
     "NOTIFY_SMTP_TO",
     "NOTIFY_SMTP_TLS",
     "METRICS_LISTEN",
+    "RESTORE_STOP_CONTAINERS",
+    "RESTORE_STOP_PROJECT",
 ];
 
 /// How to reach the database.
@@ -409,6 +413,15 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// Address of the metrics listener (`METRICS_LISTEN`), off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Stop the labelled containers during a restore (`RESTORE_STOP_CONTAINERS`, default true).
+    pub restore_stop_containers: bool,
+    /// Compose project whose containers are stopped (`RESTORE_STOP_PROJECT`;
+    /// default: the project of the container we run in).
+    pub restore_stop_project: Option<String>,
+    /// The Docker engine (`DOCKER_HOST`, Docker's own variable; default the socket).
+    pub docker_host: Option<String>,
+    /// Our host name (`HOSTNAME`): in a container, its short id.
+    pub hostname: Option<String>,
 }
 
 impl Settings {
@@ -466,7 +479,12 @@ impl Settings {
         }
         let env: EnvConfig =
             envy::from_iter(ours).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        Settings::try_from(env)
+        let mut settings = Settings::try_from(env)?;
+        // Variables of other programs that we read as they are.
+        let foreign = |k: &str| all.get(k).filter(|v| !v.is_empty()).cloned();
+        settings.docker_host = foreign("DOCKER_HOST");
+        settings.hostname = foreign("HOSTNAME");
+        Ok(settings)
     }
 
     /// Database settings, or an error naming the missing variable.
@@ -745,6 +763,10 @@ impl TryFrom<EnvConfig> for Settings {
             health,
             notify,
             metrics_listen,
+            restore_stop_containers: e.restore_stop_containers.unwrap_or(true),
+            restore_stop_project: e.restore_stop_project,
+            docker_host: None,
+            hostname: None,
         })
     }
 }

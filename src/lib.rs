@@ -18,6 +18,7 @@
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`,
 //!   an S3-compatible bucket in `target::s3`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
+//! - [`docker`]: stopping the labelled app containers during a restore (Docker API).
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //! - [`schedule`]: backup kinds, cron schedules in `TZ`, catch-up, the scheduler loop.
 //! - [`jobs`]: one daemon run start to finish (lock, space, backup, retention, state, alerts).
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod docker;
 pub mod dump;
 pub mod health;
 pub mod jobs;

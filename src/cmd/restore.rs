@@ -4,7 +4,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Instant;
 
+use anyhow::Context;
+
 use crate::config::Settings;
+use crate::docker::AppControl;
 use crate::pipeline;
 use crate::progress::human_bytes;
 
@@ -23,8 +26,8 @@ pub struct Args {
     pub yes: bool,
 }
 
-/// Verify, confirm, restore.
-pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+/// Verify, confirm, stop the labelled app containers, restore, start them again.
+pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
     let db = settings.db()?;
     let into = args.into.clone().unwrap_or_else(|| db.name.clone());
     let interactive = std::io::stdin().is_terminal();
@@ -69,7 +72,35 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             return Err(Refused("restore cancelled; the database was not touched".into()).into());
         }
     }
-    let summary = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into).await?;
+    // Only the app's own database is worth stopping the app for; a restore
+    // into another one (to look at old data) leaves it running.
+    let paused = if into == db.name {
+        apps.pause()
+            .await
+            .context("not restoring, the database was not touched")?
+    } else {
+        None
+    };
+    // A signal must not skip the restart below (as PID 1 in a container we
+    // would otherwise ignore SIGTERM and be killed by `docker stop`).
+    let applied = tokio::select! {
+        r = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into) => r.map_err(anyhow::Error::from),
+        signal = interrupted() => Err(anyhow::anyhow!(
+            "restore of {} into `{into}` interrupted by {signal}: the database may be partly restored; run the restore again",
+            source.name
+        )),
+    };
+    let resumed = match paused {
+        Some(p) => apps.resume(p).await,
+        None => Ok(()),
+    };
+    let summary = applied?;
+    resumed.with_context(|| {
+        format!(
+            "restored {} into `{into}`, but the containers stopped for it did not all start again",
+            source.name
+        )
+    })?;
     eprintln!(
         "restored {} into `{into}`: {} statements in {:.1}s",
         source.name,
@@ -77,4 +108,19 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
