@@ -10,7 +10,8 @@
 //!   to any `AsyncWrite`, with per-table row counts and the binlog position.
 //! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
 //! - [`restore`]: executes a statement stream into a database, with progress.
-//! - [`codec`]: compression stages (gzip, zstd) as `AsyncWrite`/`AsyncRead` adapters.
+//! - [`codec`]: compression (gzip, zstd) in independent blocks on every core;
+//!   decompression as an `AsyncRead` adapter.
 //! - [`crypto`]: encryption stages (our versioned `.enc` format: STREAM over
 //!   AES-256-GCM, Argon2id key per file) and reading old `.gpg` files.
 //! - [`manifest`]: the JSON file written next to every backup (versioned format).
