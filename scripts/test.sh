@@ -51,3 +51,8 @@ if [ $# -eq 0 ] || [ "${SELMAI_E2E:-}" = 1 ]; then
   step "end-to-end test of the image and compose files (tests/e2e.sh)"
   tests/e2e.sh
 fi
+
+# The benchmark itself is run by hand (docs/BENCHMARKS.md); CI only checks
+# that the script still works, on a small data set.
+step "benchmark script on a small data set (scripts/bench.sh --rows 20000)"
+scripts/bench.sh --rows 20000 >/dev/null
