@@ -36,15 +36,13 @@ eval "$services_env"
 export MYSQL_PWD=$TEST_DB_PASSWORD
 conn=(--no-defaults --protocol=TCP -h "$TEST_DB_HOST" -P "$TEST_DB_PORT" -u "$TEST_DB_USER")
 
+# The same static release binary as the image (scripts/build-image.sh);
+# cargo rebuilds it only when the sources changed.
 BIN=${SELMAI_BINARY:-}
 if [ -z "$BIN" ]; then
-  for candidate in target/x86_64-unknown-linux-gnu/release/selmai-backup target/release/selmai-backup; do
-    if [ -x "$candidate" ] && [ "$candidate" -nt Cargo.lock ]; then BIN=$candidate; break; fi
-  done
-fi
-if [ -z "$BIN" ]; then
-  cargo build --release --locked -q
-  BIN=target/release/selmai-backup
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --locked --release --target x86_64-unknown-linux-gnu --bin selmai-backup -q
+  BIN=target/x86_64-unknown-linux-gnu/release/selmai-backup
 fi
 
 work=$(mktemp -d /var/tmp/selmai-bench.XXXXXX)
@@ -106,8 +104,8 @@ ours() {
   echo env -i PATH="$PATH" DB_HOST="$TEST_DB_HOST" DB_PORT="$TEST_DB_PORT" DB_USER="$TEST_DB_USER" \
     DB_PASSWORD="$TEST_DB_PASSWORD" DB_NAME=bench BACKUP_DIR="$dir" LOG_LEVEL=warn "$@"
 }
-measure "selmai-backup backup (gzip 6)" "$work/gz" $(ours "$work/gz") "$BIN" backup
-measure "selmai-backup backup (gzip 6, encrypted)" "$work/enc" $(ours "$work/enc" BACKUP_PASSPHRASE=bench) "$BIN" backup
+measure "selmai-backup backup (gzip, default level 2)" "$work/gz" $(ours "$work/gz") "$BIN" backup
+measure "selmai-backup backup (gzip level 2, encrypted)" "$work/enc" $(ours "$work/enc" BACKUP_PASSPHRASE=bench) "$BIN" backup
 measure "selmai-backup backup (zstd 3)" "$work/zst" $(ours "$work/zst" BACKUP_COMPRESSION=zstd) "$BIN" backup
 
 fresh_target
