@@ -41,7 +41,10 @@ impl Compression {
     /// Parse `BACKUP_COMPRESSION` and the optional level; the error says what is accepted.
     pub fn parse(name: &str, level: Option<i32>) -> Result<Self, String> {
         let (c, range) = match name.to_ascii_lowercase().as_str() {
-            "gzip" | "gz" => (Compression::Gzip(level.unwrap_or(DEFAULT_GZIP_LEVEL)), 1..=9),
+            "gzip" | "gz" => (
+                Compression::Gzip(level.unwrap_or(DEFAULT_GZIP_LEVEL)),
+                1..=9,
+            ),
             "zstd" | "zst" => (Compression::Zstd(level.unwrap_or(3)), 1..=19),
             "none" => (Compression::None, 0..=0),
             other => return Err(format!("{other:?}: use gzip, zstd or none")),

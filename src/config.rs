@@ -923,7 +923,10 @@ mod tests {
         );
         assert_eq!(s.backup_dir, PathBuf::from("/backups"));
         assert_eq!(s.prefix, "selmai_backup");
-        assert_eq!(s.compression, Compression::Gzip(crate::codec::DEFAULT_GZIP_LEVEL));
+        assert_eq!(
+            s.compression,
+            Compression::Gzip(crate::codec::DEFAULT_GZIP_LEVEL)
+        );
         assert!(s.s3.is_none() && s.passphrase.is_none());
     }
 

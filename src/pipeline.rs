@@ -720,9 +720,18 @@ pub async fn apply(
         None => (None, None),
     };
     restore::prepare_database(&mut conn, into, charset, collation).await?;
+    // Tables load in parallel, one connection each, on as many connections
+    // as there are cores: the server's insert work is what a restore waits on.
+    let loaders = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(2, 4);
+    let mut conns = Vec::with_capacity(loaders);
+    for _ in 0..loaders {
+        conns.push(crate::db::connect(db, Some(into)).await?);
+    }
     let (mut reader, counter, _) = open_statements(source, passphrase).await?;
     let _progress = Reporter::start("restoring", counter, source.size, Duration::from_secs(5));
-    let result = restore::execute(&mut conn, &source.name, &mut reader).await;
+    let result = restore::execute(&mut conn, conns, &source.name, &mut reader).await;
     let _ = conn.disconnect().await;
     result
 }

@@ -99,13 +99,244 @@ fn is_word(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Run every statement from `reader` on `conn`.
+/// How a statement may be scheduled when a restore runs on several connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Part of loading one table (`DROP`/`CREATE`/`ALTER TABLE t`, `INSERT
+    /// INTO t`): runs in order on the connection that loads `t`, in parallel
+    /// with other tables.
+    Table(String),
+    /// `SET @selmai_vN`: a large value being assembled for the next INSERT;
+    /// goes to the connection of the table being loaded.
+    LargeValue,
+    /// A session setting (`SET NAMES`, `SET FOREIGN_KEY_CHECKS` ...): every
+    /// connection runs it.
+    Session,
+    /// `LOCK TABLES` / `UNLOCK TABLES` of mariadb-dump files: a speed-up for
+    /// one connection that would block the others; skipped.
+    Skip,
+    /// Anything else (views, routines, triggers, events, sequences): runs
+    /// alone, once every table load before it has finished.
+    Barrier,
+}
+
+/// Classify a statement for [`execute`].
+pub fn route(sql: &[u8]) -> Route {
+    let toks = tokens(sql, 5);
+    let t: Vec<&str> = toks.iter().map(String::as_str).collect();
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    match t.as_slice() {
+        [set, var, ..] if eq(set, "SET") && var.starts_with("@selmai_v") => Route::LargeValue,
+        [set, ..] if eq(set, "SET") => Route::Session,
+        [lock, tables, ..] if (eq(lock, "LOCK") || eq(lock, "UNLOCK")) && eq(tables, "TABLES") => {
+            Route::Skip
+        }
+        [insert, into, table, ..]
+            if (eq(insert, "INSERT") || eq(insert, "REPLACE")) && eq(into, "INTO") =>
+        {
+            Route::Table(table.to_string())
+        }
+        [drop, table, if_, exists, name, ..]
+            if eq(drop, "DROP") && eq(table, "TABLE") && eq(if_, "IF") && eq(exists, "EXISTS") =>
+        {
+            Route::Table(name.to_string())
+        }
+        [verb, table, name, ..]
+            if (eq(verb, "CREATE") || eq(verb, "ALTER") || eq(verb, "DROP"))
+                && eq(table, "TABLE")
+                && !eq(name, "IF") =>
+        {
+            Route::Table(name.to_string())
+        }
+        _ => Route::Barrier,
+    }
+}
+
+/// The first `n` tokens of a statement: words, `@variables` and identifiers
+/// (backticks removed), skipping plain comments and looking inside an
+/// executable comment (`/*!40000 ALTER TABLE ...*/`).
+fn tokens(sql: &[u8], n: usize) -> Vec<String> {
+    let mut rest = sql;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let t = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        rest = &rest[t..];
+        if rest.is_empty() {
+            break;
+        }
+        if rest.starts_with(b"/*!") || rest.starts_with(b"/*M!") {
+            let skip = if rest[2] == b'M' { 4 } else { 3 };
+            let digits = rest[skip..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            rest = &rest[skip + digits..];
+            continue;
+        }
+        if rest.starts_with(b"/*") {
+            match rest.windows(2).position(|w| w == b"*/") {
+                Some(p) => rest = &rest[p + 2..],
+                None => break,
+            }
+            continue;
+        }
+        if rest.starts_with(b"#") || rest.starts_with(b"-- ") {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(p) => rest = &rest[p + 1..],
+                None => break,
+            }
+            continue;
+        }
+        if rest[0] == b'`' {
+            let mut name = Vec::new();
+            let mut i = 1;
+            while i < rest.len() {
+                if rest[i] == b'`' {
+                    if rest.get(i + 1) == Some(&b'`') {
+                        name.push(b'`');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                name.push(rest[i]);
+                i += 1;
+            }
+            out.push(String::from_utf8_lossy(&name).into_owned());
+            rest = &rest[(i + 1).min(rest.len())..];
+            continue;
+        }
+        let end = rest
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'@' | b'$')))
+            .unwrap_or(rest.len());
+        if end == 0 {
+            break;
+        }
+        out.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+        rest = &rest[end..];
+    }
+    out
+}
+
+enum Job {
+    Run(Statement),
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+struct Worker {
+    tx: tokio::sync::mpsc::Sender<Job>,
+    task: tokio::task::JoinHandle<Result<(), RestoreError>>,
+}
+
+impl Worker {
+    fn spawn(mut conn: Conn) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(8);
+        let task = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Run(stmt) => run(&mut conn, &stmt).await?,
+                    Job::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            let _ = conn.disconnect().await;
+            Ok(())
+        });
+        Worker { tx, task }
+    }
+}
+
+/// Workers that load tables in parallel, and what they report when one stops.
+struct Pool {
+    workers: Vec<Worker>,
+}
+
+impl Pool {
+    /// The error of a worker whose channel closed (it failed on a statement).
+    async fn failure(&mut self, i: usize) -> RestoreError {
+        let w = &mut self.workers[i];
+        match (&mut w.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => RestoreError::Db(DbError::query(
+                "a restore connection stopped",
+                mysql_async::Error::Other("worker stopped".into()),
+            )),
+            Err(e) => RestoreError::Db(DbError::query(
+                "a restore connection panicked",
+                mysql_async::Error::Other(e.to_string().into()),
+            )),
+        }
+    }
+
+    async fn send(&mut self, i: usize, job: Job) -> Result<(), RestoreError> {
+        if self.workers[i].tx.send(job).await.is_err() {
+            return Err(self.failure(i).await);
+        }
+        Ok(())
+    }
+
+    /// Wait until every worker has run everything sent to it.
+    async fn barrier(&mut self) -> Result<(), RestoreError> {
+        let mut waits = Vec::new();
+        for i in 0..self.workers.len() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.send(i, Job::Barrier(tx)).await?;
+            waits.push(rx);
+        }
+        for (i, rx) in waits.into_iter().enumerate() {
+            if rx.await.is_err() {
+                return Err(self.failure(i).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), RestoreError> {
+        self.barrier().await?;
+        for w in std::mem::take(&mut self.workers) {
+            drop(w.tx);
+            w.task.await.map_err(|e| {
+                RestoreError::Db(DbError::query(
+                    "a restore connection panicked",
+                    mysql_async::Error::Other(e.to_string().into()),
+                ))
+            })??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            w.task.abort();
+        }
+    }
+}
+
+/// Run every statement from `reader`: table loads in parallel on `loaders`
+/// (one table per connection, in file order within a table), everything else
+/// on `conn` once the loads before it have finished. With no loaders,
+/// everything runs on `conn` in file order.
 pub async fn execute<R: AsyncRead + Unpin>(
     conn: &mut Conn,
+    loaders: Vec<Conn>,
     name: &str,
     reader: &mut StatementReader<R>,
 ) -> Result<ExecSummary, RestoreError> {
     let mut summary = ExecSummary::default();
+    let mut pool = Pool {
+        workers: loaders.into_iter().map(Worker::spawn).collect(),
+    };
+    let n = pool.workers.len();
+    let mut table_worker: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    let mut current = 0usize;
     while let Some(stmt) = reader
         .next()
         .await
@@ -123,9 +354,36 @@ pub async fn execute<R: AsyncRead + Unpin>(
             summary.skipped += 1;
             continue;
         }
-        run(conn, &stmt).await?;
         summary.statements += 1;
+        if n == 0 {
+            run(conn, &stmt).await?;
+            continue;
+        }
+        match route(&stmt.sql) {
+            Route::Skip => {
+                summary.statements -= 1;
+                summary.skipped += 1;
+            }
+            Route::Table(t) => {
+                let next = table_worker.len() % n;
+                current = *table_worker.entry(t).or_insert(next);
+                pool.send(current, Job::Run(stmt)).await?;
+            }
+            Route::LargeValue => pool.send(current, Job::Run(stmt)).await?,
+            Route::Session => {
+                pool.barrier().await?;
+                run(conn, &stmt).await?;
+                for i in 0..n {
+                    pool.send(i, Job::Run(stmt.clone())).await?;
+                }
+            }
+            Route::Barrier => {
+                pool.barrier().await?;
+                run(conn, &stmt).await?;
+            }
+        }
     }
+    pool.finish().await?;
     Ok(summary)
 }
 
@@ -201,6 +459,38 @@ fn leading_words(sql: &[u8], n: usize) -> Vec<String> {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case("INSERT INTO `t` (`a`) VALUES (1)", Route::Table("t".into()))]
+    #[case("INSERT INTO t VALUES (1)", Route::Table("t".into()))]
+    #[case("DROP TABLE IF EXISTS `we``ird`", Route::Table("we`ird".into()))]
+    #[case("CREATE TABLE `t` (\n a int)", Route::Table("t".into()))]
+    #[case("/*!40000 ALTER TABLE `t` DISABLE KEYS */", Route::Table("t".into()))]
+    #[case("SET @selmai_v3 = 0x00ff", Route::LargeValue)]
+    #[case("SET @selmai_v3 = CONCAT(@selmai_v3, 0x00)", Route::LargeValue)]
+    #[case("SET NAMES utf8mb4", Route::Session)]
+    #[case(
+        "/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE, SQL_MODE='NO_AUTO_VALUE_ON_ZERO' */",
+        Route::Session
+    )]
+    #[case(
+        "/*M!100616 SET @OLD_NOTE_VERBOSITY=@@NOTE_VERBOSITY, NOTE_VERBOSITY=0 */",
+        Route::Session
+    )]
+    #[case("LOCK TABLES `t` WRITE", Route::Skip)]
+    #[case("UNLOCK TABLES", Route::Skip)]
+    #[case("DROP SEQUENCE IF EXISTS `s`", Route::Barrier)]
+    #[case("DROP VIEW IF EXISTS `v`", Route::Barrier)]
+    #[case("/*!50001 CREATE ALGORITHM=UNDEFINED */ /*!50013 DEFINER=`a`@`%` */ /*!50001 VIEW `v` AS select 1 */", Route::Barrier)]
+    #[case(
+        "CREATE DEFINER=`a`@`%` TRIGGER x BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1",
+        Route::Barrier
+    )]
+    #[case("DO SETVAL(`s`, 5, 0)", Route::Barrier)]
+    #[case("-- comment\nINSERT INTO `t` VALUES (1)", Route::Table("t".into()))]
+    fn routes(#[case] sql: &str, #[case] want: Route) {
+        assert_eq!(route(sql.as_bytes()), want);
+    }
 
     #[rstest]
     #[case("USE `x`", true)]

@@ -237,3 +237,35 @@ async fn statements_only_for_newer_servers_do_not_stop_a_restore() {
     assert_eq!(summary.statements, 3);
     assert_eq!(dst.exec("SELECT COUNT(*) FROM x").trim(), "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_statement_is_named_even_on_a_parallel_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("selmai_backup_20250101_000000.sql"),
+        "CREATE TABLE a (id INT PRIMARY KEY);\nCREATE TABLE b (id INT PRIMARY KEY);\nINSERT INTO a VALUES (1);\nINSERT INTO b VALUES (1);\n\nINSERT INTO b VALUES (1);\nCREATE VIEW v AS SELECT * FROM a;\n",
+    )
+    .unwrap();
+    let dst = TestDb::new("rt_failing");
+    let err = tool::try_restore(dir.path(), "latest", &dst.name)
+        .await
+        .unwrap_err();
+    match err {
+        selmai_backup::restore::RestoreError::Statement {
+            number, line, code, ..
+        } => {
+            assert_eq!(
+                (number, line, code),
+                (5, 6, 1062),
+                "duplicate key in statement 5, line 6"
+            )
+        }
+        other => panic!("{other}"),
+    }
+    // The statement after the failure did not run.
+    assert_eq!(
+        dst.exec("SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE()")
+            .trim(),
+        "0"
+    );
+}
