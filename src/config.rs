@@ -1277,3 +1277,54 @@ mod tests {
         assert!(s.db().unwrap_err().to_string().contains("DB_USER"));
     }
 }
+
+#[cfg(test)]
+mod snapshot {
+    use super::*;
+
+    /// The effective configuration of a full set of variables, as `Debug`
+    /// prints it: every setting visible, every secret redacted. Update with
+    /// SELMAI_UPDATE_SNAPSHOTS=1 after reviewing the change.
+    #[test]
+    fn redacted_effective_config_matches_its_snapshot() {
+        let canary = "canary-secret-4d1f";
+        let s = Settings::from_vars([
+            ("DB_HOST", "db"),
+            ("DB_USER", "selmai"),
+            ("DB_PASSWORD", canary),
+            ("BACKUP_PASSPHRASE", canary),
+            ("BACKUP_COMPRESSION", "zstd"),
+            ("S3_BUCKET", "backups"),
+            ("S3_ENDPOINT", "https://s3.fr-par.scw.cloud"),
+            ("S3_REGION", "fr-par"),
+            ("S3_ACCESS_KEY_ID", "SCWKEY"),
+            ("S3_SECRET_ACCESS_KEY", canary),
+            ("TZ", "Europe/Paris"),
+            ("NOTIFY_WEBHOOK_URL", "https://hooks.example.org/T0K3N"),
+            ("NOTIFY_SMTP_HOST", "smtp.example.org"),
+            ("NOTIFY_SMTP_USER", "alerts"),
+            ("NOTIFY_SMTP_PASSWORD", canary),
+            ("NOTIFY_SMTP_FROM", "backup@example.org"),
+            ("NOTIFY_SMTP_TO", "admin@example.org"),
+        ])
+        .unwrap();
+        let text = format!("{s:#?}\n");
+        assert!(
+            !text.contains(canary) && !text.contains("T0K3N"),
+            "a secret leaked:\n{text}"
+        );
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/effective_config.txt"
+        );
+        if std::env::var_os("SELMAI_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let want = std::fs::read_to_string(path)
+            .expect("snapshot missing: run with SELMAI_UPDATE_SNAPSHOTS=1");
+        assert_eq!(
+            text, want,
+            "the effective configuration changed; review and update the snapshot"
+        );
+    }
+}
