@@ -46,6 +46,29 @@ pub fn db_file_name(
     )
 }
 
+/// The file name for a file archive (`PREFIX_YYYYMMDD_HHMMSS.tar.gz[.enc]`).
+pub fn archive_file_name(
+    prefix: &str,
+    taken: DateTime<Utc>,
+    compression_ext: &str,
+    encrypted: bool,
+) -> String {
+    format!(
+        "{prefix}_{}.tar{compression_ext}{}",
+        taken.format(STAMP),
+        if encrypted { ".enc" } else { "" }
+    )
+}
+
+/// Whether `name` is a file archive (`.tar`, `.tar.gz`, `.tar.zst`, maybe
+/// `.enc`) rather than a database dump.
+pub fn is_archive_name(name: &str) -> bool {
+    let base = name.strip_suffix(".enc").unwrap_or(name);
+    [".tar", ".tar.gz", ".tar.zst"]
+        .iter()
+        .any(|e| base.ends_with(e))
+}
+
 /// Parse `name` as one of our database backups with `prefix`; `None` if it is not ours.
 pub fn parse_db_name(prefix: &str, name: &str) -> Option<BackupName> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('_')?;
@@ -184,6 +207,23 @@ mod tests {
     fn names(#[case] name: &str, #[case] want: Option<(&str, bool, bool)>) {
         let got = parse_db_name("selmai_backup", name).map(|p| (p.extension, p.encrypted, p.gpg));
         assert_eq!(got, want.map(|(e, a, b)| (e.to_string(), a, b)));
+    }
+
+    #[rstest]
+    #[case("selmai_config_20250120_020000.tar.gz", true)]
+    #[case("selmai_uploads_20250120_020000.tar.zst.enc", true)]
+    #[case("/tmp/x/selmai_config_20250120_020000.tar", true)]
+    #[case("selmai_backup_20250120_020000.sql.gz", false)]
+    #[case("selmai_config_20250120_020000.tar.gz.manifest.json", false)]
+    fn archive_names(#[case] name: &str, #[case] want: bool) {
+        assert_eq!(is_archive_name(name), want);
+    }
+
+    #[test]
+    fn archive_name_has_the_tar_extension() {
+        let t = Utc.with_ymd_and_hms(2025, 1, 20, 2, 0, 0).unwrap();
+        let n = archive_file_name("selmai_config", t, ".gz", true);
+        assert_eq!(n, "selmai_config_20250120_020000.tar.gz.enc");
     }
 
     #[test]
