@@ -474,6 +474,9 @@ fn read_tar<R: Read>(
     let mut seen = 0usize;
     let mut report = ExtractReport::default();
     let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+    // Symlinks the archive creates: an entry below one would be written
+    // through it, so the checking pass refuses it already.
+    let mut links: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -486,6 +489,12 @@ fn read_tar<R: Read>(
             .into_owned();
         let parts = safe_relative(&path).map_err(|r| unsafe_entry(&path, r))?;
         let rel: PathBuf = parts.iter().collect();
+        if let Some(l) = rel.ancestors().skip(1).find(|a| links.contains(*a)) {
+            return Err(unsafe_entry(
+                &path,
+                format!("it would be written through the symlink {}", l.display()),
+            ));
+        }
         let header = entry.header();
         let mode = header.mode().map_err(|e| corrupt(e.to_string()))? & 0o7777;
         let mtime = header.mtime().map_err(|e| corrupt(e.to_string()))? as i64;
@@ -576,6 +585,7 @@ fn read_tar<R: Read>(
                     .ok_or_else(|| corrupt(format!("symlink {} has no target", rel.display())))?
                     .into_owned();
                 link_stays_inside(&parts, &target).map_err(|r| unsafe_entry(&path, r))?;
+                links.insert(rel.clone());
                 if let Some(p) = &out {
                     std::os::unix::fs::symlink(&target, p).map_err(write_err(p))?;
                     let t = filetime::FileTime::from_unix_time(mtime, 0);

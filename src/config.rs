@@ -946,9 +946,13 @@ fn path_list(value: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Comma-separated exclusions, relative to an archived directory.
+/// Comma-separated exclusions, relative to an archived directory; `none`
+/// archives everything (an empty value means "unset", so the default).
 fn exclude_list(value: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
+    if value.trim() == "none" {
+        return Ok(out);
+    }
     for p in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let p = p.trim_end_matches('/');
         if p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty()) {
