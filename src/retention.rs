@@ -224,6 +224,29 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<Pruned, TargetError> {
     let entries = catalog::list_db(target, prefix).await?;
+    apply(target, entries, policy, tz, dry_run).await
+}
+
+/// [`prune`] for the file archives with `prefix` (each kind has its own
+/// prefix, so each is rotated on its own).
+pub async fn prune_archives(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
+    dry_run: bool,
+) -> Result<Pruned, TargetError> {
+    let entries = catalog::list_archives(target, prefix).await?;
+    apply(target, entries, policy, tz, dry_run).await
+}
+
+async fn apply(
+    target: &dyn Target,
+    entries: Vec<Entry>,
+    policy: &Policy,
+    tz: Tz,
+    dry_run: bool,
+) -> Result<Pruned, TargetError> {
     let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.parsed.taken).collect();
     let verdicts: Vec<(Entry, Verdict)> =
         entries.into_iter().zip(plan(&times, policy, tz)).collect();

@@ -355,3 +355,59 @@ async fn archive_crafted_escapes_are_refused_and_nothing_is_written() {
         );
     }
 }
+
+#[tokio::test]
+async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
+    use selmai_backup::jobs::Jobs;
+    use selmai_backup::metrics::Metrics;
+    use selmai_backup::notify::Notifier;
+    use selmai_backup::schedule::{Kind, Trigger};
+    use selmai_backup::state::Outcome;
+    use std::sync::Arc;
+
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = src.path().join("config");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join(".env"), "APP_ENV=production\n").unwrap();
+    // Old archives of both kinds, and an old database backup: retention of
+    // the config job (1 daily, nothing else) may delete only config archives.
+    let old = [
+        "selmai_config_20240101_030000.tar.gz",
+        "selmai_config_20240108_030000.tar.gz",
+        "selmai_uploads_20240101_030000.tar.gz",
+        "selmai_backup_20240101_020000.sql.gz",
+    ];
+    for n in old {
+        fs::write(dir.path().join(n), b"old").unwrap();
+        fs::write(dir.path().join(format!("{n}.manifest.json")), b"{}").unwrap();
+    }
+    let s = settings(
+        dir.path(),
+        &[&config],
+        &[
+            ("RETENTION_DAILY", "1"),
+            ("RETENTION_WEEKLY", "0"),
+            ("RETENTION_MONTHLY", "0"),
+        ],
+    );
+    let jobs = Jobs::new(
+        Arc::new(s.clone()),
+        volume(dir.path()),
+        Notifier::new(s.notify.clone()),
+        Metrics::default(),
+    );
+    let run = jobs.run_once(Kind::Config, Trigger::Cli).await;
+    assert_eq!(run.outcome, Outcome::Success, "{:?}", run.error);
+    let file = run.file.unwrap();
+    assert!(file.starts_with("selmai_config_"), "{file}");
+    let left = crate::tool::files(dir.path());
+    assert!(left.contains(&file), "{left:?}");
+    assert!(
+        !left.iter().any(|n| n.starts_with("selmai_config_2024")),
+        "{left:?}"
+    );
+    for n in &old[2..] {
+        assert!(left.contains(&n.to_string()), "{n} must stay: {left:?}");
+    }
+}
