@@ -411,3 +411,64 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
         assert!(left.contains(&n.to_string()), "{n} must stay: {left:?}");
     }
 }
+
+#[test]
+fn archive_cli_backup_verify_and_restore_to() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = src.path().join("config");
+    fs::create_dir_all(config.join("nginx")).unwrap();
+    fs::write(config.join("nginx/nginx.conf"), "events {}\n").unwrap();
+    let vars: Vec<(String, String)> = vec![
+        ("BACKUP_DIR".into(), dir.path().display().to_string()),
+        ("CONFIG_PATHS".into(), config.display().to_string()),
+    ];
+    let (code, out, err) =
+        crate::tool::outcome(&crate::tool::run(&vars, &["backup", "--kind", "config"]));
+    assert_eq!(code, 0, "{err}");
+    let name = Path::new(out.trim())
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(name.starts_with("selmai_config_"), "{out}");
+
+    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", &name]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("ok: ") && out.contains("3 entries"),
+        "{out}"
+    );
+
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["restore", &name]));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("--to"), "{err}");
+
+    let to = tempfile::tempdir().unwrap();
+    let target = to.path().join("new").display().to_string();
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+        &vars,
+        &["restore", &name, "--to", &target],
+    ));
+    assert_eq!(code, 7, "no terminal and no --yes: {err}");
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+        &vars,
+        &["restore", &name, "--to", &target, "--yes"],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fs::read_to_string(to.path().join("new/config/nginx/nginx.conf")).unwrap(),
+        "events {}\n"
+    );
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+        &vars,
+        &["restore", &name, "--to", &target, "--yes"],
+    ));
+    assert_eq!(code, 7, "not empty without --force: {err}");
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+        &vars,
+        &["restore", &name, "--to", &target, "--yes", "--force"],
+    ));
+    assert_eq!(code, 0, "{err}");
+}
