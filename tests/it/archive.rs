@@ -434,6 +434,12 @@ fn archive_cli_backup_verify_and_restore_to() {
         .to_owned();
     assert!(name.starts_with("selmai_config_"), "{out}");
 
+    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["list", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], name.as_str());
+    assert_eq!(rows[0]["kind"], "config");
+
     let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", &name]));
     assert_eq!(code, 0, "{err}");
     assert!(
