@@ -10,7 +10,8 @@
 //! the counts.
 //!
 //! [`prune`] applies a plan to one target: it lists only our own backups
-//! (`catalog::list_db`, so foreign files are never candidates), deletes each
+//! (`catalog::list_db`, so foreign files are never candidates; for file
+//! archives [`prune_archives`] lists one kind's prefix), deletes each
 //! condemned backup and then its manifest, and reports the deletes that
 //! failed instead of stopping (credentials that may put but not delete must
 //! not fail a backup). Deciding *when* to prune (only after a successful
