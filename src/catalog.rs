@@ -1,6 +1,7 @@
 //! Backup names, and which stored objects are ours.
 //!
-//! A database backup is named `PREFIX_YYYYMMDD_HHMMSS.sql[.gz|.zst][.enc|.gpg]`
+//! A database backup is named `PREFIX_YYYYMMDD_HHMMSS.sql[.gz|.zst][.enc|.gpg]`,
+//! a file archive `PREFIX_YYYYMMDD_HHMMSS.tar[.gz|.zst][.enc]` with its own prefix
 //! (the old shell script's format, timestamps in UTC), with its manifest
 //! beside it. Only names matching that pattern with our prefix are ever
 //! listed, picked by `latest` or (later) rotated: foreign files in the same
@@ -46,8 +47,40 @@ pub fn db_file_name(
     )
 }
 
+/// The file name for a file archive (`PREFIX_YYYYMMDD_HHMMSS.tar.gz[.enc]`).
+pub fn archive_file_name(
+    prefix: &str,
+    taken: DateTime<Utc>,
+    compression_ext: &str,
+    encrypted: bool,
+) -> String {
+    format!(
+        "{prefix}_{}.tar{compression_ext}{}",
+        taken.format(STAMP),
+        if encrypted { ".enc" } else { "" }
+    )
+}
+
+/// Whether `name` is a file archive (`.tar`, `.tar.gz`, `.tar.zst`, maybe
+/// `.enc`) rather than a database dump.
+pub fn is_archive_name(name: &str) -> bool {
+    let base = name.strip_suffix(".enc").unwrap_or(name);
+    [".tar", ".tar.gz", ".tar.zst"]
+        .iter()
+        .any(|e| base.ends_with(e))
+}
+
 /// Parse `name` as one of our database backups with `prefix`; `None` if it is not ours.
 pub fn parse_db_name(prefix: &str, name: &str) -> Option<BackupName> {
+    parse_name(prefix, name, &[".sql", ".sql.gz", ".sql.zst"])
+}
+
+/// Parse `name` as one of our file archives with `prefix`; `None` if it is not ours.
+pub fn parse_archive_name(prefix: &str, name: &str) -> Option<BackupName> {
+    parse_name(prefix, name, &[".tar", ".tar.gz", ".tar.zst"]).filter(|p| !p.gpg)
+}
+
+fn parse_name(prefix: &str, name: &str, extensions: &[&str]) -> Option<BackupName> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('_')?;
     if rest.len() < 15 {
         return None;
@@ -61,7 +94,7 @@ pub fn parse_db_name(prefix: &str, name: &str) -> Option<BackupName> {
     } else {
         (ext, false, false)
     };
-    if !matches!(ext, ".sql" | ".sql.gz" | ".sql.zst") {
+    if !extensions.contains(&ext) {
         return None;
     }
     Some(BackupName {
@@ -90,15 +123,31 @@ pub struct Entry {
 /// Our database backups in `target`, newest first.
 pub async fn list_db(target: &dyn Target, prefix: &str) -> Result<Vec<Entry>, TargetError> {
     let objects = target.list(prefix).await?;
-    Ok(entries(&objects, prefix, target.label()))
+    Ok(entries(&objects, prefix, target.label(), parse_db_name))
 }
 
-fn entries(objects: &[ObjectInfo], prefix: &str, location: &'static str) -> Vec<Entry> {
+/// Our file archives with `prefix` in `target`, newest first.
+pub async fn list_archives(target: &dyn Target, prefix: &str) -> Result<Vec<Entry>, TargetError> {
+    let objects = target.list(prefix).await?;
+    Ok(entries(
+        &objects,
+        prefix,
+        target.label(),
+        parse_archive_name,
+    ))
+}
+
+fn entries(
+    objects: &[ObjectInfo],
+    prefix: &str,
+    location: &'static str,
+    parse: fn(&str, &str) -> Option<BackupName>,
+) -> Vec<Entry> {
     let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
     let mut out: Vec<Entry> = objects
         .iter()
         .filter_map(|o| {
-            let parsed = parse_db_name(prefix, &o.name)?;
+            let parsed = parse(prefix, &o.name)?;
             Some(Entry {
                 has_manifest: names.contains(manifest::name_for(&o.name).as_str()),
                 name: o.name.clone(),
@@ -186,6 +235,35 @@ mod tests {
         assert_eq!(got, want.map(|(e, a, b)| (e.to_string(), a, b)));
     }
 
+    #[rstest]
+    #[case("selmai_config_20250120_020000.tar.gz", true)]
+    #[case("selmai_uploads_20250120_020000.tar.zst.enc", true)]
+    #[case("/tmp/x/selmai_config_20250120_020000.tar", true)]
+    #[case("selmai_backup_20250120_020000.sql.gz", false)]
+    #[case("selmai_config_20250120_020000.tar.gz.manifest.json", false)]
+    fn archive_names(#[case] name: &str, #[case] want: bool) {
+        assert_eq!(is_archive_name(name), want);
+    }
+
+    #[rstest]
+    #[case("selmai_config_20250120_020000.tar.gz", Some((".tar.gz", false)))]
+    #[case("selmai_config_20250120_020000.tar.zst.enc", Some((".tar.zst", true)))]
+    #[case("selmai_config_20250120_020000.tar.gz.manifest.json", None)]
+    #[case("selmai_config_20250120_020000.sql.gz", None)]
+    #[case("selmai_config_20250120_020000.tar.gz.gpg", None)]
+    #[case("selmai_configs_20250120_020000.tar.gz", None)]
+    fn archive_names_parse(#[case] name: &str, #[case] want: Option<(&str, bool)>) {
+        let got = parse_archive_name("selmai_config", name).map(|p| (p.extension, p.encrypted));
+        assert_eq!(got, want.map(|(e, a)| (e.to_string(), a)));
+    }
+
+    #[test]
+    fn archive_name_has_the_tar_extension() {
+        let t = Utc.with_ymd_and_hms(2025, 1, 20, 2, 0, 0).unwrap();
+        let n = archive_file_name("selmai_config", t, ".gz", true);
+        assert_eq!(n, "selmai_config_20250120_020000.tar.gz.enc");
+    }
+
     #[test]
     fn name_round_trips() {
         let t = Utc.with_ymd_and_hms(2025, 1, 20, 2, 0, 0).unwrap();
@@ -208,7 +286,7 @@ mod tests {
             o("selmai_backup_notes.txt"),
             o("selmai_backup_20250103_000000.sql.gz.partial"),
         ];
-        let e = entries(&objs, "selmai_backup", "volume");
+        let e = entries(&objs, "selmai_backup", "volume", parse_db_name);
         let names: Vec<_> = e
             .iter()
             .map(|e| (e.name.as_str(), e.has_manifest))

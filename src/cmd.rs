@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::archive::ArchiveError;
 use crate::catalog::LockError;
 use crate::config::{ConfigError, Settings};
 use crate::crypto::CryptoError;
@@ -63,9 +64,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Back the database up now and print the file written.
+    /// Back the database (or, with --kind, the configuration or uploads) up now and print the file written.
     Backup(backup::Args),
-    /// Restore a backup into the database (verifies the whole file first).
+    /// Restore a backup into the database, or extract an archive with --to (verifies the whole file first).
     Restore(restore::Args),
     /// List backups with date, size and age.
     List(list::Args),
@@ -188,7 +189,11 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             BackupError::Dump(d) => code_of(d),
             BackupError::Encode(_) => Some(exit::FAILURE),
             BackupError::Crypto(c) => Some(crypto_code(c)),
+            BackupError::Archive(a) => Some(archive_code(a)),
         };
+    }
+    if let Some(a) = e.downcast_ref::<ArchiveError>() {
+        return Some(archive_code(a));
     }
     if let Some(l) = e.downcast_ref::<LocateError>() {
         return Some(match l {
@@ -198,18 +203,35 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
         });
     }
     if let Some(r) = e.downcast_ref::<RestoreError>() {
-        return Some(match r {
-            RestoreError::Db(d) => db_code(d),
-            RestoreError::Crypto { source, .. } => crypto_code(source),
-            RestoreError::Unreadable {
-                source: SplitError::Io(io),
-                ..
-            } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
-            RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
-            RestoreError::Statement { .. } => exit::FAILURE,
-        });
+        return Some(restore_code(r));
     }
     None
+}
+
+fn restore_code(r: &RestoreError) -> u8 {
+    match r {
+        RestoreError::Db(d) => db_code(d),
+        RestoreError::Crypto { source, .. } => crypto_code(source),
+        RestoreError::Unreadable {
+            source: SplitError::Io(io),
+            ..
+        } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
+        RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
+        RestoreError::Statement { .. } => exit::FAILURE,
+    }
+}
+
+fn archive_code(a: &ArchiveError) -> u8 {
+    match a {
+        ArchiveError::Read { .. } | ArchiveError::Stream(_) | ArchiveError::Thread(_) => {
+            exit::FAILURE
+        }
+        ArchiveError::Clash(_) => exit::CONFIG,
+        ArchiveError::Corrupt { .. } | ArchiveError::Unsafe { .. } => exit::CORRUPT,
+        ArchiveError::NotEmpty(_) => exit::REFUSED,
+        ArchiveError::Write { .. } => exit::STORAGE,
+        ArchiveError::Open(r) => restore_code(r),
+    }
 }
 
 fn crypto_code(c: &CryptoError) -> u8 {

@@ -41,6 +41,7 @@ pub const PREFIXES: &[&str] = &[
     "CONFIG_",
     "FULL_",
     "METRICS_",
+    "UPLOADS_",
 ];
 
 /// Standard variables we read by their exact name. Unlike [`PREFIXES`],
@@ -183,6 +184,11 @@ pub struct EnvConfig {
     metrics_listen: Option<String>,
     restore_stop_containers: Option<bool>,
     restore_stop_project: Option<String>,
+    config_paths: Option<String>,
+    config_exclude: Option<String>,
+    config_prefix: Option<String>,
+    uploads_paths: Option<String>,
+    uploads_prefix: Option<String>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -220,6 +226,11 @@ pub const KNOWN: &[&str] = &[
     "BACKUP_SCHEDULE",
     "CONFIG_SCHEDULE",
     "FULL_SCHEDULE",
+    "CONFIG_PATHS",
+    "CONFIG_EXCLUDE",
+    "CONFIG_PREFIX",
+    "UPLOADS_PATHS",
+    "UPLOADS_PREFIX",
     "BACKUP_CATCH_UP",
     "RETENTION_DAILY",
     "RETENTION_WEEKLY",
@@ -422,6 +433,22 @@ pub struct Settings {
     pub docker_host: Option<String>,
     /// Our host name (`HOSTNAME`): in a container, its short id.
     pub hostname: Option<String>,
+    /// What the `config` archive holds (`CONFIG_PATHS`, `CONFIG_EXCLUDE`, `CONFIG_PREFIX`).
+    pub config_archive: ArchiveSettings,
+    /// What the `uploads` archive holds (`UPLOADS_PATHS`, `UPLOADS_PREFIX`).
+    pub uploads_archive: ArchiveSettings,
+}
+
+/// The directories one kind of file archive holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// File-name prefix of these archives.
+    pub prefix: String,
+    /// Directories (or files) archived, each under its own base name.
+    pub paths: Vec<PathBuf>,
+    /// Paths relative to an archived directory that stay out, with all
+    /// they contain.
+    pub exclude: Vec<String>,
 }
 
 impl Settings {
@@ -541,19 +568,27 @@ impl TryFrom<EnvConfig> for Settings {
             name: "BACKUP_COMPRESSION",
             detail,
         })?;
-        let prefix = e.backup_prefix.unwrap_or_else(|| "selmai_backup".into());
-        if prefix.is_empty()
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            || prefix.starts_with('.')
-        {
-            return Err(ConfigError::Invalid {
-                name: "BACKUP_PREFIX",
-                detail: format!(
-                    "{prefix:?}: use letters, digits, '_', '-' or '.', not starting with '.'"
-                ),
-            });
+        let prefix = file_prefix("BACKUP_PREFIX", e.backup_prefix, "selmai_backup")?;
+        let config_archive = ArchiveSettings {
+            prefix: file_prefix("CONFIG_PREFIX", e.config_prefix, "selmai_config")?,
+            paths: path_list(e.config_paths.as_deref().unwrap_or("/config")),
+            exclude: exclude_list(e.config_exclude.as_deref().unwrap_or("nginx/ssl"))?,
+        };
+        let uploads_archive = ArchiveSettings {
+            prefix: file_prefix("UPLOADS_PREFIX", e.uploads_prefix, "selmai_uploads")?,
+            paths: path_list(e.uploads_paths.as_deref().unwrap_or("/data/uploads")),
+            exclude: Vec::new(),
+        };
+        for (name, p) in [
+            ("CONFIG_PREFIX", &config_archive.prefix),
+            ("UPLOADS_PREFIX", &uploads_archive.prefix),
+        ] {
+            if p == &prefix {
+                return Err(ConfigError::Invalid {
+                    name,
+                    detail: format!("{p:?} is BACKUP_PREFIX too: give each kind its own prefix"),
+                });
+            }
         }
         let log_json = match e.log_format.as_deref().unwrap_or("text") {
             "text" => false,
@@ -767,6 +802,8 @@ impl TryFrom<EnvConfig> for Settings {
             restore_stop_project: e.restore_stop_project,
             docker_host: None,
             hostname: None,
+            config_archive,
+            uploads_archive,
         })
     }
 }
@@ -874,6 +911,61 @@ fn secret(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// A file-name prefix from `name`, or `default`: safe in a file name and a bucket key.
+fn file_prefix(
+    name: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let prefix = value.unwrap_or_else(|| default.into());
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || prefix.starts_with('.')
+    {
+        return Err(ConfigError::Invalid {
+            name,
+            detail: format!(
+                "{prefix:?}: use letters, digits, '_', '-' or '.', not starting with '.'"
+            ),
+        });
+    }
+    Ok(prefix)
+}
+
+/// Comma-separated paths; empty entries are dropped (an empty value archives nothing).
+fn path_list(value: &str) -> Vec<PathBuf> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Comma-separated exclusions, relative to an archived directory; `none`
+/// archives everything (an empty value means "unset", so the default).
+fn exclude_list(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    if value.trim() == "none" {
+        return Ok(out);
+    }
+    for p in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let p = p.trim_end_matches('/');
+        if p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(ConfigError::Invalid {
+                name: "CONFIG_EXCLUDE",
+                detail: format!(
+                    "{p:?}: give paths relative to an archived directory, such as nginx/ssl"
+                ),
+            });
+        }
+        out.push(p.to_owned());
+    }
+    Ok(out)
 }
 
 /// The known variable closest to a misspelt one, if any is close.

@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::archive::ArchiveKind;
 use crate::catalog::{self, DirLock, LockError};
 use crate::config::Settings;
 use crate::dump::{DumpOptions, NoHooks};
@@ -78,9 +79,9 @@ pub fn error_line(e: &(dyn StdError + 'static)) -> String {
 /// The kinds this build can back up; the scheduler schedules only these.
 pub fn implemented(kind: Kind) -> bool {
     match kind {
-        Kind::Db => true,
-        // The archives issue adds these: one arm here and one in `Jobs::backup`.
-        Kind::Config | Kind::Full => false,
+        Kind::Db | Kind::Config => true,
+        // One arm here and one in `Jobs::backup` when it exists.
+        Kind::Full => false,
     }
 }
 
@@ -275,10 +276,26 @@ impl Jobs {
                 )
                 .await?;
                 let mut done = self.done(outcome);
-                done.warnings.extend(self.prune().await);
+                done.warnings.extend(self.prune(kind).await);
                 Ok(done)
             }
-            Kind::Config | Kind::Full => Err(JobError::NotImplemented(kind)),
+            Kind::Config => {
+                let outcome =
+                    pipeline::backup_archive(&self.settings, &self.targets, ArchiveKind::Config)
+                        .await?;
+                let changed: Vec<String> = outcome
+                    .manifest
+                    .files
+                    .iter()
+                    .filter(|f| f.changed)
+                    .map(|f| format!("{} changed while it was archived", f.path))
+                    .collect();
+                let mut done = self.done(outcome);
+                done.warnings.extend(changed);
+                done.warnings.extend(self.prune(kind).await);
+                Ok(done)
+            }
+            Kind::Full => Err(JobError::NotImplemented(kind)),
         }
     }
 
@@ -312,13 +329,20 @@ impl Jobs {
         }
     }
 
-    /// Retention on every target; returns what could not be done.
-    async fn prune(&self) -> Vec<String> {
+    /// Retention of `kind`'s backups on every target; returns what could not be done.
+    async fn prune(&self, kind: Kind) -> Vec<String> {
         let s = &self.settings;
         let mut warnings = Vec::new();
         for t in &self.targets {
-            match retention::prune(t.as_ref(), &s.prefix, &s.retention, s.schedule.tz, false).await
-            {
+            let t = t.as_ref();
+            let pruned = match kind {
+                Kind::Config => {
+                    let prefix = &s.config_archive.prefix;
+                    retention::prune_archives(t, prefix, &s.retention, s.schedule.tz, false).await
+                }
+                _ => retention::prune(t, &s.prefix, &s.retention, s.schedule.tz, false).await,
+            };
+            match pruned {
                 Ok(p) => {
                     for f in p.failed {
                         warnings.push(format!(
@@ -361,7 +385,13 @@ impl Jobs {
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
         for t in &self.targets {
-            let entries = match catalog::list_db(t.as_ref(), &self.settings.prefix).await {
+            let listed = match kind {
+                Kind::Config => {
+                    catalog::list_archives(t.as_ref(), &self.settings.config_archive.prefix).await
+                }
+                _ => catalog::list_db(t.as_ref(), &self.settings.prefix).await,
+            };
+            let entries = match listed {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(target = t.label(), error = %e, "cannot list for clean-up");

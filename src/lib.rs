@@ -14,6 +14,8 @@
 //!   decompression as an `AsyncRead` adapter.
 //! - [`crypto`]: encryption stages (our versioned `.enc` format: STREAM over
 //!   AES-256-GCM, Argon2id key per file) and reading old `.gpg` files.
+//! - [`archive`]: the configuration and uploads as a streamed tar, and its
+//!   checked, confined extraction.
 //! - [`manifest`]: the JSON file written next to every backup (versioned format).
 //! - [`catalog`]: backup file names, and which stored objects are ours.
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`,
@@ -30,6 +32,7 @@
 //! - [`metrics`]: Prometheus counters and the tiny `/metrics` + `/healthz` listener.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
+pub mod archive;
 pub mod catalog;
 pub mod cmd;
 pub mod codec;

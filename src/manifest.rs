@@ -44,8 +44,8 @@ pub enum ManifestError {
     },
 }
 
-/// The database a dump came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The database a dump came from (empty in a file archive's manifest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseInfo {
     /// Database name.
     pub name: String,
@@ -96,7 +96,7 @@ impl From<crate::crypto::HeaderInfo> for EncryptionInfo {
 pub struct Manifest {
     /// Manifest format version.
     pub format_version: u32,
-    /// Backup kind (`db`).
+    /// Backup kind (`db`, `config`, `uploads`).
     pub kind: String,
     /// Tool and version that wrote it.
     pub tool: String,
@@ -112,6 +112,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionInfo>,
     /// The source database.
+    #[serde(default)]
     pub database: DatabaseInfo,
     /// When the snapshot was taken.
     pub started_at: DateTime<Utc>,
@@ -121,6 +122,7 @@ pub struct Manifest {
     #[serde(default)]
     pub snapshot: Option<BinlogPosition>,
     /// Tables and sequences with their row counts.
+    #[serde(default)]
     pub tables: Vec<TableStats>,
     /// Views.
     #[serde(default)]
@@ -137,6 +139,34 @@ pub struct Manifest {
     /// Bytes of SQL before compression.
     #[serde(default)]
     pub sql_bytes: u64,
+    /// Every entry of a file archive, in archive order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
+}
+
+/// One entry of a file archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path inside the archive (`config/nginx/nginx.conf`).
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Bytes stored (0 for directories and symlinks).
+    pub size: u64,
+    /// Permission bits (`0o644` is 420).
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// SHA-256 of the content stored, for files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Where a symlink points, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The file changed while it was read: its copy may be inconsistent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changed: bool,
 }
 
 impl Manifest {
@@ -172,6 +202,42 @@ impl Manifest {
             triggers: d.triggers.clone(),
             events: d.events.clone(),
             sql_bytes: d.sql_bytes,
+            files: Vec::new(),
+        }
+    }
+
+    /// The manifest for a file archive of `kind` (`config`, `uploads`) stored as `file`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_archive(
+        kind: &str,
+        file: &str,
+        size: u64,
+        sha256: String,
+        compression: &str,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        files: Vec<FileEntry>,
+    ) -> Self {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            kind: kind.to_owned(),
+            tool: format!("selmai-backup {}", env!("CARGO_PKG_VERSION")),
+            file: file.to_owned(),
+            size,
+            sha256,
+            compression: compression.to_owned(),
+            encryption: None,
+            database: DatabaseInfo::default(),
+            started_at,
+            finished_at,
+            snapshot: None,
+            tables: Vec::new(),
+            views: Vec::new(),
+            routines: Vec::new(),
+            triggers: Vec::new(),
+            events: Vec::new(),
+            sql_bytes: 0,
+            files,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Composing the stages: "back up the database now" and "open a stored
+//! Composing the stages: "back up the database now", "archive these files
+//! now" (both through one compress-encrypt-store path) and "open a stored
 //! backup for verification or restore".
 //!
 //! Backup: the dumper writes SQL into an in-memory pipe; an encoder on a
@@ -22,6 +23,7 @@ use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::archive::{self, ArchiveError, ArchiveKind};
 use crate::catalog::{self, Entry};
 use crate::codec::{BoxRead, BoxWrite, Compression};
 use crate::config::{DbSettings, Secret, Settings};
@@ -52,6 +54,9 @@ pub enum BackupError {
     /// Setting up encryption failed.
     #[error("cannot encrypt the backup: {0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// Reading the files to archive failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// A secondary target that could not take its copy.
@@ -89,19 +94,144 @@ pub async fn backup_db(
     let db = settings.db()?;
     let compression = settings.compression;
     let encrypted = settings.passphrase.is_some();
-    let name = free_name(
-        targets,
-        &settings.prefix,
-        compression.extension(),
-        encrypted,
-    )
+    let name = free_name(targets, |when| {
+        catalog::db_file_name(&settings.prefix, when, compression.extension(), encrypted)
+    })
     .await?;
     tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(&db), "backup started");
+    let encoded = encode_and_store(settings, targets, &name, |sql_w| async {
+        Ok(dump::dump_database(&db, sql_w, opts, hooks).await?)
+    })
+    .await?;
+    let summary = &encoded.value;
+    let mut manifest = Manifest::for_dump(
+        &name,
+        encoded.size,
+        encoded.sha256.clone(),
+        compression_name(compression),
+        summary,
+    );
+    manifest.encryption = encoded.encryption.clone();
+    let sql_bytes = summary.sql_bytes;
+    let tables = summary.tables.len();
+    let size = encoded.size;
+    let (stored, failed) = publish(&name, &manifest, encoded, targets).await?;
+    let elapsed = started.elapsed();
+    tracing::info!(
+        file = %name,
+        size = %human_bytes(size),
+        sql = %human_bytes(sql_bytes),
+        tables,
+        seconds = format!("{:.1}", elapsed.as_secs_f64()),
+        "backup finished"
+    );
+    Ok(BackupOutcome {
+        file: name,
+        manifest,
+        stored,
+        failed,
+        elapsed,
+    })
+}
 
+/// Archive the files of `kind` (`CONFIG_PATHS` or `UPLOADS_PATHS`) to
+/// `targets` through the same compression, encryption and storage as a
+/// database dump.
+pub async fn backup_archive(
+    settings: &Settings,
+    targets: &[Arc<dyn Target>],
+    kind: ArchiveKind,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    let spec = kind.settings(settings).clone();
+    let compression = settings.compression;
+    let encrypted = settings.passphrase.is_some();
+    let name = free_name(targets, |when| {
+        catalog::archive_file_name(&spec.prefix, when, compression.extension(), encrypted)
+    })
+    .await?;
+    tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
+    let encoded = encode_and_store(settings, targets, &name, |w| async move {
+        // The file system is read with blocking calls: a blocking thread
+        // writes the tar into the pipe through a bridge.
+        let bridge = tokio_util::io::SyncIoBridge::new(w);
+        tokio::task::spawn_blocking(move || archive::write_tar(bridge, &spec))
+            .await
+            .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))
+            .map_err(BackupError::from)
+    })
+    .await?;
+    let summary = &encoded.value;
+    let mut manifest = Manifest::for_archive(
+        kind.name(),
+        &name,
+        encoded.size,
+        encoded.sha256.clone(),
+        compression_name(compression),
+        summary.started_at,
+        summary.finished_at,
+        summary.files.clone(),
+    );
+    manifest.encryption = encoded.encryption.clone();
+    let size = encoded.size;
+    let entries = summary.files.len();
+    let changed = summary.files.iter().filter(|f| f.changed).count();
+    let (stored, failed) = publish(&name, &manifest, encoded, targets).await?;
+    let elapsed = started.elapsed();
+    tracing::info!(
+        file = %name,
+        size = %human_bytes(size),
+        entries,
+        changed,
+        seconds = format!("{:.1}", elapsed.as_secs_f64()),
+        "archive finished"
+    );
+    Ok(BackupOutcome {
+        file: name,
+        manifest,
+        stored,
+        failed,
+        elapsed,
+    })
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip(_) => "gzip",
+        Compression::Zstd(_) => "zstd",
+        Compression::None => "none",
+    }
+}
+
+/// Bytes compressed, encrypted and written to every live upload, not yet committed.
+struct Encoded<T> {
+    /// What the producer returned.
+    value: T,
+    uploads: Vec<Option<Box<dyn Upload>>>,
+    size: u64,
+    sha256: String,
+    encryption: Option<EncryptionInfo>,
+    failed: Vec<TargetFailure>,
+}
+
+/// Start an upload of `name` on every target, run `produce` writing plain
+/// bytes into a pipe, and push them through compression (on blocking
+/// threads), encryption and every upload. Any failure aborts every upload.
+async fn encode_and_store<T, F, Fut>(
+    settings: &Settings,
+    targets: &[Arc<dyn Target>],
+    name: &str,
+    produce: F,
+) -> Result<Encoded<T>, BackupError>
+where
+    F: FnOnce(tokio::io::DuplexStream) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackupError>>,
+{
+    let compression = settings.compression;
     let mut uploads: Vec<Option<Box<dyn Upload>>> = Vec::new();
     let mut failed = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        match t.create(&name).await {
+        match t.create(name).await {
             Ok(u) => uploads.push(Some(u)),
             Err(e) if i == 0 => {
                 abort_all(uploads).await;
@@ -118,10 +248,10 @@ pub async fn backup_db(
         }
     }
 
-    let (sql_w, sql_r) = tokio::io::duplex(1 << 20);
+    let (plain_w, plain_r) = tokio::io::duplex(1 << 20);
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    // Compression is CPU-bound: it runs on blocking threads so the dump and
-    // the uploads keep running on the async workers.
+    // Compression is CPU-bound: it runs on blocking threads so the source
+    // and the uploads keep running on the async workers.
     let handle = tokio::runtime::Handle::current();
     let channel = ChannelWriter(tokio_util::sync::PollSender::new(tx));
     // Encryption comes after compression, inside the pipeline: no plaintext
@@ -141,16 +271,13 @@ pub async fn backup_db(
         }
         None => (Box::new(channel), None),
     };
-    let encoder = tokio::task::spawn_blocking(move || encode(&handle, sql_r, sink, compression));
-    let (dumped, stored) = tokio::join!(
-        dump::dump_database(&db, sql_w, opts, hooks),
-        store(rx, uploads, targets)
-    );
+    let encoder = tokio::task::spawn_blocking(move || encode(&handle, plain_r, sink, compression));
+    let (produced, stored) = tokio::join!(produce(plain_w), store(rx, uploads, targets));
     let encoded = encoder
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("encoder thread failed: {e}"))));
     let Stored {
-        mut uploads,
+        uploads,
         size,
         sha256,
         primary_error,
@@ -158,38 +285,45 @@ pub async fn backup_db(
     } = stored;
     failed.extend(failures);
 
-    // The store side's error explains a broken pipe on the dump side, so it wins.
-    let error: Option<BackupError> =
-        match (primary_error, dumped.as_ref().err(), encoded.as_ref().err()) {
-            (Some(e), _, _) => Some(e.into()),
-            (None, Some(_), _) => None, // taken below, by value
-            (None, None, Some(e)) => Some(BackupError::Encode(std::io::Error::new(
-                e.kind(),
-                e.to_string(),
-            ))),
-            (None, None, None) => None,
-        };
-    let summary = match (error, dumped) {
-        (Some(e), _) => {
-            abort_all(uploads).await;
-            return Err(e);
-        }
-        (None, Err(e)) => {
-            abort_all(uploads).await;
-            return Err(e.into());
-        }
-        (None, Ok(s)) => s,
+    // The store side's error explains a broken pipe on the source side, so
+    // it wins; the source's own error explains a short input to the encoder.
+    let result = match (primary_error, produced, encoded) {
+        (Some(e), _, _) => Err(e.into()),
+        (None, Err(e), _) => Err(e),
+        (None, Ok(_), Err(e)) => Err(BackupError::Encode(e)),
+        (None, Ok(value), Ok(())) => Ok(value),
     };
+    match result {
+        Ok(value) => Ok(Encoded {
+            value,
+            uploads,
+            size,
+            sha256,
+            encryption,
+            failed,
+        }),
+        Err(e) => {
+            abort_all(uploads).await;
+            Err(e)
+        }
+    }
+}
 
-    let comp_name = match compression {
-        Compression::Gzip(_) => "gzip",
-        Compression::Zstd(_) => "zstd",
-        Compression::None => "none",
-    };
-    let mut manifest = Manifest::for_dump(&name, size, sha256, comp_name, &summary);
-    manifest.encryption = encryption;
+/// Commit every upload and write the manifest beside it. Returns the
+/// targets holding a complete copy and the secondary targets that failed.
+async fn publish<T>(
+    name: &str,
+    manifest: &Manifest,
+    encoded: Encoded<T>,
+    targets: &[Arc<dyn Target>],
+) -> Result<(Vec<&'static str>, Vec<TargetFailure>), BackupError> {
+    let Encoded {
+        mut uploads,
+        mut failed,
+        ..
+    } = encoded;
     let manifest_json = manifest.to_json();
-    let manifest_name = manifest::name_for(&name);
+    let manifest_name = manifest::name_for(name);
     let mut stored_on = Vec::new();
     for (i, (slot, t)) in uploads.iter_mut().zip(targets).enumerate() {
         let Some(up) = slot.take() else { continue };
@@ -198,7 +332,7 @@ pub async fn backup_db(
                 Ok(_) => Ok(()),
                 Err(e) => {
                     // Data without a manifest is not a backup: take it back.
-                    let _ = t.delete(&name).await;
+                    let _ = t.delete(name).await;
                     Err(e)
                 }
             },
@@ -219,34 +353,17 @@ pub async fn backup_db(
             }
         }
     }
-    let elapsed = started.elapsed();
-    tracing::info!(
-        file = %name,
-        size = %human_bytes(size),
-        sql = %human_bytes(summary.sql_bytes),
-        tables = summary.tables.len(),
-        seconds = format!("{:.1}", elapsed.as_secs_f64()),
-        "backup finished"
-    );
-    Ok(BackupOutcome {
-        file: name,
-        manifest,
-        stored: stored_on,
-        failed,
-        elapsed,
-    })
+    Ok((stored_on, failed))
 }
 
 /// A name no target holds yet (two backups in the same second get the next second).
 async fn free_name(
     targets: &[Arc<dyn Target>],
-    prefix: &str,
-    ext: &str,
-    encrypted: bool,
+    make: impl Fn(chrono::DateTime<Utc>) -> String,
 ) -> Result<String, TargetError> {
     let mut when = Utc::now();
     loop {
-        let name = catalog::db_file_name(prefix, when, ext, encrypted);
+        let name = make(when);
         let mut taken = false;
         for (i, t) in targets.iter().enumerate() {
             for candidate in [name.clone(), manifest::name_for(&name)] {
@@ -277,7 +394,7 @@ async fn abort_all(uploads: Vec<Option<Box<dyn Upload>>>) {
 /// Size of the blocks compressed independently (one gzip member or zstd frame each).
 const BLOCK: usize = 1 << 20;
 
-/// Read SQL from `input` in blocks, compress them on every core, write the
+/// Read plain bytes from `input` in blocks, compress them on every core, write the
 /// results in order to `sink`. Runs on a blocking thread.
 fn encode(
     handle: &tokio::runtime::Handle,

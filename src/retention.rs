@@ -10,7 +10,8 @@
 //! the counts.
 //!
 //! [`prune`] applies a plan to one target: it lists only our own backups
-//! (`catalog::list_db`, so foreign files are never candidates), deletes each
+//! (`catalog::list_db`, so foreign files are never candidates; for file
+//! archives [`prune_archives`] lists one kind's prefix), deletes each
 //! condemned backup and then its manifest, and reports the deletes that
 //! failed instead of stopping (credentials that may put but not delete must
 //! not fail a backup). Deciding *when* to prune (only after a successful
@@ -224,6 +225,29 @@ pub async fn prune(
     dry_run: bool,
 ) -> Result<Pruned, TargetError> {
     let entries = catalog::list_db(target, prefix).await?;
+    apply(target, entries, policy, tz, dry_run).await
+}
+
+/// [`prune`] for the file archives with `prefix` (each kind has its own
+/// prefix, so each is rotated on its own).
+pub async fn prune_archives(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
+    dry_run: bool,
+) -> Result<Pruned, TargetError> {
+    let entries = catalog::list_archives(target, prefix).await?;
+    apply(target, entries, policy, tz, dry_run).await
+}
+
+async fn apply(
+    target: &dyn Target,
+    entries: Vec<Entry>,
+    policy: &Policy,
+    tz: Tz,
+    dry_run: bool,
+) -> Result<Pruned, TargetError> {
     let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.parsed.taken).collect();
     let verdicts: Vec<(Entry, Verdict)> =
         entries.into_iter().zip(plan(&times, policy, tz)).collect();

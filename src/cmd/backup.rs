@@ -1,7 +1,8 @@
-//! `selmai-backup backup`: one database backup now.
+//! `selmai-backup backup [--kind db|config|uploads]`: one backup now.
 
 use chrono::Utc;
 
+use crate::archive::ArchiveKind;
 use crate::config::Settings;
 use crate::dump::{DumpOptions, NoHooks};
 use crate::health;
@@ -14,19 +15,51 @@ use crate::state::{self, Offsite, Outcome, Run, State};
 #[error("{0}")]
 pub struct OffsiteFailed(pub String);
 
+/// What `backup` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupKind {
+    /// The database dump.
+    Db,
+    /// The configuration files (CONFIG_PATHS minus CONFIG_EXCLUDE) as a tar.
+    Config,
+    /// The users' uploads (UPLOADS_PATHS) as a tar.
+    Uploads,
+}
+
 /// Arguments of `backup`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// What to back up.
+    #[arg(long, value_enum, default_value = "db")]
+    pub kind: BackupKind,
+}
 
 /// Run a backup, print the path written.
-pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let _lock = super::lock_and_clean(settings).await?;
     let known = State::load(&settings.backup_dir).unwrap_or_default();
-    health::space_for_backup(&settings.backup_dir, &known, Kind::Db)?;
+    // The run history knows the daemon's kinds; uploads are not one of them yet.
+    let kind = match args.kind {
+        BackupKind::Db => Some(Kind::Db),
+        BackupKind::Config => Some(Kind::Config),
+        BackupKind::Uploads => None,
+    };
+    if let Some(kind) = kind {
+        health::space_for_backup(&settings.backup_dir, &known, kind)?;
+    }
     let targets = super::targets(settings)?;
     let started = Utc::now();
-    let outcome =
-        pipeline::backup_db(settings, &targets, &DumpOptions::default(), &NoHooks).await?;
+    let outcome = match args.kind {
+        BackupKind::Db => {
+            pipeline::backup_db(settings, &targets, &DumpOptions::default(), &NoHooks).await?
+        }
+        BackupKind::Config => {
+            pipeline::backup_archive(settings, &targets, ArchiveKind::Config).await?
+        }
+        BackupKind::Uploads => {
+            pipeline::backup_archive(settings, &targets, ArchiveKind::Uploads).await?
+        }
+    };
     // `health` and the daemon's catch-up count a one-off backup too.
     let offsite = match (&settings.s3, outcome.failed.first()) {
         (None, _) => Offsite::NotConfigured,
@@ -38,8 +71,18 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
             error: "no bucket target was written".into(),
         },
     };
-    let run = Run {
-        kind: Kind::Db,
+    let warnings: Vec<String> = outcome
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.changed)
+        .map(|f| format!("{} changed while it was archived", f.path))
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let run = kind.map(|kind| Run {
+        kind,
         trigger: Trigger::Cli,
         started,
         finished: Utc::now(),
@@ -48,10 +91,12 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         size: Some(outcome.manifest.size),
         offsite,
         error: None,
-        warnings: Vec::new(),
-    };
-    if let Err(e) = state::record(&settings.backup_dir, run) {
-        eprintln!("warning: {e}");
+        warnings,
+    });
+    if let Some(run) = run {
+        if let Err(e) = state::record(&settings.backup_dir, run) {
+            eprintln!("warning: {e}");
+        }
     }
     println!("{}", settings.backup_dir.join(&outcome.file).display());
     if let Some(f) = outcome.failed.first() {

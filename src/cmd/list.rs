@@ -1,4 +1,5 @@
-//! `selmai-backup list`: the backups in every target, newest first.
+//! `selmai-backup list`: the backups (database dumps, configuration and
+//! uploads archives) in every target, newest first.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct Row {
     name: String,
+    kind: &'static str,
     taken: chrono::DateTime<Utc>,
     size: u64,
     age_hours: f64,
@@ -31,9 +33,25 @@ struct Row {
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for t in super::targets(settings)? {
-        for e in catalog::list_db(t.as_ref(), &settings.prefix).await? {
+        let t = t.as_ref();
+        let kinds = [
+            ("db", catalog::list_db(t, &settings.prefix).await?),
+            (
+                "config",
+                catalog::list_archives(t, &settings.config_archive.prefix).await?,
+            ),
+            (
+                "uploads",
+                catalog::list_archives(t, &settings.uploads_archive.prefix).await?,
+            ),
+        ];
+        for (kind, e) in kinds
+            .into_iter()
+            .flat_map(|(k, es)| es.into_iter().map(move |e| (k, e)))
+        {
             let row = rows.entry(e.name.clone()).or_insert_with(|| Row {
                 name: e.name.clone(),
+                kind,
                 taken: e.parsed.taken,
                 size: e.size,
                 age_hours: (Utc::now() - e.parsed.taken).num_seconds() as f64 / 3600.0,

@@ -1,11 +1,15 @@
 //! `selmai-backup restore <FILE|latest>`: verify the whole backup, confirm,
-//! then replace the database's objects with the backup's.
+//! then replace the database's objects with the backup's; for a file
+//! archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and extracts it.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::archive;
+use crate::catalog;
 use crate::config::Settings;
 use crate::docker::AppControl;
 use crate::pipeline;
@@ -24,10 +28,34 @@ pub struct Args {
     /// Do not ask for confirmation (required when there is no terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Extract a configuration or uploads archive into this directory (new or empty).
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// With --to: extract into a directory that is not empty, replacing the files the archive holds.
+    #[arg(long, requires = "to")]
+    pub force: bool,
 }
 
 /// Verify, confirm, stop the labelled app containers, restore, start them again.
 pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
+    match (&args.to, catalog::is_archive_name(&args.file)) {
+        (Some(to), true) => return run_archive(&args, to, settings).await,
+        (Some(_), false) => {
+            return Err(Refused(format!(
+                "{} is not a file archive (.tar.gz ...): --to extracts archives; restore a database backup without it",
+                args.file
+            ))
+            .into())
+        }
+        (None, true) => {
+            return Err(Refused(format!(
+                "{} is a file archive: give the directory to extract it into with --to DIR",
+                args.file
+            ))
+            .into())
+        }
+        (None, false) => {}
+    }
     let db = settings.db()?;
     let into = args.into.clone().unwrap_or_else(|| db.name.clone());
     let interactive = std::io::stdin().is_terminal();
@@ -105,6 +133,62 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         "restored {} into `{into}`: {} statements in {:.1}s",
         source.name,
         summary.statements,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Verify a file archive, confirm, extract it into `to`.
+async fn run_archive(args: &Args, to: &Path, settings: &Settings) -> anyhow::Result<()> {
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Refused(format!(
+            "refusing to extract into {} without confirmation: there is no terminal to ask on; pass --yes",
+            to.display()
+        ))
+        .into());
+    }
+    archive::check_target(to, args.force)?;
+    let _lock = super::lock_and_clean(settings).await?;
+    let targets = super::targets(settings)?;
+    let source = pipeline::locate(&args.file, &settings.prefix, &targets).await?;
+    let source = pipeline::fetch_to_volume(source, &targets[0]).await?;
+    let started = Instant::now();
+    let report = archive::verify(&source, settings.passphrase.as_ref()).await?;
+    eprintln!(
+        "verified {} ({} entries, {} of files{})",
+        source.name,
+        report.entries,
+        human_bytes(report.bytes),
+        if report.manifest_checked {
+            ", every SHA-256 matches the manifest"
+        } else {
+            ", no manifest to check against"
+        }
+    );
+    if !args.yes {
+        eprint!(
+            "This extracts {} into {}{}.\nType 'yes' to continue: ",
+            source.name,
+            to.display(),
+            if args.force {
+                ", replacing the files it holds"
+            } else {
+                ""
+            }
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            return Err(Refused("extraction cancelled; nothing was written".into()).into());
+        }
+    }
+    let report = archive::extract_verified(&source, settings.passphrase.as_ref(), to).await?;
+    eprintln!(
+        "extracted {} into {}: {} entries in {:.1}s",
+        source.name,
+        to.display(),
+        report.entries,
         started.elapsed().as_secs_f64()
     );
     Ok(())

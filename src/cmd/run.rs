@@ -42,6 +42,14 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 tracing::info!(kind = %kind, schedule = %s, next = %next, "{kind} backups are not scheduled: this build cannot make them yet ({var} is valid, its next run would be {next})");
             }
+            // Without any of its paths mounted, a config job would only
+            // fail every week; say so once, at start, instead.
+            Some(_)
+                if kind == Kind::Config
+                    && !settings.config_archive.paths.iter().any(|p| p.exists()) =>
+            {
+                tracing::warn!(kind = %kind, paths = ?settings.config_archive.paths, "config backups are not scheduled: none of CONFIG_PATHS exists; mount the configuration read-only there, or set CONFIG_SCHEDULE=off");
+            }
             Some(s) => jobs.push(Job {
                 kind,
                 schedule: s.clone(),

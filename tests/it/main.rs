@@ -2,6 +2,7 @@
 //! real MariaDB and S3-compatible servers started by `scripts/test.sh`
 //! (addresses in the `TEST_*` variables it exports).
 
+mod archive;
 mod bucket;
 mod cli;
 mod daemon;
