@@ -82,10 +82,17 @@ impl fmt::Display for Kind {
 }
 
 /// A parsed 5-field cron expression (minute hour day-of-month month day-of-week).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Schedule {
     cron: Cron,
     text: String,
+}
+
+impl std::fmt::Debug for Schedule {
+    // The expression as written: the parsed form is pages of bit tables.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Schedule").field(&self.text).finish()
+    }
 }
 
 impl Schedule {
