@@ -19,6 +19,8 @@
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`,
 //!   an S3-compatible bucket in `target::s3`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
+//! - [`drill`]: restore drills: restore into a scratch database, compare the
+//!   fingerprints and objects with the manifest, drop it, report.
 //! - [`docker`]: stopping the labelled app containers during a restore (Docker API).
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //! - [`schedule`]: backup kinds, cron schedules in `TZ`, catch-up, the scheduler loop.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod docker;
+pub mod drill;
 pub mod dump;
 pub mod health;
 pub mod jobs;

@@ -111,7 +111,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
+pub(super) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::interrupt()),

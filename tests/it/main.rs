@@ -5,6 +5,7 @@
 mod bucket;
 mod cli;
 mod daemon;
+mod drill;
 mod encryption;
 mod failures;
 mod harness;
