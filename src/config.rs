@@ -183,6 +183,7 @@ pub struct EnvConfig {
     metrics_listen: Option<String>,
     restore_stop_containers: Option<bool>,
     restore_stop_project: Option<String>,
+    restore_snapshot_keep_days: Option<u32>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -241,6 +242,7 @@ pub const KNOWN: &[&str] = &[
     "METRICS_LISTEN",
     "RESTORE_STOP_CONTAINERS",
     "RESTORE_STOP_PROJECT",
+    "RESTORE_SNAPSHOT_KEEP_DAYS",
 ];
 
 /// How to reach the database.
@@ -418,6 +420,8 @@ pub struct Settings {
     /// Compose project whose containers are stopped (`RESTORE_STOP_PROJECT`;
     /// default: the project of the container we run in).
     pub restore_stop_project: Option<String>,
+    /// Days pre-restore safety snapshots are kept (`RESTORE_SNAPSHOT_KEEP_DAYS`, default 7).
+    pub restore_snapshot_keep_days: u32,
     /// The Docker engine (`DOCKER_HOST`, Docker's own variable; default the socket).
     pub docker_host: Option<String>,
     /// Our host name (`HOSTNAME`): in a container, its short id.
@@ -487,6 +491,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The same settings for another database on the same server (the
+    /// safety snapshot dumps the database a restore goes into).
+    pub fn for_database(&self, name: &str) -> Settings {
+        Settings {
+            db_name: name.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// Database settings, or an error naming the missing variable.
     pub fn db(&self) -> Result<DbSettings, ConfigError> {
         let user = self.db_user.clone().ok_or(ConfigError::Missing {
@@ -542,6 +555,16 @@ impl TryFrom<EnvConfig> for Settings {
             detail,
         })?;
         let prefix = e.backup_prefix.unwrap_or_else(|| "selmai_backup".into());
+        // Retention lists backups by prefix: sharing the snapshots' prefix
+        // would rotate (and delete) the pre-restore snapshots.
+        if prefix == crate::snapshot::PREFIX {
+            return Err(ConfigError::Invalid {
+                name: "BACKUP_PREFIX",
+                detail: format!(
+                    "{prefix:?} is reserved for pre-restore safety snapshots: choose another prefix"
+                ),
+            });
+        }
         if prefix.is_empty()
             || !prefix
                 .chars()
@@ -626,6 +649,13 @@ impl TryFrom<EnvConfig> for Settings {
             weekly: e.retention_weekly.unwrap_or(defaults.weekly),
             monthly: e.retention_monthly.unwrap_or(defaults.monthly),
         };
+        let restore_snapshot_keep_days = e.restore_snapshot_keep_days.unwrap_or(7);
+        if restore_snapshot_keep_days == 0 {
+            return Err(ConfigError::Invalid {
+                name: "RESTORE_SNAPSHOT_KEEP_DAYS",
+                detail: "0 would delete the snapshot that undoes the restore just made: use 1 or more, or restore with --no-safety-snapshot".into(),
+            });
+        }
         let max_age_hours = e.health_max_age_hours.unwrap_or(26);
         if max_age_hours == 0 {
             return Err(ConfigError::Invalid {
@@ -765,6 +795,7 @@ impl TryFrom<EnvConfig> for Settings {
             metrics_listen,
             restore_stop_containers: e.restore_stop_containers.unwrap_or(true),
             restore_stop_project: e.restore_stop_project,
+            restore_snapshot_keep_days,
             docker_host: None,
             hostname: None,
         })
@@ -1152,6 +1183,20 @@ mod tests {
         v.extend_from_slice(extra);
         let err = with(&v).unwrap_err().to_string();
         assert!(err.contains(var), "{err}");
+    }
+
+    #[test]
+    fn safety_snapshots_keep_their_own_prefix_and_at_least_a_day() {
+        assert_eq!(with(&[]).unwrap().restore_snapshot_keep_days, 7);
+        let s = with(&[("RESTORE_SNAPSHOT_KEEP_DAYS", "30")]).unwrap();
+        assert_eq!(s.restore_snapshot_keep_days, 30);
+        let err = with(&[("RESTORE_SNAPSHOT_KEEP_DAYS", "0")]).unwrap_err();
+        assert!(
+            err.to_string().contains("RESTORE_SNAPSHOT_KEEP_DAYS"),
+            "{err}"
+        );
+        let err = with(&[("BACKUP_PREFIX", crate::snapshot::PREFIX)]).unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //!   fingerprints and objects with the manifest, drop it, report.
 //! - [`docker`]: stopping the labelled app containers during a restore (Docker API).
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
+//! - [`snapshot`]: pre-restore safety snapshots (own prefix, outside retention).
 //! - [`schedule`]: backup kinds, cron schedules in `TZ`, catch-up, the scheduler loop.
 //! - [`jobs`]: one daemon run start to finish (lock, space, backup, retention, state, alerts).
 //! - [`retention`]: grandfather-father-son retention, a pure plan and its application.
@@ -51,6 +52,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod snapshot;
 pub mod sql;
 pub mod state;
 pub mod target;

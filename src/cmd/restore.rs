@@ -1,5 +1,6 @@
 //! `selmai-backup restore <FILE|latest>`: verify the whole backup, confirm,
-//! then replace the database's objects with the backup's.
+//! dump the database about to be replaced (the safety snapshot, see
+//! [`crate::snapshot`]), then replace its objects with the backup's.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Instant;
@@ -10,6 +11,7 @@ use crate::config::Settings;
 use crate::docker::AppControl;
 use crate::pipeline;
 use crate::progress::human_bytes;
+use crate::snapshot;
 
 use super::Refused;
 
@@ -24,9 +26,14 @@ pub struct Args {
     /// Do not ask for confirmation (required when there is no terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Do not dump the database to BACKUP_DIR before replacing it (the
+    /// pre-restore snapshot is what undoes a wrong restore).
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
 }
 
-/// Verify, confirm, stop the labelled app containers, restore, start them again.
+/// Verify, confirm, stop the labelled app containers, take the safety
+/// snapshot, restore, start them again.
 pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
     let db = settings.db()?;
     let into = args.into.clone().unwrap_or_else(|| db.name.clone());
@@ -72,6 +79,10 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             return Err(Refused("restore cancelled; the database was not touched".into()).into());
         }
     }
+    let snapshot_wanted = !args.no_safety_snapshot
+        && snapshot::worth_taking(&db, &into)
+            .await
+            .context("not restoring, the database was not touched")?;
     // Only the app's own database is worth stopping the app for; a restore
     // into another one (to look at old data) leaves it running.
     let paused = if into == db.name {
@@ -83,8 +94,27 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     };
     // A signal must not skip the restart below (as PID 1 in a container we
     // would otherwise ignore SIGTERM and be killed by `docker stop`).
+    // The snapshot is taken with the app stopped, so that it holds the
+    // very state the restore replaces.
+    let work = async {
+        let snap = if snapshot_wanted {
+            let out = snapshot::take(settings, &targets[0], &into)
+                .await
+                .with_context(|| {
+                    format!(
+                        "safety snapshot of `{into}` failed; not restoring, the database was not touched (--no-safety-snapshot skips the snapshot)"
+                    )
+                })?;
+            eprintln!("safety snapshot of `{into}`: {}", out.file);
+            Some(out.file)
+        } else {
+            None
+        };
+        let summary = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into).await?;
+        Ok::<_, anyhow::Error>((snap, summary))
+    };
     let applied = tokio::select! {
-        r = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into) => r.map_err(anyhow::Error::from),
+        r = work => r,
         signal = interrupted() => Err(anyhow::anyhow!(
             "restore of {} into `{into}` interrupted by {signal}: the database may be partly restored; run the restore again",
             source.name
@@ -94,7 +124,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         Some(p) => apps.resume(p).await,
         None => Ok(()),
     };
-    let summary = applied?;
+    let (snap, summary) = applied?;
     resumed.with_context(|| {
         format!(
             "restored {} into `{into}`, but the containers stopped for it did not all start again",
@@ -107,6 +137,25 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         summary.statements,
         started.elapsed().as_secs_f64()
     );
+    if let Some(snap) = snap {
+        let into_arg = if into == db.name {
+            String::new()
+        } else {
+            format!(" --into {into}")
+        };
+        eprintln!("to undo this restore: selmai-backup restore {snap}{into_arg} --yes");
+        // Expired snapshots go only after a restore that worked, so the
+        // newest undo is never the one deleted.
+        if let Err(e) = snapshot::prune(
+            targets[0].as_ref(),
+            settings.restore_snapshot_keep_days,
+            chrono::Utc::now(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "cannot delete expired pre-restore snapshots");
+        }
+    }
     Ok(())
 }
 

@@ -3,15 +3,17 @@
 //! altered after the dump, with its SHA-256 and size refreshed so that only
 //! the fingerprints can tell, fails naming the table (library and binary,
 //! exit code 5); the scratch database is gone afterwards in every case.
+//! Also the pre-restore safety snapshot: the printed undo command gives back
+//! the replaced state, expired snapshots go, retention never sees them.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use selmai_backup::drill::{self, DrillReport};
-use selmai_backup::pipeline;
+use selmai_backup::{catalog, pipeline, snapshot};
 use sha2::{Digest, Sha256};
 
-use crate::support::{db_env, TestDb};
+use crate::support::{db_env, mariadb_dump, TestDb};
 use crate::tool;
 
 /// Locate `file` in `dir`, verify it and drill it against the test server.
@@ -155,4 +157,78 @@ async fn drill_of_altered_data_fails_naming_the_table() {
         .expect("the report names its scratch database")
         .trim_end_matches(',');
     assert_scratch_gone(scratch);
+}
+
+/// Names in `dir` with the safety snapshot prefix (data files only).
+fn snapshots(dir: &Path) -> Vec<String> {
+    tool::files(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(snapshot::PREFIX) && !n.ends_with(".json"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn safety_snapshot_undoes_a_restore() {
+    let db = TestDb::new("drill_snapshot");
+    db.exec(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO t VALUES (1, 'one'), (2, 'two');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = tool::backup(&db.name, dir.path()).await;
+    // Work done since the backup, which a restore of it would lose.
+    db.exec(
+        "INSERT INTO t VALUES (3, 'three'); UPDATE t SET v = 'uno' WHERE id = 1;
+         CREATE TABLE since (x INT); INSERT INTO since VALUES (42);",
+    );
+    let before = mariadb_dump(&db);
+    // An expired snapshot goes after the restore; a backup of the same age stays.
+    for name in [
+        "selmai_prerestore_20000101_000000.sql.gz",
+        "selmai_backup_20000101_000000.sql.gz",
+    ] {
+        std::fs::write(dir.path().join(name), b"old").unwrap();
+    }
+
+    let vars = tool::vars(&db.name, dir.path());
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["restore", &out.file, "--yes"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("restored") && err.contains("s\n"),
+        "elapsed time: {err}"
+    );
+    let undo = err
+        .lines()
+        .find_map(|l| l.strip_prefix("to undo this restore: "))
+        .unwrap_or_else(|| panic!("no undo command printed: {err}"));
+    let words: Vec<&str> = undo.split_whitespace().collect();
+    assert_eq!(words[..2], ["selmai-backup", "restore"], "{undo}");
+    assert_eq!(words[3..], ["--yes"], "{undo}");
+    let snap = words[2];
+    assert_eq!(snapshots(dir.path()), vec![snap.to_owned()]);
+    assert!(dir
+        .path()
+        .join("selmai_backup_20000101_000000.sql.gz")
+        .exists());
+    assert_ne!(mariadb_dump(&db), before, "the restore replaced the data");
+    // Retention and `latest` only see backups, never snapshots.
+    let listed = catalog::list_db(tool::volume(dir.path())[0].as_ref(), "selmai_backup")
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|e| !e.name.starts_with(snapshot::PREFIX)));
+
+    // The printed command gives back the state before the restore.
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &words[1..]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mariadb_dump(&db), before);
+
+    // --no-safety-snapshot takes none.
+    let count = snapshots(dir.path()).len();
+    let (code, _, err) = tool::outcome(&tool::run(
+        &vars,
+        &["restore", &out.file, "--yes", "--no-safety-snapshot"],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("to undo"), "{err}");
+    assert_eq!(snapshots(dir.path()).len(), count);
 }
