@@ -162,6 +162,7 @@ pub struct EnvConfig {
     backup_schedule: Option<String>,
     config_schedule: Option<String>,
     full_schedule: Option<String>,
+    drill_schedule: Option<String>,
     backup_catch_up: Option<String>,
     retention_daily: Option<u32>,
     retention_weekly: Option<u32>,
@@ -221,6 +222,7 @@ pub const KNOWN: &[&str] = &[
     "BACKUP_SCHEDULE",
     "CONFIG_SCHEDULE",
     "FULL_SCHEDULE",
+    "DRILL_SCHEDULE",
     "BACKUP_CATCH_UP",
     "RETENTION_DAILY",
     "RETENTION_WEEKLY",
@@ -324,6 +326,8 @@ pub struct ScheduleSettings {
     pub config: Option<Schedule>,
     /// Full backups (`FULL_SCHEDULE`).
     pub full: Option<Schedule>,
+    /// Restore drills of the newest backup (`DRILL_SCHEDULE`).
+    pub drill: Option<Schedule>,
     /// Whether to run a backup at start (`BACKUP_CATCH_UP`).
     pub catch_up: CatchUp,
 }
@@ -335,6 +339,7 @@ impl ScheduleSettings {
             Kind::Db => self.db.as_ref(),
             Kind::Config => self.config.as_ref(),
             Kind::Full => self.full.as_ref(),
+            Kind::Drill => self.drill.as_ref(),
         }
     }
 }
@@ -635,6 +640,7 @@ impl TryFrom<EnvConfig> for Settings {
             db: schedule(Kind::Db, e.backup_schedule)?,
             config: schedule(Kind::Config, e.config_schedule)?,
             full: schedule(Kind::Full, e.full_schedule)?,
+            drill: schedule(Kind::Drill, e.drill_schedule)?,
             catch_up: match e.backup_catch_up {
                 None => CatchUp::default(),
                 Some(s) => s.parse().map_err(|detail| ConfigError::Invalid {

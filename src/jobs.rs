@@ -25,11 +25,13 @@ use chrono::{DateTime, Utc};
 
 use crate::catalog::{self, DirLock, LockError};
 use crate::config::Settings;
+use crate::drill::{self, DrillError};
 use crate::dump::{DumpOptions, NoHooks};
 use crate::health::{self, SpaceError};
 use crate::metrics::Metrics;
 use crate::notify::{Event, EventKind, Notifier};
-use crate::pipeline::{self, BackupError, BackupOutcome};
+use crate::pipeline::{self, BackupError, BackupOutcome, LocateError};
+use crate::restore::RestoreError;
 use crate::retention;
 use crate::schedule::{Due, Kind, Runner, Trigger};
 use crate::state::{self, Offsite, Outcome, Run, State};
@@ -54,6 +56,15 @@ pub enum JobError {
     /// The backup failed.
     #[error(transparent)]
     Backup(#[from] BackupError),
+    /// The newest backup could not be found for a drill.
+    #[error(transparent)]
+    Locate(#[from] LocateError),
+    /// The newest backup did not verify, so it was not drilled.
+    #[error(transparent)]
+    Verify(#[from] RestoreError),
+    /// The restore drill failed or found differences.
+    #[error(transparent)]
+    Drill(#[from] DrillError),
     /// This build has no job for the kind.
     #[error("{0} backups are not implemented in this build")]
     NotImplemented(Kind),
@@ -78,7 +89,7 @@ pub fn error_line(e: &(dyn StdError + 'static)) -> String {
 /// The kinds this build can back up; the scheduler schedules only these.
 pub fn implemented(kind: Kind) -> bool {
     match kind {
-        Kind::Db => true,
+        Kind::Db | Kind::Drill => true,
         // The archives issue adds these: one arm here and one in `Jobs::backup`.
         Kind::Config | Kind::Full => false,
     }
@@ -156,7 +167,7 @@ impl Jobs {
                     outcome: Outcome::Failed,
                     file: None,
                     size: None,
-                    offsite: if self.settings.s3.is_some() {
+                    offsite: if self.settings.s3.is_some() && kind != Kind::Drill {
                         Offsite::Failed {
                             error: "no backup was made".into(),
                         }
@@ -207,8 +218,11 @@ impl Jobs {
             tracing::warn!(error = %e, "ignoring the state file for the space check");
             State::default()
         });
-        if let Err(e) = health::space_for_backup(dir, &state, kind) {
-            return Err((e.into(), Some(lock)));
+        // A drill writes nothing into BACKUP_DIR.
+        if kind != Kind::Drill {
+            if let Err(e) = health::space_for_backup(dir, &state, kind) {
+                return Err((e.into(), Some(lock)));
+            }
         }
         *self.current.lock().expect("current lock") = Some(started);
         let done = self.backup(kind).await;
@@ -277,6 +291,22 @@ impl Jobs {
                 let mut done = self.done(outcome);
                 done.warnings.extend(self.prune().await);
                 Ok(done)
+            }
+            Kind::Drill => {
+                let s = &self.settings;
+                let source = pipeline::locate("latest", &s.prefix, &self.targets).await?;
+                pipeline::verify(&source, s.passphrase.as_ref()).await?;
+                let db = s.db().map_err(BackupError::from)?;
+                let report =
+                    drill::run(&source, s.passphrase.as_ref(), &db, &drill::scratch_name()).await?;
+                tracing::info!("{report}");
+                let report = report.into_result()?;
+                Ok(Done {
+                    size: source.manifest.as_ref().map_or(0, |m| m.size),
+                    file: report.file,
+                    offsite: Offsite::NotConfigured,
+                    warnings: Vec::new(),
+                })
             }
             Kind::Config | Kind::Full => Err(JobError::NotImplemented(kind)),
         }

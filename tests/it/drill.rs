@@ -5,12 +5,20 @@
 //! exit code 5); the scratch database is gone afterwards in every case.
 //! Also the pre-restore safety snapshot: the printed undo command gives back
 //! the replaced state, expired snapshots go, retention never sees them.
+//! And the daemon's drill (`Kind::Drill`): recorded in the state file,
+//! reported by `health` without making it fail.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use selmai_backup::drill::{self, DrillReport};
-use selmai_backup::{catalog, pipeline, snapshot};
+use selmai_backup::jobs::Jobs;
+use selmai_backup::metrics::Metrics;
+use selmai_backup::notify::Notifier;
+use selmai_backup::schedule::{Kind, Trigger};
+use selmai_backup::state::{Outcome, State};
+use selmai_backup::{catalog, health, pipeline, snapshot};
 use sha2::{Digest, Sha256};
 
 use crate::support::{db_env, mariadb_dump, TestDb};
@@ -231,4 +239,45 @@ async fn safety_snapshot_undoes_a_restore() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("to undo"), "{err}");
     assert_eq!(snapshots(dir.path()).len(), count);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_drill_is_recorded_and_reported_by_health() {
+    let src = TestDb::new("drill_daemon");
+    src.exec(
+        "CREATE TABLE ledger (id INT PRIMARY KEY, note VARCHAR(40));
+         INSERT INTO ledger VALUES (1, 'paid 100 euros');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = tool::settings(&src.name, dir.path(), &[]);
+    assert_eq!(s.schedule.of(Kind::Drill).unwrap().as_str(), "0 5 2 * *");
+    let jobs = Jobs::new(
+        Arc::new(s.clone()),
+        tool::volume(dir.path()),
+        Notifier::new(s.notify.clone()),
+        Metrics::default(),
+    );
+    let backup = jobs.run_once(Kind::Db, Trigger::Schedule).await;
+    assert_eq!(backup.outcome, Outcome::Success, "{:?}", backup.error);
+    let file = backup.file.unwrap();
+
+    let run = jobs.run_once(Kind::Drill, Trigger::Schedule).await;
+    assert_eq!(run.outcome, Outcome::Success, "{:?}", run.error);
+    assert_eq!(run.file.as_deref(), Some(file.as_str()));
+    let healthy = health::check(&s, chrono::Utc::now()).unwrap();
+    assert!(healthy.contains("last restore drill passed"), "{healthy}");
+
+    tamper(dir.path(), &file, "paid 100 euros", "paid 900 euros");
+    let run = jobs.run_once(Kind::Drill, Trigger::Schedule).await;
+    assert_eq!(run.outcome, Outcome::Failed);
+    let error = run.error.unwrap();
+    assert!(error.contains("`ledger` has different content"), "{error}");
+    let recorded = State::load(dir.path()).unwrap();
+    assert_eq!(
+        recorded.last_run(Kind::Drill).unwrap().error.as_deref(),
+        Some(error.as_str())
+    );
+    // Reported, but backups are still made: the container stays healthy.
+    let healthy = health::check(&s, chrono::Utc::now()).unwrap();
+    assert!(healthy.contains("last restore drill FAILED"), "{healthy}");
 }
