@@ -337,8 +337,20 @@ pub async fn run(
     }
     // CREATE without IF NOT EXISTS: if another process took the name since
     // the check, we fail rather than restore into (and drop) its database.
+    // With the source's defaults, as a restore into a new database has.
+    let mut create = format!("CREATE DATABASE {}", ident(scratch));
+    if let Some(m) = &source.manifest {
+        let word =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if word(&m.database.charset) && word(&m.database.collation) {
+            create.push_str(&format!(
+                " CHARACTER SET {} COLLATE {}",
+                m.database.charset, m.database.collation
+            ));
+        }
+    }
     let created = conn
-        .query_drop(format!("CREATE DATABASE {}", ident(scratch)))
+        .query_drop(create)
         .await
         .map_err(|e| DbError::query(format!("creating scratch database `{scratch}`"), e));
     let _ = conn.disconnect().await;
