@@ -185,6 +185,7 @@ pub struct EnvConfig {
     restore_stop_containers: Option<bool>,
     restore_stop_project: Option<String>,
     restore_snapshot_keep_days: Option<u32>,
+    restore_definer: Option<String>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -245,6 +246,7 @@ pub const KNOWN: &[&str] = &[
     "RESTORE_STOP_CONTAINERS",
     "RESTORE_STOP_PROJECT",
     "RESTORE_SNAPSHOT_KEEP_DAYS",
+    "RESTORE_DEFINER",
 ];
 
 /// How to reach the database.
@@ -427,6 +429,8 @@ pub struct Settings {
     pub restore_stop_project: Option<String>,
     /// Days pre-restore safety snapshots are kept (`RESTORE_SNAPSHOT_KEEP_DAYS`, default 7).
     pub restore_snapshot_keep_days: u32,
+    /// `DEFINER` clauses at restore (`RESTORE_DEFINER`: keep, strip, rewrite; default keep).
+    pub restore_definer: crate::definer::Definer,
     /// The Docker engine (`DOCKER_HOST`, Docker's own variable; default the socket).
     pub docker_host: Option<String>,
     /// Our host name (`HOSTNAME`): in a container, its short id.
@@ -802,6 +806,13 @@ impl TryFrom<EnvConfig> for Settings {
             restore_stop_containers: e.restore_stop_containers.unwrap_or(true),
             restore_stop_project: e.restore_stop_project,
             restore_snapshot_keep_days,
+            restore_definer: match e.restore_definer {
+                None => crate::definer::Definer::Keep,
+                Some(v) => v.parse().map_err(|detail| ConfigError::Invalid {
+                    name: "RESTORE_DEFINER",
+                    detail,
+                })?,
+            },
             docker_host: None,
             hostname: None,
         })
@@ -1203,6 +1214,12 @@ mod tests {
         );
         let err = with(&[("BACKUP_PREFIX", crate::snapshot::PREFIX)]).unwrap_err();
         assert!(err.to_string().contains("reserved"), "{err}");
+        let err = with(&[("RESTORE_DEFINER", "drop")]).unwrap_err();
+        assert!(err.to_string().contains("RESTORE_DEFINER"), "{err}");
+        assert_eq!(
+            with(&[]).unwrap().restore_definer,
+            crate::definer::Definer::Keep
+        );
     }
 
     #[test]

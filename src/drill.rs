@@ -22,6 +22,7 @@ use mysql_async::Conn;
 
 use crate::config::{DbSettings, Secret};
 use crate::db::{self, ident, literal, query_strings, DbError};
+use crate::definer::Definer;
 use crate::dump;
 use crate::pipeline::{self, Source};
 use crate::restore::RestoreError;
@@ -311,11 +312,14 @@ pub async fn discard(db: &DbSettings, scratch: &str) -> Result<(), DbError> {
 /// Restore `source` into the scratch database `scratch` (from
 /// [`scratch_name`]), compare with its manifest, drop the scratch
 /// database. A mismatch is a report that did not pass, not an error.
+///
+/// `definer` is `RESTORE_DEFINER`, so the drill restores as a real restore would.
 pub async fn run(
     source: &Source,
     passphrase: Option<&Secret>,
     db: &DbSettings,
     scratch: &str,
+    definer: Definer,
 ) -> Result<DrillReport, DrillError> {
     assert!(scratch.starts_with(SCRATCH_PREFIX));
     let started = Instant::now();
@@ -361,7 +365,7 @@ pub async fn run(
         armed: true,
     };
     tracing::info!(file = %source.name, scratch, "restore test started");
-    let result = restore_and_compare(source, passphrase, db, scratch).await;
+    let result = restore_and_compare(source, passphrase, db, scratch, definer).await;
     guard.armed = false;
     let dropped = discard(db, scratch).await;
     let (statements, tables, extra_tables, objects) = result?;
@@ -390,9 +394,10 @@ async fn restore_and_compare(
     passphrase: Option<&Secret>,
     db: &DbSettings,
     scratch: &str,
+    definer: Definer,
 ) -> Result<Compared, DrillError> {
     let manifest = source.manifest.as_ref().expect("checked by the caller");
-    let summary = pipeline::apply(source, passphrase, db, scratch)
+    let summary = pipeline::apply_with(source, passphrase, db, scratch, definer)
         .await
         .map_err(|e| DrillError::Restore {
             file: source.name.clone(),

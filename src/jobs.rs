@@ -297,8 +297,14 @@ impl Jobs {
                 let source = pipeline::locate("latest", &s.prefix, &self.targets).await?;
                 pipeline::verify(&source, s.passphrase.as_ref()).await?;
                 let db = s.db().map_err(BackupError::from)?;
-                let report =
-                    drill::run(&source, s.passphrase.as_ref(), &db, &drill::scratch_name()).await?;
+                let report = drill::run(
+                    &source,
+                    s.passphrase.as_ref(),
+                    &db,
+                    &drill::scratch_name(),
+                    s.restore_definer,
+                )
+                .await?;
                 tracing::info!("{report}");
                 let report = report.into_result()?;
                 Ok(Done {

@@ -8,6 +8,7 @@
 //! - [`db`]: connecting to MariaDB with retry, and classifying its errors.
 //! - [`dump`]: the native dumper: one consistent snapshot written as plain SQL
 //!   to any `AsyncWrite`, with per-table row counts and the binlog position.
+//! - [`definer`]: `DEFINER` clauses kept, stripped or rewritten at restore (`RESTORE_DEFINER`).
 //! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
 //! - [`restore`]: executes a statement stream into a database, with progress.
 //! - [`codec`]: compression (gzip, zstd) in independent blocks on every core;
@@ -39,6 +40,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod definer;
 pub mod docker;
 pub mod drill;
 pub mod dump;

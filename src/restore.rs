@@ -13,6 +13,7 @@ use mysql_async::Conn;
 use tokio::io::AsyncRead;
 
 use crate::db::{ident, DbError};
+use crate::definer::Definer;
 use crate::sql::{SplitError, Statement, StatementReader};
 
 /// Errors while restoring.
@@ -105,6 +106,16 @@ pub async fn execute<R: AsyncRead + Unpin>(
     name: &str,
     reader: &mut StatementReader<R>,
 ) -> Result<ExecSummary, RestoreError> {
+    execute_with(conn, name, reader, Definer::Keep).await
+}
+
+/// [`execute`], handling `DEFINER` clauses as `definer` says.
+pub async fn execute_with<R: AsyncRead + Unpin>(
+    conn: &mut Conn,
+    name: &str,
+    reader: &mut StatementReader<R>,
+    definer: Definer,
+) -> Result<ExecSummary, RestoreError> {
     let mut summary = ExecSummary::default();
     while let Some(stmt) = reader
         .next()
@@ -123,6 +134,10 @@ pub async fn execute<R: AsyncRead + Unpin>(
             summary.skipped += 1;
             continue;
         }
+        let stmt = match definer.apply(&stmt.sql) {
+            Some(sql) => Statement { sql, ..stmt },
+            None => stmt,
+        };
         run(conn, &stmt).await?;
         summary.statements += 1;
     }

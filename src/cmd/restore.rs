@@ -110,7 +110,14 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         } else {
             None
         };
-        let summary = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into).await?;
+        let summary = pipeline::apply_with(
+            &source,
+            settings.passphrase.as_ref(),
+            &db,
+            &into,
+            settings.restore_definer,
+        )
+        .await?;
         Ok::<_, anyhow::Error>((snap, summary))
     };
     let applied = tokio::select! {

@@ -43,7 +43,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let db = settings.db()?;
     let scratch = drill::scratch_name();
     let drilled = tokio::select! {
-        r = drill::run(&source, settings.passphrase.as_ref(), &db, &scratch) => r?,
+        r = drill::run(&source, settings.passphrase.as_ref(), &db, &scratch, settings.restore_definer) => r?,
         signal = super::restore::interrupted() => {
             // The drill future is gone: drop its scratch database before exiting.
             drill::discard(&db, &scratch).await?;

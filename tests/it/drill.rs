@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use selmai_backup::definer::Definer;
 use selmai_backup::drill::{self, DrillReport};
 use selmai_backup::jobs::Jobs;
 use selmai_backup::metrics::Metrics;
@@ -31,9 +32,15 @@ async fn drill(db: &str, dir: &Path, file: &str) -> DrillReport {
         .await
         .unwrap();
     pipeline::verify(&source, None).await.unwrap();
-    let report = drill::run(&source, None, &s.db().unwrap(), &drill::scratch_name())
-        .await
-        .unwrap_or_else(|e| panic!("drill of {file} could not run: {e}"));
+    let report = drill::run(
+        &source,
+        None,
+        &s.db().unwrap(),
+        &drill::scratch_name(),
+        Definer::Keep,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("drill of {file} could not run: {e}"));
     assert_scratch_gone(&report.scratch);
     report
 }
@@ -280,4 +287,42 @@ async fn scheduled_drill_is_recorded_and_reported_by_health() {
     // Reported, but backups are still made: the container stays healthy.
     let healthy = health::check(&s, chrono::Utc::now()).unwrap();
     assert!(healthy.contains("last restore drill FAILED"), "{healthy}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn definers_of_missing_users_are_stripped_or_rewritten() {
+    let src = TestDb::new("drill_definer");
+    src.exec(
+        "CREATE TABLE t (id INT PRIMARY KEY);
+         CREATE DEFINER=`selmai_ghost_user`@`%` SQL SECURITY INVOKER VIEW v AS SELECT id FROM t;
+         CREATE DEFINER=`selmai_ghost_user`@`%` PROCEDURE p() SELECT 1;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = tool::backup(&src.name, dir.path()).await;
+    let s = tool::settings(&src.name, dir.path(), &[]);
+    let source = pipeline::locate(&out.file, &s.prefix, &tool::volume(dir.path()))
+        .await
+        .unwrap();
+    let me = db_env().exec(None, "SELECT CURRENT_USER()");
+    for (mode, want) in [
+        (Definer::Keep, "selmai_ghost_user@%".to_owned()),
+        (Definer::Strip, me.trim().to_owned()),
+        (Definer::Rewrite, me.trim().to_owned()),
+    ] {
+        let dst = TestDb::new("drill_definer_dst");
+        pipeline::apply_with(&source, None, &s.db().unwrap(), &dst.name, mode)
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let got = dst.exec(&format!(
+            "SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{0}'
+             UNION ALL
+             SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{0}'",
+            dst.name
+        ));
+        let got: Vec<&str> = got.lines().collect();
+        assert_eq!(got, [want.as_str(), want.as_str()], "{mode:?}");
+    }
+    // RESTORE_DEFINER is a checked setting.
+    let s = tool::settings(&src.name, dir.path(), &[("RESTORE_DEFINER", "strip")]);
+    assert_eq!(s.restore_definer, Definer::Strip);
 }
