@@ -405,7 +405,10 @@ async fn restore_and_compare(
             source: Box::new(e),
         })?;
     let mut conn = db::connect(db, Some(scratch)).await?;
-    let result = compare(&mut conn, manifest, scratch).await;
+    let result = match disable_events(&mut conn, scratch).await {
+        Ok(()) => compare(&mut conn, manifest, scratch).await,
+        Err(e) => Err(e),
+    };
     let _ = conn.disconnect().await;
     let (tables, extra, objects) = result?;
     Ok((summary.statements, tables, extra, objects))
@@ -495,6 +498,28 @@ async fn compare(
         });
     }
     Ok((tables, extra_tables, objects))
+}
+
+/// The copy's events must not run: they would change the data being
+/// compared, or act on other databases they name. (They are created
+/// enabled, as dumped; this closes the window as soon as the restore ends.)
+async fn disable_events(conn: &mut Conn, scratch: &str) -> Result<(), DbError> {
+    let events = names(
+        conn,
+        &format!(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {}",
+            literal(scratch)
+        ),
+    )
+    .await?;
+    for e in events {
+        conn.query_drop(format!("ALTER EVENT {} DISABLE", ident(&e)))
+            .await
+            .map_err(|err| {
+                DbError::query(format!("disabling event `{e}` in the drill's copy"), err)
+            })?;
+    }
+    Ok(())
 }
 
 async fn names(conn: &mut Conn, sql: &str) -> Result<BTreeSet<String>, DbError> {

@@ -308,7 +308,8 @@ impl Jobs {
                 tracing::info!("{report}");
                 let report = report.into_result()?;
                 Ok(Done {
-                    size: source.manifest.as_ref().map_or(0, |m| m.size),
+                    // Nothing was written: the metrics' bytes stay true.
+                    size: 0,
                     file: report.file,
                     offsite: Offsite::NotConfigured,
                     warnings: Vec::new(),
