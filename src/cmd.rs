@@ -21,6 +21,7 @@ use crate::config::{ConfigError, Settings};
 use crate::crypto::CryptoError;
 use crate::db::DbError;
 use crate::docker::AppControl;
+use crate::drill::DrillError;
 use crate::dump::DumpError;
 use crate::pipeline::{BackupError, LocateError};
 use crate::restore::RestoreError;
@@ -40,7 +41,8 @@ pub mod exit {
     pub const DATABASE: u8 = 3;
     /// The backup asked for does not exist.
     pub const NOT_FOUND: u8 = 4;
-    /// The backup is corrupt or does not match its manifest.
+    /// The backup is corrupt or does not match its manifest, or a restore
+    /// test found that it does not restore to what was dumped.
     pub const CORRUPT: u8 = 5;
     /// Wrong or missing passphrase.
     pub const PASSPHRASE: u8 = 6;
@@ -70,7 +72,7 @@ pub enum Command {
     Restore(restore::Args),
     /// List backups with date, size and age.
     List(list::Args),
-    /// Read a backup to the end (checksum, encryption, compression, SQL) without touching any database.
+    /// Read a backup to the end (checksum, encryption, compression, SQL); with --restore-test, prove it restores.
     Verify(verify::Args),
     /// Decrypt an encrypted backup (.enc, or an old .gpg) into its compressed SQL file.
     Decrypt(decrypt::Args),
@@ -201,6 +203,14 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             LocateError::Target(t) => target_code(t),
             LocateError::Manifest(_) => exit::CORRUPT,
         });
+    }
+    if let Some(d) = e.downcast_ref::<DrillError>() {
+        return match d {
+            DrillError::Mismatch { .. } | DrillError::NoManifest(_) => Some(exit::CORRUPT),
+            DrillError::ScratchExists(_) => Some(exit::REFUSED),
+            DrillError::Restore { source, .. } => code_of(source.as_ref()),
+            DrillError::Db(db) => Some(db_code(db)),
+        };
     }
     if let Some(r) = e.downcast_ref::<RestoreError>() {
         return Some(restore_code(r));

@@ -163,6 +163,7 @@ pub struct EnvConfig {
     backup_schedule: Option<String>,
     config_schedule: Option<String>,
     full_schedule: Option<String>,
+    drill_schedule: Option<String>,
     backup_catch_up: Option<String>,
     retention_daily: Option<u32>,
     retention_weekly: Option<u32>,
@@ -189,6 +190,8 @@ pub struct EnvConfig {
     config_prefix: Option<String>,
     uploads_paths: Option<String>,
     uploads_prefix: Option<String>,
+    restore_snapshot_keep_days: Option<u32>,
+    restore_definer: Option<String>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -231,6 +234,7 @@ pub const KNOWN: &[&str] = &[
     "CONFIG_PREFIX",
     "UPLOADS_PATHS",
     "UPLOADS_PREFIX",
+    "DRILL_SCHEDULE",
     "BACKUP_CATCH_UP",
     "RETENTION_DAILY",
     "RETENTION_WEEKLY",
@@ -252,6 +256,8 @@ pub const KNOWN: &[&str] = &[
     "METRICS_LISTEN",
     "RESTORE_STOP_CONTAINERS",
     "RESTORE_STOP_PROJECT",
+    "RESTORE_SNAPSHOT_KEEP_DAYS",
+    "RESTORE_DEFINER",
 ];
 
 /// How to reach the database.
@@ -333,6 +339,8 @@ pub struct ScheduleSettings {
     pub config: Option<Schedule>,
     /// Full backups (`FULL_SCHEDULE`).
     pub full: Option<Schedule>,
+    /// Restore drills of the newest backup (`DRILL_SCHEDULE`).
+    pub drill: Option<Schedule>,
     /// Whether to run a backup at start (`BACKUP_CATCH_UP`).
     pub catch_up: CatchUp,
 }
@@ -344,6 +352,7 @@ impl ScheduleSettings {
             Kind::Db => self.db.as_ref(),
             Kind::Config => self.config.as_ref(),
             Kind::Full => self.full.as_ref(),
+            Kind::Drill => self.drill.as_ref(),
         }
     }
 }
@@ -429,6 +438,10 @@ pub struct Settings {
     /// Compose project whose containers are stopped (`RESTORE_STOP_PROJECT`;
     /// default: the project of the container we run in).
     pub restore_stop_project: Option<String>,
+    /// Days pre-restore safety snapshots are kept (`RESTORE_SNAPSHOT_KEEP_DAYS`, default 7).
+    pub restore_snapshot_keep_days: u32,
+    /// `DEFINER` clauses at restore (`RESTORE_DEFINER`: keep, strip, rewrite; default keep).
+    pub restore_definer: crate::definer::Definer,
     /// The Docker engine (`DOCKER_HOST`, Docker's own variable; default the socket).
     pub docker_host: Option<String>,
     /// Our host name (`HOSTNAME`): in a container, its short id.
@@ -514,6 +527,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The same settings for another database on the same server (the
+    /// safety snapshot dumps the database a restore goes into).
+    pub fn for_database(&self, name: &str) -> Settings {
+        Settings {
+            db_name: name.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// Database settings, or an error naming the missing variable.
     pub fn db(&self) -> Result<DbSettings, ConfigError> {
         let user = self.db_user.clone().ok_or(ConfigError::Missing {
@@ -590,6 +612,22 @@ impl TryFrom<EnvConfig> for Settings {
                 });
             }
         }
+        // Retention lists backups by prefix: sharing the snapshots' prefix
+        // would rotate (and delete) the pre-restore snapshots.
+        for (name, p) in [
+            ("BACKUP_PREFIX", &prefix),
+            ("CONFIG_PREFIX", &config_archive.prefix),
+            ("UPLOADS_PREFIX", &uploads_archive.prefix),
+        ] {
+            if p == crate::snapshot::PREFIX {
+                return Err(ConfigError::Invalid {
+                    name,
+                    detail: format!(
+                        "{p:?} is reserved for pre-restore safety snapshots: choose another prefix"
+                    ),
+                });
+            }
+        }
         let log_json = match e.log_format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
@@ -647,6 +685,7 @@ impl TryFrom<EnvConfig> for Settings {
             db: schedule(Kind::Db, e.backup_schedule)?,
             config: schedule(Kind::Config, e.config_schedule)?,
             full: schedule(Kind::Full, e.full_schedule)?,
+            drill: schedule(Kind::Drill, e.drill_schedule)?,
             catch_up: match e.backup_catch_up {
                 None => CatchUp::default(),
                 Some(s) => s.parse().map_err(|detail| ConfigError::Invalid {
@@ -661,6 +700,13 @@ impl TryFrom<EnvConfig> for Settings {
             weekly: e.retention_weekly.unwrap_or(defaults.weekly),
             monthly: e.retention_monthly.unwrap_or(defaults.monthly),
         };
+        let restore_snapshot_keep_days = e.restore_snapshot_keep_days.unwrap_or(7);
+        if restore_snapshot_keep_days == 0 {
+            return Err(ConfigError::Invalid {
+                name: "RESTORE_SNAPSHOT_KEEP_DAYS",
+                detail: "0 would delete the snapshot that undoes the restore just made: use 1 or more, or restore with --no-safety-snapshot".into(),
+            });
+        }
         let max_age_hours = e.health_max_age_hours.unwrap_or(26);
         if max_age_hours == 0 {
             return Err(ConfigError::Invalid {
@@ -800,6 +846,14 @@ impl TryFrom<EnvConfig> for Settings {
             metrics_listen,
             restore_stop_containers: e.restore_stop_containers.unwrap_or(true),
             restore_stop_project: e.restore_stop_project,
+            restore_snapshot_keep_days,
+            restore_definer: match e.restore_definer {
+                None => crate::definer::Definer::Keep,
+                Some(v) => v.parse().map_err(|detail| ConfigError::Invalid {
+                    name: "RESTORE_DEFINER",
+                    detail,
+                })?,
+            },
             docker_host: None,
             hostname: None,
             config_archive,
@@ -1247,6 +1301,26 @@ mod tests {
         v.extend_from_slice(extra);
         let err = with(&v).unwrap_err().to_string();
         assert!(err.contains(var), "{err}");
+    }
+
+    #[test]
+    fn safety_snapshots_keep_their_own_prefix_and_at_least_a_day() {
+        assert_eq!(with(&[]).unwrap().restore_snapshot_keep_days, 7);
+        let s = with(&[("RESTORE_SNAPSHOT_KEEP_DAYS", "30")]).unwrap();
+        assert_eq!(s.restore_snapshot_keep_days, 30);
+        let err = with(&[("RESTORE_SNAPSHOT_KEEP_DAYS", "0")]).unwrap_err();
+        assert!(
+            err.to_string().contains("RESTORE_SNAPSHOT_KEEP_DAYS"),
+            "{err}"
+        );
+        let err = with(&[("BACKUP_PREFIX", crate::snapshot::PREFIX)]).unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+        let err = with(&[("RESTORE_DEFINER", "drop")]).unwrap_err();
+        assert!(err.to_string().contains("RESTORE_DEFINER"), "{err}");
+        assert_eq!(
+            with(&[]).unwrap().restore_definer,
+            crate::definer::Definer::Keep
+        );
     }
 
     #[test]

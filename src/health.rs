@@ -105,15 +105,34 @@ pub fn verdict(
         ));
     }
     Ok(format!(
-        "healthy: newest database backup {file} is {} old{}, {} free",
+        "healthy: newest database backup {file} is {} old{}, {} free{}",
         human_duration(age),
         if settings.s3.is_some() {
             ", copied off-site"
         } else {
             ""
         },
-        human_bytes(free)
+        human_bytes(free),
+        last_drill(state)
     ))
+}
+
+/// "; last restore drill ..." when one is recorded. A failed drill is
+/// reported (and alerted) but does not make the container unhealthy:
+/// backups are still being made.
+fn last_drill(state: &State) -> String {
+    match state.last_run(Kind::Drill) {
+        None => String::new(),
+        Some(r) if r.outcome == crate::state::Outcome::Success => format!(
+            "; last restore drill passed on {}",
+            r.started.format("%Y-%m-%d")
+        ),
+        Some(r) => format!(
+            "; last restore drill FAILED on {}: {}",
+            r.started.format("%Y-%m-%d"),
+            r.error.as_deref().unwrap_or("no detail")
+        ),
+    }
 }
 
 /// Read the state file and the free space of `BACKUP_DIR`, and judge.

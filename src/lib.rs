@@ -8,6 +8,7 @@
 //! - [`db`]: connecting to MariaDB with retry, and classifying its errors.
 //! - [`dump`]: the native dumper: one consistent snapshot written as plain SQL
 //!   to any `AsyncWrite`, with per-table row counts and the binlog position.
+//! - [`definer`]: `DEFINER` clauses kept, stripped or rewritten at restore (`RESTORE_DEFINER`).
 //! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
 //! - [`restore`]: executes a statement stream into a database, with progress.
 //! - [`codec`]: compression (gzip, zstd) in independent blocks on every core;
@@ -21,8 +22,11 @@
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`,
 //!   an S3-compatible bucket in `target::s3`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
+//! - [`drill`]: restore drills: restore into a scratch database, compare the
+//!   fingerprints and objects with the manifest, drop it, report.
 //! - [`docker`]: stopping the labelled app containers during a restore (Docker API).
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
+//! - [`snapshot`]: pre-restore safety snapshots (own prefix, outside retention).
 //! - [`schedule`]: backup kinds, cron schedules in `TZ`, catch-up, the scheduler loop.
 //! - [`jobs`]: one daemon run start to finish (lock, space, backup, retention, state, alerts).
 //! - [`retention`]: grandfather-father-son retention, a pure plan and its application.
@@ -39,7 +43,9 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod definer;
 pub mod docker;
+pub mod drill;
 pub mod dump;
 pub mod health;
 pub mod jobs;
@@ -51,6 +57,7 @@ pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod snapshot;
 pub mod sql;
 pub mod state;
 pub mod target;

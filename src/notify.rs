@@ -135,10 +135,13 @@ pub struct Event {
 impl Event {
     /// One line: "selmai-backup on HOST: db backup FAILED: ...".
     pub fn title(&self) -> String {
+        let what = match self.kind {
+            Kind::Drill => "restore drill".to_owned(),
+            k => format!("{k} backup"),
+        };
         format!(
-            "selmai-backup on {}: {} backup {}",
+            "selmai-backup on {}: {what} {}",
             self.host,
-            self.kind,
             self.event.verb()
         )
     }

@@ -28,6 +28,7 @@ use crate::catalog::{self, Entry};
 use crate::codec::{BoxRead, BoxWrite, Compression};
 use crate::config::{DbSettings, Secret, Settings};
 use crate::crypto;
+use crate::definer::Definer;
 use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
 use crate::manifest::{self, EncryptionInfo, Manifest, ManifestError};
 use crate::progress::{human_bytes, Counter, MeteredReader, Reporter, SharedHash};
@@ -828,6 +829,17 @@ pub async fn apply(
     db: &DbSettings,
     into: &str,
 ) -> Result<ExecSummary, RestoreError> {
+    apply_with(source, passphrase, db, into, Definer::Keep).await
+}
+
+/// [`apply`], handling `DEFINER` clauses as `definer` says (`RESTORE_DEFINER`).
+pub async fn apply_with(
+    source: &Source,
+    passphrase: Option<&Secret>,
+    db: &DbSettings,
+    into: &str,
+    definer: Definer,
+) -> Result<ExecSummary, RestoreError> {
     let mut conn = crate::db::connect(db, None).await?;
     let (charset, collation) = match &source.manifest {
         Some(m) => (
@@ -848,7 +860,7 @@ pub async fn apply(
     }
     let (mut reader, counter, _) = open_statements(source, passphrase).await?;
     let _progress = Reporter::start("restoring", counter, source.size, Duration::from_secs(5));
-    let result = restore::execute(&mut conn, conns, &source.name, &mut reader).await;
+    let result = restore::execute(&mut conn, conns, &source.name, &mut reader, definer).await;
     let _ = conn.disconnect().await;
     result
 }

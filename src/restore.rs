@@ -13,6 +13,7 @@ use mysql_async::Conn;
 use tokio::io::AsyncRead;
 
 use crate::db::{ident, DbError};
+use crate::definer::Definer;
 use crate::sql::{SplitError, Statement, StatementReader};
 
 /// Errors while restoring.
@@ -323,11 +324,13 @@ impl Drop for Pool {
 /// (one table per connection, in file order within a table), everything else
 /// on `conn` once the loads before it have finished. With no loaders,
 /// everything runs on `conn` in file order.
+/// `DEFINER` clauses are handled as `definer` says.
 pub async fn execute<R: AsyncRead + Unpin>(
     conn: &mut Conn,
     loaders: Vec<Conn>,
     name: &str,
     reader: &mut StatementReader<R>,
+    definer: Definer,
 ) -> Result<ExecSummary, RestoreError> {
     let mut summary = ExecSummary::default();
     let mut pool = Pool {
@@ -354,6 +357,10 @@ pub async fn execute<R: AsyncRead + Unpin>(
             summary.skipped += 1;
             continue;
         }
+        let stmt = match definer.apply(&stmt.sql) {
+            Some(sql) => Statement { sql, ..stmt },
+            None => stmt,
+        };
         summary.statements += 1;
         if n == 0 {
             run(conn, &stmt).await?;

@@ -41,11 +41,14 @@ pub enum Kind {
     Config,
     /// Everything: database, configuration and uploads (`FULL_SCHEDULE`).
     Full,
+    /// A restore drill of the newest backup (`DRILL_SCHEDULE`): makes no
+    /// backup, proves the newest one restores (see [`crate::drill`]).
+    Drill,
 }
 
 impl Kind {
     /// Every kind, in the order they are listed in logs.
-    pub const ALL: [Kind; 3] = [Kind::Db, Kind::Config, Kind::Full];
+    pub const ALL: [Kind; 4] = [Kind::Db, Kind::Config, Kind::Full, Kind::Drill];
 
     /// Short name used in logs, the state file, metrics labels and alerts.
     pub fn name(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Kind {
             Kind::Db => "db",
             Kind::Config => "config",
             Kind::Full => "full",
+            Kind::Drill => "drill",
         }
     }
 
@@ -62,6 +66,7 @@ impl Kind {
             Kind::Db => "BACKUP_SCHEDULE",
             Kind::Config => "CONFIG_SCHEDULE",
             Kind::Full => "FULL_SCHEDULE",
+            Kind::Drill => "DRILL_SCHEDULE",
         }
     }
 
@@ -71,6 +76,8 @@ impl Kind {
             Kind::Db => "0 2 * * *",
             Kind::Config => "0 3 * * 0",
             Kind::Full => "0 4 1 * *",
+            // Monthly, the day after the full backup, as the runbook's manual test.
+            Kind::Drill => "0 5 2 * *",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `selmai-backup restore <FILE|latest>`: verify the whole backup, confirm,
-//! then replace the database's objects with the backup's; for a file
-//! archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and extracts it.
+//! dump the database about to be replaced (the safety snapshot, see
+//! [`crate::snapshot`]), then replace its objects with the backup's; for a
+//! file archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and
+//! extracts it.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use crate::config::Settings;
 use crate::docker::AppControl;
 use crate::pipeline;
 use crate::progress::human_bytes;
+use crate::snapshot;
 
 use super::Refused;
 
@@ -34,9 +37,14 @@ pub struct Args {
     /// With --to: extract into a directory that is not empty, replacing the files the archive holds.
     #[arg(long, requires = "to")]
     pub force: bool,
+    /// Do not dump the database to BACKUP_DIR before replacing it (the
+    /// pre-restore snapshot is what undoes a wrong restore).
+    #[arg(long)]
+    pub no_safety_snapshot: bool,
 }
 
-/// Verify, confirm, stop the labelled app containers, restore, start them again.
+/// Verify, confirm, stop the labelled app containers, take the safety
+/// snapshot, restore, start them again.
 pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
     match (&args.to, catalog::is_archive_name(&args.file)) {
         (Some(to), true) => return run_archive(&args, to, settings).await,
@@ -100,6 +108,10 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             return Err(Refused("restore cancelled; the database was not touched".into()).into());
         }
     }
+    let snapshot_wanted = !args.no_safety_snapshot
+        && snapshot::worth_taking(&db, &into)
+            .await
+            .context("not restoring, the database was not touched")?;
     // Only the app's own database is worth stopping the app for; a restore
     // into another one (to look at old data) leaves it running.
     let paused = if into == db.name {
@@ -111,8 +123,34 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     };
     // A signal must not skip the restart below (as PID 1 in a container we
     // would otherwise ignore SIGTERM and be killed by `docker stop`).
+    // The snapshot is taken with the app stopped, so that it holds the
+    // very state the restore replaces.
+    let work = async {
+        let snap = if snapshot_wanted {
+            let out = snapshot::take(settings, &targets[0], &into)
+                .await
+                .with_context(|| {
+                    format!(
+                        "safety snapshot of `{into}` failed; not restoring, the database was not touched (--no-safety-snapshot skips the snapshot)"
+                    )
+                })?;
+            eprintln!("safety snapshot of `{into}`: {}", out.file);
+            Some(out.file)
+        } else {
+            None
+        };
+        let summary = pipeline::apply_with(
+            &source,
+            settings.passphrase.as_ref(),
+            &db,
+            &into,
+            settings.restore_definer,
+        )
+        .await?;
+        Ok::<_, anyhow::Error>((snap, summary))
+    };
     let applied = tokio::select! {
-        r = pipeline::apply(&source, settings.passphrase.as_ref(), &db, &into) => r.map_err(anyhow::Error::from),
+        r = work => r,
         signal = interrupted() => Err(anyhow::anyhow!(
             "restore of {} into `{into}` interrupted by {signal}: the database may be partly restored; run the restore again",
             source.name
@@ -122,7 +160,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         Some(p) => apps.resume(p).await,
         None => Ok(()),
     };
-    let summary = applied?;
+    let (snap, summary) = applied?;
     resumed.with_context(|| {
         format!(
             "restored {} into `{into}`, but the containers stopped for it did not all start again",
@@ -135,6 +173,25 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         summary.statements,
         started.elapsed().as_secs_f64()
     );
+    if let Some(snap) = snap {
+        let into_arg = if into == db.name {
+            String::new()
+        } else {
+            format!(" --into {into}")
+        };
+        eprintln!("to undo this restore: selmai-backup restore {snap}{into_arg} --yes");
+        // Expired snapshots go only after a restore that worked, so the
+        // newest undo is never the one deleted.
+        if let Err(e) = snapshot::prune(
+            targets[0].as_ref(),
+            settings.restore_snapshot_keep_days,
+            chrono::Utc::now(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "cannot delete expired pre-restore snapshots");
+        }
+    }
     Ok(())
 }
 
@@ -195,7 +252,7 @@ async fn run_archive(args: &Args, to: &Path, settings: &Settings) -> anyhow::Res
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
+pub(super) async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::interrupt()),

@@ -73,6 +73,9 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     });
     let catch_up: Vec<_> = jobs
         .iter()
+        // A drill is not caught up: at first start there may be no backup
+        // to drill yet, and a missed monthly drill waits for the next one.
+        .filter(|j| j.kind != crate::schedule::Kind::Drill)
         .filter_map(|j| {
             let last = state.last_success(j.kind).map(|r| r.started);
             schedule::catch_up(settings.schedule.catch_up, &j.schedule, tz, last, now)

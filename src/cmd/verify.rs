@@ -1,9 +1,12 @@
 //! `selmai-backup verify <FILE|latest>`: read a backup to the end and say
-//! whether it would restore, without touching any database.
+//! whether it would restore, without touching any database; with
+//! `--restore-test`, also restore it into a scratch database and prove the
+//! data is what was dumped (see [`crate::drill`]).
 
 use crate::archive;
 use crate::catalog;
 use crate::config::Settings;
+use crate::drill;
 use crate::pipeline;
 use crate::progress::human_bytes;
 
@@ -12,6 +15,11 @@ use crate::progress::human_bytes;
 pub struct Args {
     /// A backup name in BACKUP_DIR, a path to a file, or `latest`.
     pub file: String,
+    /// Then restore it into a scratch database on the server, compare row
+    /// counts, fingerprints, views, triggers, routines and events with the
+    /// manifest, and drop the scratch database (exit 5 on a difference).
+    #[arg(long)]
+    pub restore_test: bool,
 }
 
 /// Check SHA-256 against the manifest, every encryption tag, decompression
@@ -47,5 +55,20 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             ", no manifest"
         }
     );
+    if !args.restore_test {
+        return Ok(());
+    }
+    let db = settings.db()?;
+    let scratch = drill::scratch_name();
+    let drilled = tokio::select! {
+        r = drill::run(&source, settings.passphrase.as_ref(), &db, &scratch, settings.restore_definer) => r?,
+        signal = super::restore::interrupted() => {
+            // The drill future is gone: drop its scratch database before exiting.
+            drill::discard(&db, &scratch).await?;
+            anyhow::bail!("restore test of {} interrupted by {signal}; scratch database `{scratch}` dropped", source.name);
+        }
+    };
+    println!("{drilled}");
+    drilled.into_result()?;
     Ok(())
 }

@@ -6,6 +6,7 @@ mod archive;
 mod bucket;
 mod cli;
 mod daemon;
+mod drill;
 mod encryption;
 mod failures;
 mod harness;
