@@ -297,13 +297,7 @@ impl Jobs {
                 let outcome =
                     pipeline::backup_archive(&self.settings, &self.targets, ArchiveKind::Config)
                         .await?;
-                let changed: Vec<String> = outcome
-                    .manifest
-                    .files
-                    .iter()
-                    .filter(|f| f.changed)
-                    .map(|f| format!("{} changed while it was archived", f.path))
-                    .collect();
+                let changed = outcome.manifest.changed_file_warnings();
                 let mut done = self.done(outcome);
                 done.warnings.extend(changed);
                 done.warnings.extend(self.prune(kind).await);

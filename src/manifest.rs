@@ -241,6 +241,15 @@ impl Manifest {
         }
     }
 
+    /// One warning per archived file that changed while it was being read.
+    pub fn changed_file_warnings(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|f| f.changed)
+            .map(|f| format!("{} changed while it was archived", f.path))
+            .collect()
+    }
+
     /// Serialise (pretty, stable field order).
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("manifest serialises");

@@ -412,7 +412,7 @@ async fn run(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreError> {
 
 /// `USE x` or `CREATE DATABASE x`/`CREATE SCHEMA x` (possibly after comments).
 pub fn selects_database(sql: &[u8]) -> bool {
-    let words = leading_words(sql, 2);
+    let words = tokens(sql, 2);
     match words.as_slice() {
         [w, ..] if w.eq_ignore_ascii_case("use") => true,
         [c, d]
@@ -423,43 +423,6 @@ pub fn selects_database(sql: &[u8]) -> bool {
         }
         _ => false,
     }
-}
-
-/// The first `n` words of a statement, skipping whitespace and plain comments.
-fn leading_words(sql: &[u8], n: usize) -> Vec<String> {
-    let mut rest = sql;
-    let mut words = Vec::new();
-    while words.len() < n {
-        let t = rest
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(rest.len());
-        rest = &rest[t..];
-        if rest.starts_with(b"/*") && !rest.starts_with(b"/*!") && !rest.starts_with(b"/*M!") {
-            match rest.windows(2).position(|w| w == b"*/") {
-                Some(p) => rest = &rest[p + 2..],
-                None => break,
-            }
-            continue;
-        }
-        if rest.starts_with(b"#") || rest.starts_with(b"-- ") {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(p) => rest = &rest[p + 1..],
-                None => break,
-            }
-            continue;
-        }
-        let end = rest
-            .iter()
-            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-            .unwrap_or(rest.len());
-        if end == 0 {
-            break;
-        }
-        words.push(String::from_utf8_lossy(&rest[..end]).into_owned());
-        rest = &rest[end..];
-    }
-    words
 }
 
 #[cfg(test)]

@@ -71,13 +71,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             error: "no bucket target was written".into(),
         },
     };
-    let warnings: Vec<String> = outcome
-        .manifest
-        .files
-        .iter()
-        .filter(|f| f.changed)
-        .map(|f| format!("{} changed while it was archived", f.path))
-        .collect();
+    let warnings = outcome.manifest.changed_file_warnings();
     for w in &warnings {
         eprintln!("warning: {w}");
     }
