@@ -69,6 +69,17 @@ pub struct TargetFailure {
     pub error: TargetError,
 }
 
+/// A secondary target failed: log it and record it; the backup goes on.
+fn record_secondary(
+    failures: &mut Vec<TargetFailure>,
+    target: &'static str,
+    error: TargetError,
+    what: &str,
+) {
+    tracing::warn!(target, error = %error, "{what}");
+    failures.push(TargetFailure { target, error });
+}
+
 /// What a successful backup produced.
 #[derive(Debug)]
 pub struct BackupOutcome {
@@ -239,11 +250,7 @@ where
                 return Err(e.into());
             }
             Err(e) => {
-                tracing::warn!(target = t.label(), error = %e, "cannot start the off-site copy");
-                failed.push(TargetFailure {
-                    target: t.label(),
-                    error: e,
-                });
+                record_secondary(&mut failed, t.label(), e, "cannot start the off-site copy");
                 uploads.push(None);
             }
         }
@@ -345,13 +352,12 @@ async fn publish<T>(
                 abort_all(uploads).await;
                 return Err(e.into());
             }
-            Err(e) => {
-                tracing::warn!(target = t.label(), error = %e, "off-site copy failed; the local backup is kept");
-                failed.push(TargetFailure {
-                    target: t.label(),
-                    error: e,
-                });
-            }
+            Err(e) => record_secondary(
+                &mut failed,
+                t.label(),
+                e,
+                "off-site copy failed; the local backup is kept",
+            ),
         }
     }
     Ok((stored_on, failed))
@@ -500,11 +506,12 @@ async fn store(
                         failures,
                     };
                 }
-                tracing::warn!(target = label, error = %err, "off-site copy failed; continuing with the local backup");
-                failures.push(TargetFailure {
-                    target: label,
-                    error: err,
-                });
+                record_secondary(
+                    &mut failures,
+                    label,
+                    err,
+                    "off-site copy failed; continuing with the local backup",
+                );
             }
         }
     }

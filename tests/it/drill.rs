@@ -9,7 +9,6 @@
 //! reported by `health` without making it fail.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use selmai_backup::definer::Definer;
@@ -101,35 +100,15 @@ async fn drill_passes_on_the_corner_cases() {
 /// its SQL, then refresh size and SHA-256 in its manifest.
 fn tamper(dir: &Path, file: &str, from: &str, to: &str) {
     let path = dir.join(file);
-    let out = Command::new("gzip")
-        .arg("-dc")
-        .arg(&path)
-        .output()
-        .expect("running gzip -dc");
-    assert!(out.status.success());
-    let sql = String::from_utf8(out.stdout).unwrap();
+    let sql = String::from_utf8(tool::gunzip(&path)).unwrap();
     assert_eq!(sql.matches(from).count(), 1, "{from:?} must occur once");
-    let sql = sql.replace(from, to);
-    let mut gz = Command::new("gzip")
-        .arg("-c")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = gz.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.write_all(sql.as_bytes()).unwrap();
-    });
-    let out = gz.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(out.status.success());
-    std::fs::write(&path, &out.stdout).unwrap();
+    let gz = tool::gzip(sql.replace(from, to).as_bytes());
+    std::fs::write(&path, &gz).unwrap();
 
     let mpath = dir.join(selmai_backup::manifest::name_for(file));
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-    m["size"] = out.stdout.len().into();
-    m["sha256"] = hex::encode(Sha256::digest(&out.stdout)).into();
+    m["size"] = gz.len().into();
+    m["sha256"] = hex::encode(Sha256::digest(&gz)).into();
     std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 

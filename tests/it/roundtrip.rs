@@ -4,8 +4,7 @@
 //! into the same name after a DROP, our files read by the stock client, and
 //! files of the old `mariadb-dump | gzip` script read by our restore.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use rstest::rstest;
 
@@ -134,12 +133,6 @@ async fn every_compression_round_trips(#[case] compression: &str) {
     assert_same_database(&src, &dst);
 }
 
-fn gunzip(path: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("gunzip").arg("-c").arg(path).output().unwrap();
-    assert!(out.status.success(), "gunzip -c {} failed", path.display());
-    out.stdout
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stock_client_restores_our_backups() {
     let src = TestDb::new("rt_stock_src");
@@ -149,7 +142,7 @@ async fn the_stock_client_restores_our_backups() {
     let out = tool::backup(&src.name, dir.path()).await;
     let dst = TestDb::new("rt_stock_dst");
     // gunzip -c FILE | mariadb DB
-    dst.load_sql(gunzip(&dir.path().join(&out.file)));
+    dst.load_sql(tool::gunzip(&dir.path().join(&out.file)));
     assert_same_database(&src, &dst);
 }
 
@@ -182,23 +175,12 @@ async fn our_restore_reads_the_old_scripts_mariadb_dump_gzip_files() {
         String::from_utf8_lossy(&dump.stderr)
     );
     let file = dir.path().join("selmai_backup_20250120_020000.sql.gz");
-    let mut gz = Command::new("gzip")
-        .arg("-c")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = gz.stdin.take().unwrap();
-    let data = dump.stdout.clone();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let gzipped = gz.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    std::fs::write(&file, gzipped.stdout).unwrap();
+    std::fs::write(&file, tool::gzip(&dump.stdout)).unwrap();
 
     let ours = TestDb::new("rt_legacy_ours");
     tool::restore(dir.path(), "latest", &ours.name).await;
     let stock = TestDb::new("rt_legacy_stock");
-    stock.load_sql(gunzip(&file));
+    stock.load_sql(tool::gunzip(&file));
     assert_same_database(&stock, &ours);
     assert_same_database(&src, &ours);
 }

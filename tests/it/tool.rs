@@ -190,3 +190,33 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
 }
+
+/// `bytes` compressed by the stock `gzip -c`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running gzip");
+    let mut stdin = gz.stdin.take().unwrap();
+    let data = bytes.to_vec();
+    // Feed stdin from a thread: gzip's output fills the pipe meanwhile.
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = gz.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "gzip -c failed");
+    out.stdout
+}
+
+/// The content of `path` as the stock `gunzip -c` reads it.
+pub fn gunzip(path: &Path) -> Vec<u8> {
+    let out = Command::new("gunzip")
+        .arg("-c")
+        .arg(path)
+        .output()
+        .expect("running gunzip");
+    assert!(out.status.success(), "gunzip -c {} failed", path.display());
+    out.stdout
+}
