@@ -103,15 +103,20 @@ fn is_word(s: &str) -> bool {
 /// How a statement may be scheduled when a restore runs on several connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Part of loading one table (`DROP`/`CREATE`/`ALTER TABLE t`, `INSERT
-    /// INTO t`): runs in order on the connection that loads `t`, in parallel
-    /// with other tables.
+    /// A table's definition (`DROP`/`CREATE`/`ALTER TABLE t`): runs in
+    /// order on the connection that owns `t`, in parallel with other tables,
+    /// once every row sent for `t` before it is in.
     Table(String),
-    /// `SET @selmai_vN`: a large value being assembled for the next INSERT;
-    /// goes to the connection of the table being loaded.
+    /// Rows of a table (`INSERT`/`REPLACE INTO t`): on the connection that
+    /// owns `t`, or on any connection once `t` exists when it has a primary
+    /// key (the rows' order then cannot change the table).
+    Rows(String),
+    /// `SET @selmai_vN`: a large value being assembled for the next INSERT,
+    /// or freed after it; runs on the connection of that INSERT.
     LargeValue,
-    /// A session setting (`SET NAMES`, `SET FOREIGN_KEY_CHECKS` ...): every
-    /// connection runs it.
+    /// A session setting (`SET NAMES`, `SET FOREIGN_KEY_CHECKS` ...) or
+    /// transaction control (`COMMIT`): every connection runs it, in order
+    /// with what it was sent before.
     Session,
     /// `LOCK TABLES` / `UNLOCK TABLES` of mariadb-dump files: a speed-up for
     /// one connection that would block the others; skipped.
@@ -129,13 +134,21 @@ pub fn route(sql: &[u8]) -> Route {
     match t.as_slice() {
         [set, var, ..] if eq(set, "SET") && var.starts_with("@selmai_v") => Route::LargeValue,
         [set, ..] if eq(set, "SET") => Route::Session,
+        [verb, ..] if eq(verb, "COMMIT") || eq(verb, "ROLLBACK") => Route::Session,
+        // Not `BEGIN NOT ATOMIC ... END`, a compound statement.
+        [begin] | [begin, _] if eq(begin, "BEGIN") && t.get(1).is_none_or(|w| eq(w, "WORK")) => {
+            Route::Session
+        }
+        [start, transaction, ..] if eq(start, "START") && eq(transaction, "TRANSACTION") => {
+            Route::Session
+        }
         [lock, tables, ..] if (eq(lock, "LOCK") || eq(lock, "UNLOCK")) && eq(tables, "TABLES") => {
             Route::Skip
         }
         [insert, into, table, ..]
             if (eq(insert, "INSERT") || eq(insert, "REPLACE")) && eq(into, "INTO") =>
         {
-            Route::Table(table.to_string())
+            Route::Rows(table.to_string())
         }
         [drop, table, if_, exists, name, ..]
             if eq(drop, "DROP") && eq(table, "TABLE") && eq(if_, "IF") && eq(exists, "EXISTS") =>
@@ -255,6 +268,8 @@ impl Worker {
 /// Workers that load tables in parallel, and what they report when one stops.
 struct Pool {
     workers: Vec<Worker>,
+    /// Where [`Pool::idlest`] starts looking.
+    turn: usize,
 }
 
 impl Pool {
@@ -279,6 +294,34 @@ impl Pool {
             return Err(self.failure(i).await);
         }
         Ok(())
+    }
+
+    /// Wait until worker `i` has run everything sent to it.
+    async fn drain(&mut self, i: usize) -> Result<(), RestoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(i, Job::Barrier(tx)).await?;
+        if rx.await.is_err() {
+            return Err(self.failure(i).await);
+        }
+        Ok(())
+    }
+
+    /// The worker with the shortest queue (the first of equals after the
+    /// last one chosen, so that idle workers take turns).
+    fn idlest(&mut self) -> usize {
+        let n = self.workers.len();
+        let start = self.turn;
+        let best = (0..n)
+            .map(|k| (start + k) % n)
+            .max_by_key(|&i| {
+                (
+                    self.workers[i].tx.capacity(),
+                    std::cmp::Reverse((i + n - start) % n),
+                )
+            })
+            .unwrap_or(0);
+        self.turn = (best + 1) % n;
+        best
     }
 
     /// Wait until every worker has run everything sent to it.
@@ -320,10 +363,27 @@ impl Drop for Pool {
     }
 }
 
-/// Run every statement from `reader`: table loads in parallel on `loaders`
-/// (one table per connection, in file order within a table), everything else
-/// on `conn` once the loads before it have finished. With no loaders,
-/// everything runs on `conn` in file order.
+/// How one table's statements are spread over the loaders.
+struct Load {
+    /// The connection that runs its definition, and its rows when not split.
+    home: usize,
+    /// Its rows may go to any connection: it has a primary key, so the
+    /// order they are inserted in cannot show.
+    split: bool,
+    /// Rows were sent to other connections than `home` since its last
+    /// definition statement.
+    spread: bool,
+}
+
+/// Run every statement from `reader`: table loads in parallel on `loaders`,
+/// everything else on `conn` once the loads before it have finished. With
+/// no loaders, everything runs on `conn` in file order.
+///
+/// A table's definition runs on one loader; its rows go to the same loader,
+/// in file order, unless the table has a primary key: then, once the table
+/// exists, each INSERT goes to the loader with the shortest queue, so that
+/// a large table keeps every connection busy. The next definition statement
+/// of that table (`ENABLE KEYS` ...) waits for all of its rows.
 /// `DEFINER` clauses are handled as `definer` says.
 pub async fn execute<R: AsyncRead + Unpin>(
     conn: &mut Conn,
@@ -335,11 +395,17 @@ pub async fn execute<R: AsyncRead + Unpin>(
     let mut summary = ExecSummary::default();
     let mut pool = Pool {
         workers: loaders.into_iter().map(Worker::spawn).collect(),
+        turn: 0,
     };
     let n = pool.workers.len();
-    let mut table_worker: std::collections::HashMap<String, usize> =
-        std::collections::HashMap::new();
-    let mut current = 0usize;
+    let mut tables: std::collections::HashMap<String, Load> = std::collections::HashMap::new();
+    // The table of the last definition or rows statement.
+    let mut current: Option<String> = None;
+    // The loader holding a large value for the next INSERT, and the one
+    // that ran the last INSERT (whose large values are freed after it).
+    let mut pending: Option<usize> = None;
+    let mut last_rows = 0usize;
+    let mut transactions = Transactions::default();
     while let Some(stmt) = reader
         .next()
         .await
@@ -372,13 +438,84 @@ pub async fn execute<R: AsyncRead + Unpin>(
                 summary.skipped += 1;
             }
             Route::Table(t) => {
-                let next = table_worker.len() % n;
-                current = *table_worker.entry(t).or_insert(next);
-                pool.send(current, Job::Run(stmt)).await?;
+                let load = match tables.get_mut(&t) {
+                    Some(load) => load,
+                    None => tables.entry(t.clone()).or_insert(Load {
+                        home: pool.idlest(),
+                        split: false,
+                        spread: false,
+                    }),
+                };
+                if load.spread {
+                    pool.barrier().await?;
+                    load.spread = false;
+                }
+                if is_create_table(&stmt.sql) {
+                    load.split = rows_unordered(&stmt.sql);
+                }
+                pool.send(load.home, Job::Run(stmt)).await?;
+                current = Some(t);
             }
-            Route::LargeValue => pool.send(current, Job::Run(stmt)).await?,
+            Route::Rows(t) => {
+                let load = match tables.get_mut(&t) {
+                    Some(load) => load,
+                    None => tables.entry(t.clone()).or_insert(Load {
+                        home: pool.idlest(),
+                        split: false,
+                        spread: false,
+                    }),
+                };
+                let w = if load.split && transactions.autocommit() {
+                    if !load.spread {
+                        // Its CREATE TABLE must have run before any other
+                        // connection inserts.
+                        pool.drain(load.home).await?;
+                        load.spread = true;
+                    }
+                    pending.take().unwrap_or_else(|| pool.idlest())
+                } else {
+                    match pending.take() {
+                        // A large value was assembled on another connection
+                        // than the table's (a file whose rows follow another
+                        // table's without a definition in between): run this
+                        // INSERT there, alone, to keep the rows in order.
+                        Some(w) if w != load.home => {
+                            pool.barrier().await?;
+                            pool.send(w, Job::Run(stmt)).await?;
+                            pool.barrier().await?;
+                            last_rows = w;
+                            current = Some(t);
+                            continue;
+                        }
+                        _ => load.home,
+                    }
+                };
+                pool.send(w, Job::Run(stmt)).await?;
+                last_rows = w;
+                current = Some(t);
+            }
+            Route::LargeValue if frees_value(&stmt.sql) && pending.is_none() => {
+                pool.send(last_rows, Job::Run(stmt)).await?
+            }
+            Route::LargeValue => {
+                let w = match pending {
+                    Some(w) => w,
+                    None => {
+                        let w = match current.as_ref().and_then(|t| tables.get(t)) {
+                            Some(load) if load.spread => pool.idlest(),
+                            Some(load) => load.home,
+                            None => 0,
+                        };
+                        pending = Some(w);
+                        w
+                    }
+                };
+                pool.send(w, Job::Run(stmt)).await?
+            }
             Route::Session => {
-                pool.barrier().await?;
+                transactions.follow(&stmt.sql);
+                // Each connection runs its statements in order, so the
+                // setting applies from here on everywhere without waiting.
                 run(conn, &stmt).await?;
                 for i in 0..n {
                     pool.send(i, Job::Run(stmt.clone())).await?;
@@ -392,6 +529,104 @@ pub async fn execute<R: AsyncRead + Unpin>(
     }
     pool.finish().await?;
     Ok(summary)
+}
+
+/// Whether the restore's sessions commit each statement. Rows inserted in
+/// a transaction stay locked until it commits (InnoDB even locks a whole
+/// empty table for a transaction's first insert), so they are not spread
+/// over connections: the ones waiting would wait for a `COMMIT` queued
+/// behind them.
+#[derive(Debug, Default)]
+struct Transactions {
+    /// `SET autocommit=0` is in force.
+    manual: bool,
+    /// `BEGIN` / `START TRANSACTION` without its `COMMIT` yet.
+    open: bool,
+    /// `manual` when `@OLD_AUTOCOMMIT` was saved.
+    saved: bool,
+}
+
+fn position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    position(haystack, needle).is_some()
+}
+
+impl Transactions {
+    fn autocommit(&self) -> bool {
+        !self.manual && !self.open
+    }
+
+    /// Take note of a session statement.
+    fn follow(&mut self, sql: &[u8]) {
+        let t = tokens(sql, 2);
+        let first = t.first().map(|w| w.to_ascii_uppercase());
+        match first.as_deref() {
+            Some("BEGIN" | "START") => self.open = true,
+            Some("COMMIT" | "ROLLBACK") => self.open = false,
+            Some("SET") => {
+                let text: Vec<u8> = sql
+                    .iter()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .map(u8::to_ascii_lowercase)
+                    .collect();
+                // mariadb-dump --no-autocommit: `SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT,
+                // @@AUTOCOMMIT=0` before a table's rows, `SET
+                // AUTOCOMMIT=@OLD_AUTOCOMMIT` after them.
+                if contains(&text, b"=@@autocommit") {
+                    self.saved = self.manual;
+                }
+                let mut rest = &text[..];
+                while let Some(p) = position(rest, b"autocommit=") {
+                    rest = &rest[p + b"autocommit=".len()..];
+                    if rest.starts_with(b"0") || rest.starts_with(b"off") {
+                        self.manual = true;
+                    } else if rest.starts_with(b"1") || rest.starts_with(b"on") {
+                        self.manual = false;
+                    } else if rest.starts_with(b"@old_autocommit") {
+                        self.manual = self.saved;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `CREATE TABLE` (possibly after comments).
+fn is_create_table(sql: &[u8]) -> bool {
+    let t = tokens(sql, 2);
+    matches!(t.as_slice(), [c, tb] if c.eq_ignore_ascii_case("CREATE") && tb.eq_ignore_ascii_case("TABLE"))
+}
+
+/// Whether the order rows are inserted in cannot show in a table: an
+/// InnoDB table (stored in primary key order) with a primary key. Reads
+/// `CREATE TABLE` as `SHOW CREATE TABLE` writes it, which is what we and
+/// mariadb-dump store: the key on a line of its own starting with
+/// `PRIMARY KEY (` (no column definition or comment can start a line so),
+/// the engine on the last line. A table without a key, or on an engine that
+/// stores rows in insertion order (MyISAM, Aria), keeps file order.
+fn rows_unordered(sql: &[u8]) -> bool {
+    let mut lines = sql.split(|&b| b == b'\n');
+    let key = lines
+        .clone()
+        .any(|line| line.trim_ascii_start().starts_with(b"PRIMARY KEY ("));
+    let innodb = lines.next_back().is_some_and(|last| {
+        last.windows(b" ENGINE=InnoDB".len())
+            .any(|w| w.eq_ignore_ascii_case(b" ENGINE=InnoDB"))
+    });
+    key && innodb
+}
+
+/// `SET @selmai_vN = NULL`: frees a large value after its INSERT.
+fn frees_value(sql: &[u8]) -> bool {
+    sql.trim_ascii_end()
+        .strip_suffix(b";")
+        .unwrap_or(sql.trim_ascii_end())
+        .trim_ascii_end()
+        .ends_with(b"= NULL")
 }
 
 async fn run(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreError> {
@@ -431,8 +666,14 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case("INSERT INTO `t` (`a`) VALUES (1)", Route::Table("t".into()))]
-    #[case("INSERT INTO t VALUES (1)", Route::Table("t".into()))]
+    #[case("INSERT INTO `t` (`a`) VALUES (1)", Route::Rows("t".into()))]
+    #[case("INSERT INTO t VALUES (1)", Route::Rows("t".into()))]
+    #[case("REPLACE INTO t VALUES (1)", Route::Rows("t".into()))]
+    #[case("COMMIT", Route::Session)]
+    #[case("commit", Route::Session)]
+    #[case("START TRANSACTION", Route::Session)]
+    #[case("BEGIN", Route::Session)]
+    #[case("BEGIN NOT ATOMIC SELECT 1; END", Route::Barrier)]
     #[case("DROP TABLE IF EXISTS `we``ird`", Route::Table("we`ird".into()))]
     #[case("CREATE TABLE `t` (\n a int)", Route::Table("t".into()))]
     #[case("/*!40000 ALTER TABLE `t` DISABLE KEYS */", Route::Table("t".into()))]
@@ -457,9 +698,56 @@ mod tests {
         Route::Barrier
     )]
     #[case("DO SETVAL(`s`, 5, 0)", Route::Barrier)]
-    #[case("-- comment\nINSERT INTO `t` VALUES (1)", Route::Table("t".into()))]
+    #[case("-- comment\nINSERT INTO `t` VALUES (1)", Route::Rows("t".into()))]
     fn routes(#[case] sql: &str, #[case] want: Route) {
         assert_eq!(route(sql.as_bytes()), want);
+    }
+
+    #[rstest]
+    #[case("CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4", true)]
+    #[case("CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`),\n  KEY `a` (`id`)\n) ENGINE=InnoDB AUTO_INCREMENT=5", true)]
+    #[case("CREATE TABLE `t` (\n  `id` int(11) NOT NULL\n) ENGINE=InnoDB", false)]
+    #[case(
+        "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=MyISAM",
+        false
+    )]
+    #[case("CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=Aria PAGE_CHECKSUM=1", false)]
+    #[case("CREATE TABLE `t` (\n  `id` int(11) NOT NULL COMMENT 'PRIMARY KEY (id)',\n  UNIQUE KEY `u` (`id`)\n) ENGINE=InnoDB", false)]
+    #[case(
+        "CREATE TABLE `t` (\n  `c` varchar(9) COMMENT ') ENGINE=InnoDB'\n) ENGINE=MyISAM",
+        false
+    )]
+    fn rows_may_be_spread_only_when_their_order_cannot_show(#[case] sql: &str, #[case] want: bool) {
+        assert_eq!(rows_unordered(sql.as_bytes()), want);
+    }
+
+    #[rstest]
+    #[case(&[], true)]
+    #[case(&["set autocommit=0"], false)]
+    #[case(&["SET autocommit = 0", "COMMIT"], false)]
+    #[case(&["set autocommit=0", "commit", "SET AUTOCOMMIT=1"], true)]
+    #[case(&["SET SESSION autocommit=OFF"], false)]
+    #[case(&["START TRANSACTION"], false)]
+    #[case(&["BEGIN", "COMMIT"], true)]
+    #[case(&["SET NAMES utf8mb4", "SET @a = 'autocommit=0'"], false)]
+    #[case(&["SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT, @@AUTOCOMMIT=0"], false)]
+    #[case(&["SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT, @@AUTOCOMMIT=0", "commit", "SET AUTOCOMMIT=@OLD_AUTOCOMMIT"], true)]
+    #[case(&["SET autocommit=0", "SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT, @@AUTOCOMMIT=0", "SET AUTOCOMMIT=@OLD_AUTOCOMMIT"], false)]
+    fn rows_are_spread_only_outside_transactions(#[case] stmts: &[&str], #[case] want: bool) {
+        let mut t = Transactions::default();
+        for s in stmts {
+            t.follow(s.as_bytes());
+        }
+        assert_eq!(t.autocommit(), want);
+    }
+
+    #[rstest]
+    #[case("SET @selmai_v3 = NULL;", true)]
+    #[case("SET @selmai_v3 = NULL", true)]
+    #[case("SET @selmai_v3 = 0x4e554c4c", false)]
+    #[case("SET @selmai_v3 = CONCAT(@selmai_v3, 'x = NULL')", false)]
+    fn freeing_a_large_value(#[case] sql: &str, #[case] want: bool) {
+        assert_eq!(frees_value(sql.as_bytes()), want);
     }
 
     #[rstest]

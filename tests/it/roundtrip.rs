@@ -251,3 +251,82 @@ async fn a_failing_statement_is_named_even_on_a_parallel_loader() {
         "0"
     );
 }
+
+/// A restore spreads the rows of an InnoDB table with a primary key over
+/// several connections; every other table keeps the order of the file,
+/// which `mariadb-dump` (no ORDER BY) would show if it changed. Small
+/// statements and small large-value chunks make many INSERTs per table and
+/// many values assembled in user variables, each of which must reach the
+/// connection of its INSERT.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_spread_over_connections_leave_every_table_identical() {
+    let src = TestDb::new("rt_spread_src");
+    src.exec(
+        "CREATE TABLE keyed (id INT PRIMARY KEY, note VARCHAR(40), payload BLOB) ENGINE=InnoDB;
+         INSERT INTO keyed SELECT seq, CONCAT('row ', seq), IF(seq % 7 = 0, REPEAT(CHAR(65 + seq % 26), 5000), NULL) FROM seq_1_to_3000;
+         CREATE TABLE heap (n INT, note VARCHAR(40)) ENGINE=InnoDB;
+         INSERT INTO heap SELECT (seq * 7919) % 3001, CONCAT('heap ', seq) FROM seq_1_to_3000;
+         CREATE TABLE flat (id INT PRIMARY KEY, note VARCHAR(40)) ENGINE=MyISAM;
+         INSERT INTO flat SELECT seq, CONCAT('flat ', seq) FROM seq_1_to_3000;
+         DELETE FROM flat WHERE id % 3 = 0;
+         INSERT INTO flat SELECT seq + 3000, 'refill' FROM seq_1_to_1000;
+         CREATE TABLE after_all (id INT PRIMARY KEY) ENGINE=InnoDB;
+         INSERT INTO after_all VALUES (1), (2);
+         CREATE VIEW counted AS SELECT COUNT(*) AS n FROM keyed;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let s = tool::settings(&src.name, dir.path(), &[]);
+    let small = selmai_backup::dump::DumpOptions {
+        statement_bytes: 4096,
+        large_value_bytes: 1024,
+        ..Default::default()
+    };
+    selmai_backup::pipeline::backup_db(
+        &s,
+        &tool::volume(dir.path()),
+        &small,
+        &selmai_backup::dump::NoHooks,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("backup failed: {e}"));
+    let dst = TestDb::new("rt_spread_dst");
+    tool::restore(dir.path(), "latest", &dst.name).await;
+    assert_same_database(&src, &dst);
+}
+
+/// `mariadb-dump --no-autocommit` wraps each table's rows in `SET
+/// autocommit=0` ... `COMMIT`: every connection that loaded rows must
+/// commit them, or they vanish when it disconnects.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_dump_no_autocommit_files_keep_every_row() {
+    let src = TestDb::new("rt_noauto_src");
+    src.load_sakila();
+    let env = db_env();
+    let dump = Command::new("mariadb-dump")
+        .args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "--single-transaction",
+            "--no-autocommit",
+            "--net-buffer-length=16384",
+        ])
+        .arg(format!("-h{}", env.host))
+        .arg(format!("-P{}", env.port))
+        .arg(format!("-u{}", env.user))
+        .arg(&src.name)
+        .env("MYSQL_PWD", &env.password)
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("selmai_backup_20250120_020000.sql.gz");
+    std::fs::write(&file, tool::gzip(&dump.stdout)).unwrap();
+    let ours = TestDb::new("rt_noauto_ours");
+    tool::restore(dir.path(), "latest", &ours.name).await;
+    assert_eq!(row_counts(&ours.name), row_counts(&src.name));
+    assert_eq!(checksums(&ours.name), checksums(&src.name));
+}
