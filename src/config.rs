@@ -168,6 +168,7 @@ pub struct EnvConfig {
     retention_daily: Option<u32>,
     retention_weekly: Option<u32>,
     retention_monthly: Option<u32>,
+    retention_full_monthly: Option<u32>,
     health_max_age_hours: Option<u64>,
     health_min_free_mb: Option<u64>,
     notify_on_success: Option<bool>,
@@ -190,6 +191,7 @@ pub struct EnvConfig {
     config_prefix: Option<String>,
     uploads_paths: Option<String>,
     uploads_prefix: Option<String>,
+    full_prefix: Option<String>,
     restore_snapshot_keep_days: Option<u32>,
     restore_definer: Option<String>,
 }
@@ -234,11 +236,13 @@ pub const KNOWN: &[&str] = &[
     "CONFIG_PREFIX",
     "UPLOADS_PATHS",
     "UPLOADS_PREFIX",
+    "FULL_PREFIX",
     "DRILL_SCHEDULE",
     "BACKUP_CATCH_UP",
     "RETENTION_DAILY",
     "RETENTION_WEEKLY",
     "RETENTION_MONTHLY",
+    "RETENTION_FULL_MONTHLY",
     "HEALTH_MAX_AGE_HOURS",
     "HEALTH_MIN_FREE_MB",
     "NOTIFY_ON_SUCCESS",
@@ -425,8 +429,14 @@ pub struct Settings {
     pub log: LogSettings,
     /// Schedules and time zone.
     pub schedule: ScheduleSettings,
-    /// Retention (`RETENTION_*`).
+    /// Retention of database backups and archives (`RETENTION_DAILY`,
+    /// `_WEEKLY`, `_MONTHLY`).
     pub retention: Policy,
+    /// Retention of full backups: the newest set of each of the last N
+    /// months (`RETENTION_FULL_MONTHLY`, default 3).
+    pub full_retention: Policy,
+    /// File-name prefix of full backups (`FULL_PREFIX`, default `selmai_full`).
+    pub full_prefix: String,
     /// Health check thresholds.
     pub health: HealthSettings,
     /// Alerts.
@@ -601,14 +611,18 @@ impl TryFrom<EnvConfig> for Settings {
             paths: path_list(e.uploads_paths.as_deref().unwrap_or("/data/uploads")),
             exclude: Vec::new(),
         };
-        for (name, p) in [
+        let full_prefix = file_prefix("FULL_PREFIX", e.full_prefix, "selmai_full")?;
+        let kinds = [
+            ("BACKUP_PREFIX", &prefix),
             ("CONFIG_PREFIX", &config_archive.prefix),
             ("UPLOADS_PREFIX", &uploads_archive.prefix),
-        ] {
-            if p == &prefix {
+            ("FULL_PREFIX", &full_prefix),
+        ];
+        for (i, (name, p)) in kinds.iter().enumerate() {
+            if let Some((other, _)) = kinds[..i].iter().find(|(_, q)| q == p) {
                 return Err(ConfigError::Invalid {
                     name,
-                    detail: format!("{p:?} is BACKUP_PREFIX too: give each kind its own prefix"),
+                    detail: format!("{p:?} is {other} too: give each kind its own prefix"),
                 });
             }
         }
@@ -618,6 +632,7 @@ impl TryFrom<EnvConfig> for Settings {
             ("BACKUP_PREFIX", &prefix),
             ("CONFIG_PREFIX", &config_archive.prefix),
             ("UPLOADS_PREFIX", &uploads_archive.prefix),
+            ("FULL_PREFIX", &full_prefix),
         ] {
             if p == crate::snapshot::PREFIX {
                 return Err(ConfigError::Invalid {
@@ -699,6 +714,11 @@ impl TryFrom<EnvConfig> for Settings {
             daily: e.retention_daily.unwrap_or(defaults.daily),
             weekly: e.retention_weekly.unwrap_or(defaults.weekly),
             monthly: e.retention_monthly.unwrap_or(defaults.monthly),
+        };
+        let full_retention = Policy {
+            daily: 0,
+            weekly: 0,
+            monthly: e.retention_full_monthly.unwrap_or(3),
         };
         let restore_snapshot_keep_days = e.restore_snapshot_keep_days.unwrap_or(7);
         if restore_snapshot_keep_days == 0 {
@@ -841,6 +861,8 @@ impl TryFrom<EnvConfig> for Settings {
             },
             schedule,
             retention,
+            full_retention,
+            full_prefix,
             health,
             notify,
             metrics_listen,

@@ -28,10 +28,11 @@ use crate::catalog::{self, DirLock, LockError};
 use crate::config::Settings;
 use crate::drill::{self, DrillError};
 use crate::dump::{DumpOptions, NoHooks};
+use crate::full::{self, FullError};
 use crate::health::{self, SpaceError};
 use crate::metrics::Metrics;
 use crate::notify::{Event, EventKind, Notifier};
-use crate::pipeline::{self, BackupError, BackupOutcome, LocateError};
+use crate::pipeline::{self, BackupError, BackupOutcome, LocateError, TargetFailure};
 use crate::restore::RestoreError;
 use crate::retention;
 use crate::schedule::{Due, Kind, Runner, Trigger};
@@ -66,9 +67,9 @@ pub enum JobError {
     /// The restore drill failed or found differences.
     #[error(transparent)]
     Drill(#[from] DrillError),
-    /// This build has no job for the kind.
-    #[error("{0} backups are not implemented in this build")]
-    NotImplemented(Kind),
+    /// The full backup failed (none of it was kept).
+    #[error(transparent)]
+    Full(#[from] FullError),
 }
 
 /// The error and its sources on one line, skipping a source whose text is
@@ -85,15 +86,6 @@ pub fn error_line(e: &(dyn StdError + 'static)) -> String {
         cur = s.source();
     }
     out
-}
-
-/// The kinds this build can back up; the scheduler schedules only these.
-pub fn implemented(kind: Kind) -> bool {
-    match kind {
-        Kind::Db | Kind::Config | Kind::Drill => true,
-        // One arm here and one in `Jobs::backup` when it exists.
-        Kind::Full => false,
-    }
 }
 
 /// What a successful run produced, before it is recorded.
@@ -326,19 +318,42 @@ impl Jobs {
                     warnings: Vec::new(),
                 })
             }
-            Kind::Full => Err(JobError::NotImplemented(kind)),
+            Kind::Full => {
+                let o = full::backup(
+                    &self.settings,
+                    &self.targets,
+                    &DumpOptions::default(),
+                    &NoHooks,
+                )
+                .await?;
+                let mut done = self.done_of(o.set, o.manifest.size(), &o.stored, &o.failed);
+                done.warnings.extend(o.warnings);
+                done.warnings.extend(self.prune(kind).await);
+                Ok(done)
+            }
         }
     }
 
     fn done(&self, o: BackupOutcome) -> Done {
-        let mut warnings: Vec<String> = o
-            .failed
+        self.done_of(o.file, o.manifest.size, &o.stored, &o.failed)
+    }
+
+    /// The record of a backup `file` of `size` bytes stored on `stored`,
+    /// with the secondary targets that `failed`.
+    fn done_of(
+        &self,
+        file: String,
+        size: u64,
+        stored: &[&'static str],
+        failed: &[TargetFailure],
+    ) -> Done {
+        let mut warnings: Vec<String> = failed
             .iter()
             .map(|f| format!("the copy to the {} failed: {}", f.target, f.error))
             .collect();
         let offsite = if self.settings.s3.is_none() {
             Offsite::NotConfigured
-        } else if o.failed.is_empty() && o.stored.iter().any(|t| *t != "volume") {
+        } else if failed.is_empty() && stored.iter().any(|t| *t != "volume") {
             Offsite::Stored
         } else {
             let error = if warnings.is_empty() {
@@ -347,14 +362,14 @@ impl Jobs {
             } else {
                 warnings.join("; ")
             };
-            if o.failed.is_empty() {
+            if failed.is_empty() {
                 warnings.push(error.clone());
             }
             Offsite::Failed { error }
         };
         Done {
-            file: o.file,
-            size: o.manifest.size,
+            file,
+            size,
             offsite,
             warnings,
         }
@@ -370,6 +385,16 @@ impl Jobs {
                 Kind::Config => {
                     let prefix = &s.config_archive.prefix;
                     retention::prune_archives(t, prefix, &s.retention, s.schedule.tz, false).await
+                }
+                Kind::Full => {
+                    retention::prune_full(
+                        t,
+                        &s.full_prefix,
+                        &s.full_retention,
+                        s.schedule.tz,
+                        false,
+                    )
+                    .await
                 }
                 _ => retention::prune(t, &s.prefix, &s.retention, s.schedule.tz, false).await,
             };
@@ -416,6 +441,22 @@ impl Jobs {
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
         for t in &self.targets {
+            if kind == Kind::Full {
+                // A set without its set manifest never finished: all of it goes.
+                match catalog::list_full(t.as_ref(), &self.settings.full_prefix).await {
+                    Ok(sets) => {
+                        for set in sets.iter().filter(|s| !s.complete && s.taken >= since) {
+                            if retention::delete_set(t.as_ref(), set).await.is_empty() {
+                                tracing::warn!(target = t.label(), set = %set.name, "deleted the parts of the abandoned full backup");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target = t.label(), error = %e, "cannot list for clean-up")
+                    }
+                }
+                continue;
+            }
             let listed = match kind {
                 Kind::Config => {
                     catalog::list_archives(t.as_ref(), &self.settings.config_archive.prefix).await

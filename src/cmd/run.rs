@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
 use crate::config::Settings;
-use crate::jobs::{self, Jobs};
+use crate::jobs::Jobs;
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::schedule::{self, Job, Kind, SystemClock};
@@ -35,13 +35,6 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         let var = kind.schedule_var();
         match settings.schedule.of(kind) {
             None => tracing::info!(kind = %kind, "{kind} backups are off ({var}=off)"),
-            Some(s) if !jobs::implemented(kind) => {
-                let next = s
-                    .next_after(now, tz)
-                    .map(|t| schedule::local(t, tz))
-                    .unwrap_or_default();
-                tracing::info!(kind = %kind, schedule = %s, next = %next, "{kind} backups are not scheduled: this build cannot make them yet ({var} is valid, its next run would be {next})");
-            }
             // Without any of its paths mounted, a config job would only
             // fail every week; say so once, at start, instead.
             Some(_)
@@ -56,7 +49,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
             }),
         }
     }
-    if jobs.iter().any(|j| j.kind == Kind::Db) {
+    if jobs.iter().any(|j| matches!(j.kind, Kind::Db | Kind::Full)) {
         // Fail at start, not at 02:00, when the credentials are missing.
         settings.db()?;
     }
