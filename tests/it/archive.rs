@@ -49,7 +49,7 @@ fn set_mtime(p: &Path, secs: i64) {
 }
 
 /// (relative path, type, mode, mtime, content or link target) of every entry under `root`.
-fn tree(root: &Path) -> Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)> {
+pub(crate) fn tree(root: &Path) -> Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)>) {
         let mut kids: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
         kids.sort_by_key(|e| e.file_name());
