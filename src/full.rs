@@ -425,14 +425,15 @@ pub struct PartReport {
     pub summary: String,
 }
 
-/// Fetch every part of `set` into `volume` (a set in the bucket only),
-/// check each against the set manifest and read each to the end. Touches
-/// no database and no file outside the volume. Returns the set as it now
-/// is in the volume, the set manifest included.
+/// Check every part of `set` against the set manifest and read each to
+/// the end. With `fetch_into` (the volume, before a restore), a set that
+/// is only in the bucket is first copied there, set manifest included,
+/// and the set is returned as it now is in the volume. Touches no
+/// database and no file outside the volume.
 pub async fn verify(
     set: FullSource,
     passphrase: Option<&Secret>,
-    volume: &Arc<dyn Target>,
+    fetch_into: Option<&Arc<dyn Target>>,
 ) -> Result<(FullSource, Vec<PartReport>), FullError> {
     let name = set.name.clone();
     let mut parts = Vec::new();
@@ -465,9 +466,12 @@ pub async fn verify(
                 source: ArchiveError::Open(source),
             },
         };
-        let source = pipeline::fetch_to_volume(source, volume)
-            .await
-            .map_err(damaged)?;
+        let source = match fetch_into {
+            Some(volume) => pipeline::fetch_to_volume(source, volume)
+                .await
+                .map_err(damaged)?,
+            None => source,
+        };
         let summary = match archive_kind(p.kind) {
             None => {
                 let r = pipeline::verify(&source, passphrase)
@@ -493,12 +497,16 @@ pub async fn verify(
         });
         parts.push((p, source));
     }
-    if set.target.label() != volume.label() {
-        target::put_bytes(volume.as_ref(), &name, &set.manifest.to_json()).await?;
-    }
+    let target = match fetch_into {
+        Some(volume) if set.target.label() != volume.label() => {
+            target::put_bytes(volume.as_ref(), &name, &set.manifest.to_json()).await?;
+            Arc::clone(volume)
+        }
+        _ => set.target,
+    };
     Ok((
         FullSource {
-            target: Arc::clone(volume),
+            target,
             parts,
             ..set
         },

@@ -263,7 +263,7 @@ async fn run_full(
         archive::check_target(dir, args.force)?;
     }
     let started = Instant::now();
-    let (set, reports) = full::verify(set, settings.passphrase.as_ref(), &targets[0]).await?;
+    let (set, reports) = full::verify(set, settings.passphrase.as_ref(), Some(&targets[0])).await?;
     for r in &reports {
         eprintln!("verified {} ({})", r.file, r.summary);
     }

@@ -145,6 +145,14 @@ async fn full_backup_restores_database_and_files_together() {
         ]
     );
 
+    // `verify` reads every part against the set manifest.
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["verify", "latest-full"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("ok: {set} (3 parts, each matches the set manifest)")),
+        "{out}"
+    );
+
     // The server loses everything: tables and files.
     crate::support::db_env().exec(None, &format!("DROP DATABASE `{}`", db.name));
     fs::remove_dir_all(&config).unwrap();
@@ -223,6 +231,9 @@ async fn full_restore_with_a_corrupt_part_refuses_and_touches_nothing() {
     db.exec("INSERT INTO invoices VALUES (3, 7.00, 'after the backup');");
     let before = mariadb_dump(&db);
     let files_before = tool::files(dir.path());
+
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["verify", &o.set]));
+    assert_eq!(code, 5, "{err}");
 
     let out_dir = tempfile::tempdir().unwrap();
     let to = out_dir.path().join("restored");
