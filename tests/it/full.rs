@@ -149,7 +149,9 @@ async fn full_backup_restores_database_and_files_together() {
     let (code, out, err) = tool::outcome(&tool::run(&vars, &["verify", "latest-full"]));
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains(&format!("ok: {set} (3 parts, each matches the set manifest)")),
+        out.contains(&format!(
+            "ok: {set} (3 parts, each matches the set manifest)"
+        )),
         "{out}"
     );
 
@@ -430,4 +432,110 @@ async fn full_retention_deletes_whole_sets_and_db_retention_never_a_part() {
         .await
         .unwrap();
     assert!(listed.iter().all(|e| !e.name.starts_with("selmai_full_")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_backup_lost_with_the_volume_is_restored_from_the_bucket() {
+    use crate::target_conformance::{create_bucket, raw_bucket, s3_endpoint, unique_bucket};
+    let db = sample_db("full_s3");
+    let reference = TestDb::new("full_s3_ref");
+    copy_with_mariadb_dump(&db, &reference);
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, uploads) = sample_files(src.path());
+    let config_tree = tree(&config);
+    let uploads_tree = tree(&uploads);
+    let bucket = unique_bucket("full");
+    create_bucket(&bucket).await;
+    let (config_s, uploads_s) = (config.display().to_string(), uploads.display().to_string());
+    let vars = crate::bucket::bucket_vars(
+        &db.name,
+        dir.path(),
+        &s3_endpoint(),
+        &bucket,
+        &[
+            ("BACKUP_PASSPHRASE", "off-site"),
+            ("CONFIG_PATHS", &config_s),
+            ("UPLOADS_PATHS", &uploads_s),
+        ],
+    );
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["backup", "--kind", "full"]));
+    assert_eq!(code, 0, "{err}");
+    let set = Path::new(out.lines().last().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(out.contains(".uploads.tar.gz.enc"), "{out}");
+    let remote = raw_bucket(&bucket)
+        .get_object(format!("selmai/prod/{set}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        remote.bytes().as_ref(),
+        &fs::read(dir.path().join(&set)).unwrap()[..]
+    );
+
+    // The server is lost with its volume, its database and its files.
+    for f in tool::files(dir.path()) {
+        fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    crate::support::db_env().exec(None, &format!("DROP DATABASE `{}`", db.name));
+    fs::remove_dir_all(src.path()).unwrap();
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let to = out_dir.path().join("restored");
+    let (code, _, err) = tool::outcome(&tool::run(
+        &vars,
+        &[
+            "restore",
+            "latest-full",
+            "--to",
+            &to.display().to_string(),
+            "--yes",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_same_database(&db, &reference);
+    assert_eq!(tree(&to.join("config/config")), config_tree);
+    assert_eq!(tree(&to.join("uploads/uploads")), uploads_tree);
+    // The volume now holds the complete set, fetched in its stored form.
+    assert_eq!(
+        full_files(dir.path()).len(),
+        7,
+        "{:?}",
+        full_files(dir.path())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_backup_with_the_bucket_down_keeps_the_local_set_and_exits_8() {
+    let db = sample_db("full_s3_down");
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, uploads) = sample_files(src.path());
+    let (config_s, uploads_s) = (config.display().to_string(), uploads.display().to_string());
+    // Nothing listens on port 9 of the loopback address.
+    let vars = crate::bucket::bucket_vars(
+        &db.name,
+        dir.path(),
+        "http://127.0.0.1:9",
+        "nowhere",
+        &[("CONFIG_PATHS", &config_s), ("UPLOADS_PATHS", &uploads_s)],
+    );
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["backup", "--kind", "full"]));
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("bucket"), "{err}");
+    let set = Path::new(out.lines().last().unwrap())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(dir.path().join(&set).is_file(), "{out}");
+    assert_eq!(
+        full_files(dir.path()).len(),
+        7,
+        "{:?}",
+        full_files(dir.path())
+    );
 }
