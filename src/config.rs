@@ -162,6 +162,7 @@ pub struct EnvConfig {
     tz: Option<String>,
     backup_schedule: Option<String>,
     config_schedule: Option<String>,
+    uploads_schedule: Option<String>,
     full_schedule: Option<String>,
     drill_schedule: Option<String>,
     backup_catch_up: Option<String>,
@@ -230,6 +231,7 @@ pub const KNOWN: &[&str] = &[
     "TZ",
     "BACKUP_SCHEDULE",
     "CONFIG_SCHEDULE",
+    "UPLOADS_SCHEDULE",
     "FULL_SCHEDULE",
     "CONFIG_PATHS",
     "CONFIG_EXCLUDE",
@@ -341,6 +343,8 @@ pub struct ScheduleSettings {
     pub db: Option<Schedule>,
     /// Configuration backups (`CONFIG_SCHEDULE`).
     pub config: Option<Schedule>,
+    /// Uploads backups (`UPLOADS_SCHEDULE`).
+    pub uploads: Option<Schedule>,
     /// Full backups (`FULL_SCHEDULE`).
     pub full: Option<Schedule>,
     /// Restore drills of the newest backup (`DRILL_SCHEDULE`).
@@ -355,6 +359,7 @@ impl ScheduleSettings {
         match kind {
             Kind::Db => self.db.as_ref(),
             Kind::Config => self.config.as_ref(),
+            Kind::Uploads => self.uploads.as_ref(),
             Kind::Full => self.full.as_ref(),
             Kind::Drill => self.drill.as_ref(),
         }
@@ -699,6 +704,7 @@ impl TryFrom<EnvConfig> for Settings {
             },
             db: schedule(Kind::Db, e.backup_schedule)?,
             config: schedule(Kind::Config, e.config_schedule)?,
+            uploads: schedule(Kind::Uploads, e.uploads_schedule)?,
             full: schedule(Kind::Full, e.full_schedule)?,
             drill: schedule(Kind::Drill, e.drill_schedule)?,
             catch_up: match e.backup_catch_up {
@@ -1376,6 +1382,7 @@ mod tests {
     #[rstest]
     #[case("BACKUP_SCHEDULE")]
     #[case("CONFIG_SCHEDULE")]
+    #[case("UPLOADS_SCHEDULE")]
     #[case("FULL_SCHEDULE")]
     fn schedules_can_be_turned_off(#[case] var: &str) {
         for off in ["off", "OFF", "never", "disabled"] {

@@ -88,6 +88,15 @@ pub fn error_line(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
+/// The file-name prefix of an archive kind's backups.
+fn archive_prefix(s: &Settings, kind: Kind) -> &str {
+    if kind == Kind::Uploads {
+        &s.uploads_archive.prefix
+    } else {
+        &s.config_archive.prefix
+    }
+}
+
 /// What a successful run produced, before it is recorded.
 struct Done {
     file: String,
@@ -285,10 +294,14 @@ impl Jobs {
                 done.warnings.extend(self.prune(kind).await);
                 Ok(done)
             }
-            Kind::Config => {
+            Kind::Config | Kind::Uploads => {
+                let archive = if kind == Kind::Config {
+                    ArchiveKind::Config
+                } else {
+                    ArchiveKind::Uploads
+                };
                 let outcome =
-                    pipeline::backup_archive(&self.settings, &self.targets, ArchiveKind::Config)
-                        .await?;
+                    pipeline::backup_archive(&self.settings, &self.targets, archive).await?;
                 let changed = outcome.manifest.changed_file_warnings();
                 let mut done = self.done(outcome);
                 done.warnings.extend(changed);
@@ -382,8 +395,8 @@ impl Jobs {
         for t in &self.targets {
             let t = t.as_ref();
             let pruned = match kind {
-                Kind::Config => {
-                    let prefix = &s.config_archive.prefix;
+                Kind::Config | Kind::Uploads => {
+                    let prefix = archive_prefix(s, kind);
                     retention::prune_archives(t, prefix, &s.retention, s.schedule.tz, false).await
                 }
                 Kind::Full => {
@@ -458,8 +471,8 @@ impl Jobs {
                 continue;
             }
             let listed = match kind {
-                Kind::Config => {
-                    catalog::list_archives(t.as_ref(), &self.settings.config_archive.prefix).await
+                Kind::Config | Kind::Uploads => {
+                    catalog::list_archives(t.as_ref(), archive_prefix(&self.settings, kind)).await
                 }
                 _ => catalog::list_db(t.as_ref(), &self.settings.prefix).await,
             };

@@ -41,16 +41,13 @@ pub struct Args {
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let _lock = super::lock_and_clean(settings).await?;
     let known = State::load(&settings.backup_dir).unwrap_or_default();
-    // The run history knows the daemon's kinds; uploads are not one of them yet.
     let kind = match args.kind {
-        BackupKind::Db => Some(Kind::Db),
-        BackupKind::Config => Some(Kind::Config),
-        BackupKind::Uploads => None,
-        BackupKind::Full => Some(Kind::Full),
+        BackupKind::Db => Kind::Db,
+        BackupKind::Config => Kind::Config,
+        BackupKind::Uploads => Kind::Uploads,
+        BackupKind::Full => Kind::Full,
     };
-    if let Some(kind) = kind {
-        health::space_for_backup(&settings.backup_dir, &known, kind)?;
-    }
+    health::space_for_backup(&settings.backup_dir, &known, kind)?;
     let targets = super::targets(settings)?;
     let started = Utc::now();
     let written = match args.kind {
@@ -106,7 +103,7 @@ impl From<pipeline::BackupOutcome> for Written {
 /// (exit 8) when an off-site copy failed.
 fn finish(
     settings: &Settings,
-    kind: Option<Kind>,
+    kind: Kind,
     started: chrono::DateTime<Utc>,
     outcome: Written,
 ) -> anyhow::Result<()> {
@@ -125,7 +122,7 @@ fn finish(
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let run = kind.map(|kind| Run {
+    let run = Run {
         kind,
         trigger: Trigger::Cli,
         started,
@@ -136,11 +133,9 @@ fn finish(
         offsite,
         error: None,
         warnings,
-    });
-    if let Some(run) = run {
-        if let Err(e) = state::record(&settings.backup_dir, run) {
-            eprintln!("warning: {e}");
-        }
+    };
+    if let Err(e) = state::record(&settings.backup_dir, run) {
+        eprintln!("warning: {e}");
     }
     println!("{}", settings.backup_dir.join(&outcome.file).display());
     if let Some(f) = outcome.failed.first() {

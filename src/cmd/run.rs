@@ -24,6 +24,10 @@ use crate::state::State;
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
+fn any_exists(paths: &[std::path::PathBuf]) -> bool {
+    paths.iter().any(|p| p.exists())
+}
+
 /// Run the scheduler until a stop signal.
 pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings.clone());
@@ -35,13 +39,13 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         let var = kind.schedule_var();
         match settings.schedule.of(kind) {
             None => tracing::info!(kind = %kind, "{kind} backups are off ({var}=off)"),
-            // Without any of its paths mounted, a config job would only
-            // fail every week; say so once, at start, instead.
-            Some(_)
-                if kind == Kind::Config
-                    && !settings.config_archive.paths.iter().any(|p| p.exists()) =>
-            {
+            // Without any of its paths mounted, an archive job would only
+            // fail at every run; say so once, at start, instead.
+            Some(_) if kind == Kind::Config && !any_exists(&settings.config_archive.paths) => {
                 tracing::warn!(kind = %kind, paths = ?settings.config_archive.paths, "config backups are not scheduled: none of CONFIG_PATHS exists; mount the configuration read-only there, or set CONFIG_SCHEDULE=off");
+            }
+            Some(_) if kind == Kind::Uploads && !any_exists(&settings.uploads_archive.paths) => {
+                tracing::warn!(kind = %kind, paths = ?settings.uploads_archive.paths, "uploads backups are not scheduled: none of UPLOADS_PATHS exists; mount the uploads volume read-only there, or set UPLOADS_SCHEDULE=off");
             }
             Some(s) => jobs.push(Job {
                 kind,

@@ -412,6 +412,62 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
     }
 }
 
+#[tokio::test]
+async fn archive_uploads_job_in_the_daemon_rotates_only_uploads_archives() {
+    use selmai_backup::jobs::Jobs;
+    use selmai_backup::metrics::Metrics;
+    use selmai_backup::notify::Notifier;
+    use selmai_backup::schedule::{Kind, Trigger};
+    use selmai_backup::state::{Outcome, State};
+    use std::sync::Arc;
+
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let uploads = src.path().join("uploads");
+    fs::create_dir_all(&uploads).unwrap();
+    fs::write(uploads.join("avatar.png"), [0x89u8, b'P', b'N', b'G']).unwrap();
+    let old = [
+        "selmai_uploads_20240101_033000.tar.gz",
+        "selmai_config_20240101_030000.tar.gz",
+        "selmai_full_20240101_040000.uploads.tar.gz",
+    ];
+    for n in old {
+        fs::write(dir.path().join(n), b"old").unwrap();
+        fs::write(dir.path().join(format!("{n}.manifest.json")), b"{}").unwrap();
+    }
+    let s = settings(
+        dir.path(),
+        &[&uploads],
+        &[
+            ("RETENTION_DAILY", "1"),
+            ("RETENTION_WEEKLY", "0"),
+            ("RETENTION_MONTHLY", "0"),
+        ],
+    );
+    assert_eq!(s.schedule.of(Kind::Uploads).unwrap().as_str(), "30 3 * * *");
+    let jobs = Jobs::new(
+        Arc::new(s.clone()),
+        volume(dir.path()),
+        Notifier::new(s.notify.clone()),
+        Metrics::default(),
+    );
+    let run = jobs.run_once(Kind::Uploads, Trigger::Cli).await;
+    assert_eq!(run.outcome, Outcome::Success, "{:?}", run.error);
+    let file = run.file.unwrap();
+    assert!(file.starts_with("selmai_uploads_"), "{file}");
+    let left = crate::tool::files(dir.path());
+    assert!(left.contains(&file), "{left:?}");
+    assert!(!left.contains(&old[0].to_string()), "{left:?}");
+    for n in &old[1..] {
+        assert!(left.contains(&n.to_string()), "{n} must stay: {left:?}");
+    }
+    let st = State::load(dir.path()).unwrap();
+    assert_eq!(
+        st.last_success(Kind::Uploads).unwrap().file.as_deref(),
+        Some(file.as_str())
+    );
+}
+
 #[test]
 fn archive_cli_backup_verify_and_restore_to() {
     let src = tempfile::tempdir().unwrap();

@@ -473,6 +473,7 @@ fn run_catches_up_at_start_alerts_serves_metrics_and_stops_on_sigterm() {
     );
     assert!(
         log.contains("config backups are not scheduled")
+            && log.contains("uploads backups are not scheduled: none of UPLOADS_PATHS exists")
             && log.contains("full backups are off (FULL_SCHEDULE=off)"),
         "{log}"
     );
