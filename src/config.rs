@@ -170,6 +170,7 @@ pub struct EnvConfig {
     retention_weekly: Option<u32>,
     retention_monthly: Option<u32>,
     retention_full_monthly: Option<u32>,
+    retention_config_weekly: Option<u32>,
     health_max_age_hours: Option<u64>,
     health_min_free_mb: Option<u64>,
     notify_on_success: Option<bool>,
@@ -245,6 +246,7 @@ pub const KNOWN: &[&str] = &[
     "RETENTION_WEEKLY",
     "RETENTION_MONTHLY",
     "RETENTION_FULL_MONTHLY",
+    "RETENTION_CONFIG_WEEKLY",
     "HEALTH_MAX_AGE_HOURS",
     "HEALTH_MIN_FREE_MB",
     "NOTIFY_ON_SUCCESS",
@@ -434,9 +436,12 @@ pub struct Settings {
     pub log: LogSettings,
     /// Schedules and time zone.
     pub schedule: ScheduleSettings,
-    /// Retention of database backups and archives (`RETENTION_DAILY`,
-    /// `_WEEKLY`, `_MONTHLY`).
+    /// Retention of database backups and uploads archives
+    /// (`RETENTION_DAILY`, `_WEEKLY`, `_MONTHLY`).
     pub retention: Policy,
+    /// Retention of configuration archives: the newest of each of the last
+    /// N ISO weeks (`RETENTION_CONFIG_WEEKLY`, default 4).
+    pub config_retention: Policy,
     /// Retention of full backups: the newest set of each of the last N
     /// months (`RETENTION_FULL_MONTHLY`, default 3).
     pub full_retention: Policy,
@@ -721,6 +726,11 @@ impl TryFrom<EnvConfig> for Settings {
             weekly: e.retention_weekly.unwrap_or(defaults.weekly),
             monthly: e.retention_monthly.unwrap_or(defaults.monthly),
         };
+        let config_retention = Policy {
+            daily: 0,
+            weekly: e.retention_config_weekly.unwrap_or(4),
+            monthly: 0,
+        };
         let full_retention = Policy {
             daily: 0,
             weekly: 0,
@@ -867,6 +877,7 @@ impl TryFrom<EnvConfig> for Settings {
             },
             schedule,
             retention,
+            config_retention,
             full_retention,
             full_prefix,
             health,

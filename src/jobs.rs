@@ -396,8 +396,13 @@ impl Jobs {
             let t = t.as_ref();
             let pruned = match kind {
                 Kind::Config | Kind::Uploads => {
+                    let policy = if kind == Kind::Config {
+                        &s.config_retention
+                    } else {
+                        &s.retention
+                    };
                     let prefix = archive_prefix(s, kind);
-                    retention::prune_archives(t, prefix, &s.retention, s.schedule.tz, false).await
+                    retention::prune_archives(t, prefix, policy, s.schedule.tz, false).await
                 }
                 Kind::Full => {
                     retention::prune_full(

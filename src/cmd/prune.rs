@@ -1,6 +1,7 @@
-//! `selmai-backup prune [--dry-run]`: apply retention to our database
-//! backups (`RETENTION_DAILY`, `_WEEKLY`, `_MONTHLY`) and full backups
-//! (`RETENTION_FULL_MONTHLY`, whole sets) on every target now, printing
+//! `selmai-backup prune [--dry-run]`: apply each kind's retention to our
+//! database backups and uploads archives (`RETENTION_DAILY`, `_WEEKLY`,
+//! `_MONTHLY`), config archives (`RETENTION_CONFIG_WEEKLY`) and full
+//! backups (`RETENTION_FULL_MONTHLY`, whole sets) on every target now, printing
 //! every backup with its verdict ("keep (daily 3/7)", "delete (...)") and
 //! why. The daemon does the same after each successful backup of a kind.
 
@@ -36,6 +37,30 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
                 retention::prune(t, &s.prefix, &s.retention, tz, args.dry_run).await?,
             ),
             (
+                "config archives",
+                &s.config_retention,
+                retention::prune_archives(
+                    t,
+                    &s.config_archive.prefix,
+                    &s.config_retention,
+                    tz,
+                    args.dry_run,
+                )
+                .await?,
+            ),
+            (
+                "uploads archives",
+                &s.retention,
+                retention::prune_archives(
+                    t,
+                    &s.uploads_archive.prefix,
+                    &s.retention,
+                    tz,
+                    args.dry_run,
+                )
+                .await?,
+            ),
+            (
                 "full backups",
                 &s.full_retention,
                 retention::prune_full(t, &s.full_prefix, &s.full_retention, tz, args.dry_run)
@@ -43,7 +68,8 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             ),
         ];
         for (what, policy, p) in kinds {
-            if p.verdicts.is_empty() && what == "full backups" {
+            // The database line always shows; the other kinds when they have backups.
+            if p.verdicts.is_empty() && what != "backups" {
                 continue;
             }
             report(

@@ -371,7 +371,8 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
     fs::create_dir_all(&config).unwrap();
     fs::write(config.join(".env"), "APP_ENV=production\n").unwrap();
     // Old archives of both kinds, and an old database backup: retention of
-    // the config job (1 daily, nothing else) may delete only config archives.
+    // the config job (its own 1 week; the database's rules do not apply)
+    // may delete only config archives.
     let old = [
         "selmai_config_20240101_030000.tar.gz",
         "selmai_config_20240108_030000.tar.gz",
@@ -386,9 +387,9 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
         dir.path(),
         &[&config],
         &[
-            ("RETENTION_DAILY", "1"),
-            ("RETENTION_WEEKLY", "0"),
-            ("RETENTION_MONTHLY", "0"),
+            ("RETENTION_CONFIG_WEEKLY", "1"),
+            ("RETENTION_DAILY", "30"),
+            ("RETENTION_MONTHLY", "30"),
         ],
     );
     let jobs = Jobs::new(

@@ -383,6 +383,21 @@ async fn full_retention_deletes_whole_sets_and_db_retention_never_a_part() {
         ]
     );
 
+    // `prune --dry-run` prints the same plan, one line per set.
+    let cli_vars = tool::vars_with(&db.name, dir.path(), &[("RETENTION_FULL_MONTHLY", "2")]);
+    let (code, out, err) = tool::outcome(&tool::run(&cli_vars, &["prune", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("volume: 4 full backups, 2 kept, 2 to delete; dry run, nothing deleted"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("selmai_full_20240315_040000.full.json")
+                && l.contains("did not finish")),
+        "{out}"
+    );
+
     // The daemon's full job makes a set, then keeps the newest set of each
     // of the last 2 months: the new one and March 2024, whole.
     let vars = full_vars(&db.name, dir.path(), &config, &uploads);
