@@ -203,6 +203,21 @@ async fn full_backup_restores_database_and_files_together() {
     ));
     assert_eq!(code, 0, "{err}");
     assert_same_database(&db, &reference);
+
+    // A part is an ordinary backup: the configuration part extracts alone.
+    let alone = out_dir.path().join("config-only");
+    let (code, _, err) = tool::outcome(&tool::run(
+        &vars,
+        &[
+            "restore",
+            &printed[1],
+            "--to",
+            &alone.display().to_string(),
+            "--yes",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tree(&alone.join("config")), config_tree);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,6 +316,33 @@ async fn full_backup_with_a_failing_part_leaves_no_part() {
         "{err}"
     );
     assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(full_files(dir.path()), Vec::<String>::new());
+
+    // Through the binary: exit 1, one error line naming the part.
+    let vars = tool::vars_with(
+        &db.name,
+        dir.path(),
+        &[
+            ("CONFIG_PATHS", &config.display().to_string()),
+            (
+                "UPLOADS_PATHS",
+                &format!("{},{}", uploads.display(), missing.display()),
+            ),
+        ],
+    );
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["backup", "--kind", "full"]));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "", "nothing is announced as written");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("selmai-backup: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("the uploads part of full backup")
+            && lines[0].contains("no part of it was kept"),
+        "{err}"
+    );
     assert_eq!(full_files(dir.path()), Vec::<String>::new());
 
     // An archive none of whose paths exists is left out with a warning.
