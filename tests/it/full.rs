@@ -280,6 +280,30 @@ async fn full_restore_with_a_corrupt_part_refuses_and_touches_nothing() {
         files_before,
         "no safety snapshot was taken"
     );
+
+    // A part the set manifest names but the volume lost: refused the same way.
+    let config_part = &o
+        .manifest
+        .parts
+        .iter()
+        .find(|p| p.kind == Part::Config)
+        .unwrap()
+        .file;
+    fs::remove_file(dir.path().join(config_part)).unwrap();
+    let (code, _, err) = tool::outcome(&tool::run(
+        &vars,
+        &[
+            "restore",
+            &o.set,
+            "--to",
+            &to.display().to_string(),
+            "--yes",
+        ],
+    ));
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains(config_part.as_str()), "{err}");
+    assert_eq!(mariadb_dump(&db), before, "the database was not touched");
+    assert!(!to.exists(), "nothing was extracted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
