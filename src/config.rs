@@ -1342,6 +1342,53 @@ mod tests {
         assert!(err.contains(var), "{err}");
     }
 
+    #[rstest]
+    #[case("FULL_PREFIX", "selmai_backup", "BACKUP_PREFIX too")]
+    #[case("FULL_PREFIX", "selmai_config", "CONFIG_PREFIX too")]
+    #[case("UPLOADS_PREFIX", "selmai_full", "UPLOADS_PREFIX")]
+    #[case("FULL_PREFIX", "selmai_prerestore", "reserved")]
+    fn every_kind_has_its_own_prefix(#[case] var: &str, #[case] value: &str, #[case] want: &str) {
+        let err = with(&[(var, value)]).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+
+    #[test]
+    fn full_and_config_retention_are_their_own() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.full_prefix, "selmai_full");
+        assert_eq!(
+            (
+                s.full_retention.daily,
+                s.full_retention.weekly,
+                s.full_retention.monthly
+            ),
+            (0, 0, 3)
+        );
+        assert_eq!(
+            (
+                s.config_retention.daily,
+                s.config_retention.weekly,
+                s.config_retention.monthly
+            ),
+            (0, 4, 0)
+        );
+        let s = with(&[
+            ("RETENTION_FULL_MONTHLY", "12"),
+            ("RETENTION_CONFIG_WEEKLY", "8"),
+            ("RETENTION_MONTHLY", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.full_retention.monthly,
+                s.config_retention.weekly,
+                s.retention.monthly
+            ),
+            (12, 8, 1)
+        );
+        assert_eq!(s.schedule.of(Kind::Uploads).unwrap().as_str(), "30 3 * * *");
+    }
+
     #[test]
     fn safety_snapshots_keep_their_own_prefix_and_at_least_a_day() {
         assert_eq!(with(&[]).unwrap().restore_snapshot_keep_days, 7);
