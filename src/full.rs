@@ -200,6 +200,8 @@ pub async fn backup(
         names
     })
     .await?;
+    // Names carry whole seconds; the set manifest says the same instant.
+    let taken = chrono::Timelike::with_nanosecond(&taken, 0).unwrap_or(taken);
     let set = catalog::full_set_name(prefix, taken);
     tracing::info!(set = %set, parts = ?parts, "full backup started");
     let mut done: Vec<(Part, BackupOutcome)> = Vec::new();

@@ -110,6 +110,16 @@ async fn full_backup_restores_database_and_files_together() {
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["db", "config", "uploads"]);
+    let taken = manifest["taken"].as_str().unwrap();
+    let stamp_time =
+        chrono::NaiveDateTime::parse_from_str(&stamp["selmai_full_".len()..], "%Y%m%d_%H%M%S")
+            .unwrap();
+    assert_eq!(
+        taken,
+        stamp_time
+            .and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    );
     for p in manifest["parts"].as_array().unwrap() {
         let file = p["file"].as_str().unwrap();
         assert_eq!(
