@@ -105,6 +105,166 @@ fn parse_name(prefix: &str, name: &str, extensions: &[&str]) -> Option<BackupNam
     })
 }
 
+/// Suffix of a full backup's set manifest (`PREFIX_YYYYMMDD_HHMMSS.full.json`).
+pub const SET_SUFFIX: &str = ".full.json";
+
+/// The parts of a full backup, in the order they are written and restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The database dump (`PREFIX_STAMP.sql.gz[.enc]`).
+    Db,
+    /// The configuration archive (`PREFIX_STAMP.config.tar.gz[.enc]`).
+    Config,
+    /// The uploads archive (`PREFIX_STAMP.uploads.tar.gz[.enc]`).
+    Uploads,
+}
+
+impl Part {
+    /// Every part, in the order they are written and restored.
+    pub const ALL: [Part; 3] = [Part::Db, Part::Config, Part::Uploads];
+
+    /// Name in manifests and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Db => "db",
+            Part::Config => "config",
+            Part::Uploads => "uploads",
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The set manifest's name of the full backup taken at `taken`.
+pub fn full_set_name(prefix: &str, taken: DateTime<Utc>) -> String {
+    format!("{prefix}_{}{SET_SUFFIX}", taken.format(STAMP))
+}
+
+/// The file name of one part of the full backup taken at `taken`. The
+/// part's kind sits after the timestamp, so no database or archive
+/// prefix's retention ever takes a part for one of its own backups.
+pub fn full_part_name(
+    prefix: &str,
+    taken: DateTime<Utc>,
+    part: Part,
+    compression_ext: &str,
+    encrypted: bool,
+) -> String {
+    let kind = match part {
+        Part::Db => ".sql".to_owned(),
+        Part::Config | Part::Uploads => format!(".{}.tar", part.name()),
+    };
+    format!(
+        "{prefix}_{}{kind}{compression_ext}{}",
+        taken.format(STAMP),
+        if encrypted { ".enc" } else { "" }
+    )
+}
+
+/// What an object of a full backup is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullObject {
+    /// The set manifest: the set is complete.
+    Set,
+    /// A part's data.
+    Part(Part),
+    /// A part's own manifest.
+    PartManifest(Part),
+}
+
+/// Parse `name` as an object of a full backup with `prefix`: when it was
+/// taken and what it is; `None` if it is not ours.
+pub fn parse_full_object(prefix: &str, name: &str) -> Option<(DateTime<Utc>, FullObject)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('_')?;
+    let stamp = rest.get(..15)?;
+    let tail = rest.get(15..)?;
+    let taken = Utc.from_utc_datetime(&NaiveDateTime::parse_from_str(stamp, STAMP).ok()?);
+    if tail == SET_SUFFIX {
+        return Some((taken, FullObject::Set));
+    }
+    let (data, is_manifest) = match tail.strip_suffix(manifest::SUFFIX) {
+        Some(d) => (d, true),
+        None => (tail, false),
+    };
+    let data = data.strip_suffix(".enc").unwrap_or(data);
+    let part = Part::ALL.into_iter().find(|p| {
+        let base = match p {
+            Part::Db => ".sql".to_owned(),
+            _ => format!(".{}.tar", p.name()),
+        };
+        ["", ".gz", ".zst"]
+            .iter()
+            .any(|c| data == format!("{base}{c}"))
+    })?;
+    Some((
+        taken,
+        if is_manifest {
+            FullObject::PartManifest(part)
+        } else {
+            FullObject::Part(part)
+        },
+    ))
+}
+
+/// Whether `spec` names a full backup: its set manifest, the set's name
+/// without the suffix (`PREFIX_YYYYMMDD_HHMMSS`), or `latest-full`.
+pub fn is_full_spec(prefix: &str, spec: &str) -> bool {
+    spec == LATEST_FULL
+        || spec.ends_with(SET_SUFFIX)
+        || parse_full_object(prefix, &format!("{spec}{SET_SUFFIX}")).is_some()
+}
+
+/// The restore argument naming the newest complete full backup.
+pub const LATEST_FULL: &str = "latest-full";
+
+/// One full backup as found in a target: every object under its timestamp.
+#[derive(Debug, Clone)]
+pub struct FullSetEntry {
+    /// The set manifest's name (whether or not it is stored).
+    pub name: String,
+    /// When the set was taken.
+    pub taken: DateTime<Utc>,
+    /// Whether the set manifest is stored (the set is complete).
+    pub complete: bool,
+    /// Every object of the set (parts, their manifests, the set manifest).
+    pub objects: Vec<ObjectInfo>,
+    /// Which target holds it.
+    pub location: &'static str,
+}
+
+/// Our full backups in `target`, complete or not, newest first.
+pub async fn list_full(
+    target: &dyn Target,
+    prefix: &str,
+) -> Result<Vec<FullSetEntry>, TargetError> {
+    let objects = target.list(prefix).await?;
+    Ok(full_sets(&objects, prefix, target.label()))
+}
+
+fn full_sets(objects: &[ObjectInfo], prefix: &str, location: &'static str) -> Vec<FullSetEntry> {
+    let mut sets: std::collections::BTreeMap<DateTime<Utc>, FullSetEntry> = Default::default();
+    for o in objects {
+        let Some((taken, what)) = parse_full_object(prefix, &o.name) else {
+            continue;
+        };
+        let set = sets.entry(taken).or_insert_with(|| FullSetEntry {
+            name: full_set_name(prefix, taken),
+            taken,
+            complete: false,
+            objects: Vec::new(),
+            location,
+        });
+        set.complete |= what == FullObject::Set;
+        set.objects.push(o.clone());
+    }
+    sets.into_values().rev().collect()
+}
+
 /// One backup as found in a target.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -296,6 +456,107 @@ mod tests {
             [
                 ("selmai_backup_20250102_000000.sql.gz", true),
                 ("selmai_backup_20250101_000000.sql.gz", false)
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case("selmai_full_20250301_040000.full.json", Some(FullObject::Set))]
+    #[case("selmai_full_20250301_040000.sql.gz", Some(FullObject::Part(Part::Db)))]
+    #[case(
+        "selmai_full_20250301_040000.sql.zst.enc",
+        Some(FullObject::Part(Part::Db))
+    )]
+    #[case(
+        "selmai_full_20250301_040000.sql.gz.manifest.json",
+        Some(FullObject::PartManifest(Part::Db))
+    )]
+    #[case(
+        "selmai_full_20250301_040000.config.tar.gz.enc",
+        Some(FullObject::Part(Part::Config))
+    )]
+    #[case(
+        "selmai_full_20250301_040000.uploads.tar.manifest.json",
+        Some(FullObject::PartManifest(Part::Uploads))
+    )]
+    #[case("selmai_full_20250301_040000.tar.gz", None)]
+    #[case("selmai_full_20250301_040000.sql.gz.gpg", None)]
+    #[case("selmai_full_20250301_040000.sql.gz.partial", None)]
+    #[case("selmai_full_20250301_040000.other.tar.gz", None)]
+    #[case("selmai_full_20250399_040000.full.json", None)]
+    #[case("selmai_fullx_20250301_040000.full.json", None)]
+    #[case("selmai_full_2025", None)]
+    fn full_objects(#[case] name: &str, #[case] want: Option<FullObject>) {
+        let t = Utc.with_ymd_and_hms(2025, 3, 1, 4, 0, 0).unwrap();
+        assert_eq!(parse_full_object("selmai_full", name), want.map(|w| (t, w)));
+    }
+
+    #[test]
+    fn full_names_round_trip_and_stay_out_of_the_other_kinds() {
+        let t = Utc.with_ymd_and_hms(2025, 3, 1, 4, 0, 0).unwrap();
+        let set = full_set_name("selmai_full", t);
+        assert_eq!(set, "selmai_full_20250301_040000.full.json");
+        for part in Part::ALL {
+            let n = full_part_name("selmai_full", t, part, ".gz", true);
+            assert_eq!(
+                parse_full_object("selmai_full", &n),
+                Some((t, FullObject::Part(part)))
+            );
+            // The database and archive kinds never see a part, even with
+            // the full prefix as their own.
+            assert!(parse_db_name("selmai_full", &n).is_none() || part == Part::Db);
+            assert!(parse_archive_name("selmai_full", &n).is_none());
+            assert!(parse_db_name("selmai_backup", &n).is_none());
+        }
+        assert_eq!(
+            full_part_name("selmai_full", t, Part::Config, ".zst", false),
+            "selmai_full_20250301_040000.config.tar.zst"
+        );
+        assert!(is_archive_name(&full_part_name(
+            "selmai_full",
+            t,
+            Part::Uploads,
+            ".gz",
+            false
+        )));
+    }
+
+    #[rstest]
+    #[case("latest-full", true)]
+    #[case("selmai_full_20250301_040000", true)]
+    #[case("selmai_full_20250301_040000.full.json", true)]
+    #[case("/backups/selmai_full_20250301_040000.full.json", true)]
+    #[case("selmai_full_20250301_040000.sql.gz", false)]
+    #[case("latest", false)]
+    #[case("selmai_backup_20250301_040000", false)]
+    fn full_specs(#[case] spec: &str, #[case] want: bool) {
+        assert_eq!(is_full_spec("selmai_full", spec), want);
+    }
+
+    #[test]
+    fn full_sets_group_by_time_newest_first() {
+        let o = |n: &str| ObjectInfo {
+            name: n.into(),
+            size: 1,
+            modified: None,
+        };
+        let objs = [
+            o("selmai_full_20250201_040000.sql.gz"),
+            o("selmai_full_20250301_040000.sql.gz"),
+            o("selmai_full_20250301_040000.sql.gz.manifest.json"),
+            o("selmai_full_20250301_040000.full.json"),
+            o("selmai_full_notes.txt"),
+        ];
+        let sets = full_sets(&objs, "selmai_full", "volume");
+        let got: Vec<_> = sets
+            .iter()
+            .map(|s| (s.name.as_str(), s.complete, s.objects.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("selmai_full_20250301_040000.full.json", true, 3),
+                ("selmai_full_20250201_040000.full.json", false, 1)
             ]
         );
     }

@@ -23,6 +23,7 @@ use crate::db::DbError;
 use crate::docker::AppControl;
 use crate::drill::DrillError;
 use crate::dump::DumpError;
+use crate::full::FullError;
 use crate::pipeline::{BackupError, LocateError};
 use crate::restore::RestoreError;
 use crate::sql::SplitError;
@@ -66,9 +67,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Back the database (or, with --kind, the configuration or uploads) up now and print the file written.
+    /// Back the database (or, with --kind, the configuration, uploads or all three as a full backup) up now and print the files written.
     Backup(backup::Args),
-    /// Restore a backup into the database, or extract an archive with --to (verifies the whole file first).
+    /// Restore a backup into the database, extract an archive with --to, or both for a full backup (verifies everything first).
     Restore(restore::Args),
     /// List backups with date, size and age.
     List(list::Args),
@@ -214,6 +215,18 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     }
     if let Some(r) = e.downcast_ref::<RestoreError>() {
         return Some(restore_code(r));
+    }
+    if let Some(f) = e.downcast_ref::<FullError>() {
+        return match f {
+            FullError::NotFound { .. } | FullError::Empty(_) => Some(exit::NOT_FOUND),
+            FullError::Manifest(_) | FullError::MissingPart { .. } | FullError::Mismatch { .. } => {
+                Some(exit::CORRUPT)
+            }
+            FullError::Target(t) | FullError::SetManifest { source: t, .. } => Some(target_code(t)),
+            FullError::Part { source, .. } => code_of(source),
+            FullError::Db { source, .. } => Some(restore_code(source)),
+            FullError::Archive { source, .. } => Some(archive_code(source)),
+        };
     }
     None
 }

@@ -162,12 +162,15 @@ pub struct EnvConfig {
     tz: Option<String>,
     backup_schedule: Option<String>,
     config_schedule: Option<String>,
+    uploads_schedule: Option<String>,
     full_schedule: Option<String>,
     drill_schedule: Option<String>,
     backup_catch_up: Option<String>,
     retention_daily: Option<u32>,
     retention_weekly: Option<u32>,
     retention_monthly: Option<u32>,
+    retention_full_monthly: Option<u32>,
+    retention_config_weekly: Option<u32>,
     health_max_age_hours: Option<u64>,
     health_min_free_mb: Option<u64>,
     notify_on_success: Option<bool>,
@@ -190,6 +193,7 @@ pub struct EnvConfig {
     config_prefix: Option<String>,
     uploads_paths: Option<String>,
     uploads_prefix: Option<String>,
+    full_prefix: Option<String>,
     restore_snapshot_keep_days: Option<u32>,
     restore_definer: Option<String>,
 }
@@ -228,17 +232,21 @@ pub const KNOWN: &[&str] = &[
     "TZ",
     "BACKUP_SCHEDULE",
     "CONFIG_SCHEDULE",
+    "UPLOADS_SCHEDULE",
     "FULL_SCHEDULE",
     "CONFIG_PATHS",
     "CONFIG_EXCLUDE",
     "CONFIG_PREFIX",
     "UPLOADS_PATHS",
     "UPLOADS_PREFIX",
+    "FULL_PREFIX",
     "DRILL_SCHEDULE",
     "BACKUP_CATCH_UP",
     "RETENTION_DAILY",
     "RETENTION_WEEKLY",
     "RETENTION_MONTHLY",
+    "RETENTION_FULL_MONTHLY",
+    "RETENTION_CONFIG_WEEKLY",
     "HEALTH_MAX_AGE_HOURS",
     "HEALTH_MIN_FREE_MB",
     "NOTIFY_ON_SUCCESS",
@@ -337,6 +345,8 @@ pub struct ScheduleSettings {
     pub db: Option<Schedule>,
     /// Configuration backups (`CONFIG_SCHEDULE`).
     pub config: Option<Schedule>,
+    /// Uploads backups (`UPLOADS_SCHEDULE`).
+    pub uploads: Option<Schedule>,
     /// Full backups (`FULL_SCHEDULE`).
     pub full: Option<Schedule>,
     /// Restore drills of the newest backup (`DRILL_SCHEDULE`).
@@ -351,6 +361,7 @@ impl ScheduleSettings {
         match kind {
             Kind::Db => self.db.as_ref(),
             Kind::Config => self.config.as_ref(),
+            Kind::Uploads => self.uploads.as_ref(),
             Kind::Full => self.full.as_ref(),
             Kind::Drill => self.drill.as_ref(),
         }
@@ -425,8 +436,17 @@ pub struct Settings {
     pub log: LogSettings,
     /// Schedules and time zone.
     pub schedule: ScheduleSettings,
-    /// Retention (`RETENTION_*`).
+    /// Retention of database backups and uploads archives
+    /// (`RETENTION_DAILY`, `_WEEKLY`, `_MONTHLY`).
     pub retention: Policy,
+    /// Retention of configuration archives: the newest of each of the last
+    /// N ISO weeks (`RETENTION_CONFIG_WEEKLY`, default 4).
+    pub config_retention: Policy,
+    /// Retention of full backups: the newest set of each of the last N
+    /// months (`RETENTION_FULL_MONTHLY`, default 3).
+    pub full_retention: Policy,
+    /// File-name prefix of full backups (`FULL_PREFIX`, default `selmai_full`).
+    pub full_prefix: String,
     /// Health check thresholds.
     pub health: HealthSettings,
     /// Alerts.
@@ -601,14 +621,18 @@ impl TryFrom<EnvConfig> for Settings {
             paths: path_list(e.uploads_paths.as_deref().unwrap_or("/data/uploads")),
             exclude: Vec::new(),
         };
-        for (name, p) in [
+        let full_prefix = file_prefix("FULL_PREFIX", e.full_prefix, "selmai_full")?;
+        let kinds = [
+            ("BACKUP_PREFIX", &prefix),
             ("CONFIG_PREFIX", &config_archive.prefix),
             ("UPLOADS_PREFIX", &uploads_archive.prefix),
-        ] {
-            if p == &prefix {
+            ("FULL_PREFIX", &full_prefix),
+        ];
+        for (i, (name, p)) in kinds.iter().enumerate() {
+            if let Some((other, _)) = kinds[..i].iter().find(|(_, q)| q == p) {
                 return Err(ConfigError::Invalid {
                     name,
-                    detail: format!("{p:?} is BACKUP_PREFIX too: give each kind its own prefix"),
+                    detail: format!("{p:?} is {other} too: give each kind its own prefix"),
                 });
             }
         }
@@ -618,6 +642,7 @@ impl TryFrom<EnvConfig> for Settings {
             ("BACKUP_PREFIX", &prefix),
             ("CONFIG_PREFIX", &config_archive.prefix),
             ("UPLOADS_PREFIX", &uploads_archive.prefix),
+            ("FULL_PREFIX", &full_prefix),
         ] {
             if p == crate::snapshot::PREFIX {
                 return Err(ConfigError::Invalid {
@@ -684,6 +709,7 @@ impl TryFrom<EnvConfig> for Settings {
             },
             db: schedule(Kind::Db, e.backup_schedule)?,
             config: schedule(Kind::Config, e.config_schedule)?,
+            uploads: schedule(Kind::Uploads, e.uploads_schedule)?,
             full: schedule(Kind::Full, e.full_schedule)?,
             drill: schedule(Kind::Drill, e.drill_schedule)?,
             catch_up: match e.backup_catch_up {
@@ -699,6 +725,16 @@ impl TryFrom<EnvConfig> for Settings {
             daily: e.retention_daily.unwrap_or(defaults.daily),
             weekly: e.retention_weekly.unwrap_or(defaults.weekly),
             monthly: e.retention_monthly.unwrap_or(defaults.monthly),
+        };
+        let config_retention = Policy {
+            daily: 0,
+            weekly: e.retention_config_weekly.unwrap_or(4),
+            monthly: 0,
+        };
+        let full_retention = Policy {
+            daily: 0,
+            weekly: 0,
+            monthly: e.retention_full_monthly.unwrap_or(3),
         };
         let restore_snapshot_keep_days = e.restore_snapshot_keep_days.unwrap_or(7);
         if restore_snapshot_keep_days == 0 {
@@ -841,6 +877,9 @@ impl TryFrom<EnvConfig> for Settings {
             },
             schedule,
             retention,
+            config_retention,
+            full_retention,
+            full_prefix,
             health,
             notify,
             metrics_listen,
@@ -1303,6 +1342,53 @@ mod tests {
         assert!(err.contains(var), "{err}");
     }
 
+    #[rstest]
+    #[case("FULL_PREFIX", "selmai_backup", "BACKUP_PREFIX too")]
+    #[case("FULL_PREFIX", "selmai_config", "CONFIG_PREFIX too")]
+    #[case("UPLOADS_PREFIX", "selmai_full", "UPLOADS_PREFIX")]
+    #[case("FULL_PREFIX", "selmai_prerestore", "reserved")]
+    fn every_kind_has_its_own_prefix(#[case] var: &str, #[case] value: &str, #[case] want: &str) {
+        let err = with(&[(var, value)]).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+
+    #[test]
+    fn full_and_config_retention_are_their_own() {
+        let s = with(&[]).unwrap();
+        assert_eq!(s.full_prefix, "selmai_full");
+        assert_eq!(
+            (
+                s.full_retention.daily,
+                s.full_retention.weekly,
+                s.full_retention.monthly
+            ),
+            (0, 0, 3)
+        );
+        assert_eq!(
+            (
+                s.config_retention.daily,
+                s.config_retention.weekly,
+                s.config_retention.monthly
+            ),
+            (0, 4, 0)
+        );
+        let s = with(&[
+            ("RETENTION_FULL_MONTHLY", "12"),
+            ("RETENTION_CONFIG_WEEKLY", "8"),
+            ("RETENTION_MONTHLY", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                s.full_retention.monthly,
+                s.config_retention.weekly,
+                s.retention.monthly
+            ),
+            (12, 8, 1)
+        );
+        assert_eq!(s.schedule.of(Kind::Uploads).unwrap().as_str(), "30 3 * * *");
+    }
+
     #[test]
     fn safety_snapshots_keep_their_own_prefix_and_at_least_a_day() {
         assert_eq!(with(&[]).unwrap().restore_snapshot_keep_days, 7);
@@ -1354,6 +1440,7 @@ mod tests {
     #[rstest]
     #[case("BACKUP_SCHEDULE")]
     #[case("CONFIG_SCHEDULE")]
+    #[case("UPLOADS_SCHEDULE")]
     #[case("FULL_SCHEDULE")]
     fn schedules_can_be_turned_off(#[case] var: &str) {
         for off in ["off", "OFF", "never", "disabled"] {

@@ -28,10 +28,11 @@ use crate::catalog::{self, DirLock, LockError};
 use crate::config::Settings;
 use crate::drill::{self, DrillError};
 use crate::dump::{DumpOptions, NoHooks};
+use crate::full::{self, FullError};
 use crate::health::{self, SpaceError};
 use crate::metrics::Metrics;
 use crate::notify::{Event, EventKind, Notifier};
-use crate::pipeline::{self, BackupError, BackupOutcome, LocateError};
+use crate::pipeline::{self, BackupError, BackupOutcome, LocateError, TargetFailure};
 use crate::restore::RestoreError;
 use crate::retention;
 use crate::schedule::{Due, Kind, Runner, Trigger};
@@ -66,9 +67,9 @@ pub enum JobError {
     /// The restore drill failed or found differences.
     #[error(transparent)]
     Drill(#[from] DrillError),
-    /// This build has no job for the kind.
-    #[error("{0} backups are not implemented in this build")]
-    NotImplemented(Kind),
+    /// The full backup failed (none of it was kept).
+    #[error(transparent)]
+    Full(#[from] FullError),
 }
 
 /// The error and its sources on one line, skipping a source whose text is
@@ -87,12 +88,12 @@ pub fn error_line(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-/// The kinds this build can back up; the scheduler schedules only these.
-pub fn implemented(kind: Kind) -> bool {
-    match kind {
-        Kind::Db | Kind::Config | Kind::Drill => true,
-        // One arm here and one in `Jobs::backup` when it exists.
-        Kind::Full => false,
+/// The file-name prefix of an archive kind's backups.
+fn archive_prefix(s: &Settings, kind: Kind) -> &str {
+    if kind == Kind::Uploads {
+        &s.uploads_archive.prefix
+    } else {
+        &s.config_archive.prefix
     }
 }
 
@@ -293,10 +294,14 @@ impl Jobs {
                 done.warnings.extend(self.prune(kind).await);
                 Ok(done)
             }
-            Kind::Config => {
+            Kind::Config | Kind::Uploads => {
+                let archive = if kind == Kind::Config {
+                    ArchiveKind::Config
+                } else {
+                    ArchiveKind::Uploads
+                };
                 let outcome =
-                    pipeline::backup_archive(&self.settings, &self.targets, ArchiveKind::Config)
-                        .await?;
+                    pipeline::backup_archive(&self.settings, &self.targets, archive).await?;
                 let changed = outcome.manifest.changed_file_warnings();
                 let mut done = self.done(outcome);
                 done.warnings.extend(changed);
@@ -326,19 +331,42 @@ impl Jobs {
                     warnings: Vec::new(),
                 })
             }
-            Kind::Full => Err(JobError::NotImplemented(kind)),
+            Kind::Full => {
+                let o = full::backup(
+                    &self.settings,
+                    &self.targets,
+                    &DumpOptions::default(),
+                    &NoHooks,
+                )
+                .await?;
+                let mut done = self.done_of(o.set, o.manifest.size(), &o.stored, &o.failed);
+                done.warnings.extend(o.warnings);
+                done.warnings.extend(self.prune(kind).await);
+                Ok(done)
+            }
         }
     }
 
     fn done(&self, o: BackupOutcome) -> Done {
-        let mut warnings: Vec<String> = o
-            .failed
+        self.done_of(o.file, o.manifest.size, &o.stored, &o.failed)
+    }
+
+    /// The record of a backup `file` of `size` bytes stored on `stored`,
+    /// with the secondary targets that `failed`.
+    fn done_of(
+        &self,
+        file: String,
+        size: u64,
+        stored: &[&'static str],
+        failed: &[TargetFailure],
+    ) -> Done {
+        let mut warnings: Vec<String> = failed
             .iter()
             .map(|f| format!("the copy to the {} failed: {}", f.target, f.error))
             .collect();
         let offsite = if self.settings.s3.is_none() {
             Offsite::NotConfigured
-        } else if o.failed.is_empty() && o.stored.iter().any(|t| *t != "volume") {
+        } else if failed.is_empty() && stored.iter().any(|t| *t != "volume") {
             Offsite::Stored
         } else {
             let error = if warnings.is_empty() {
@@ -347,14 +375,14 @@ impl Jobs {
             } else {
                 warnings.join("; ")
             };
-            if o.failed.is_empty() {
+            if failed.is_empty() {
                 warnings.push(error.clone());
             }
             Offsite::Failed { error }
         };
         Done {
-            file: o.file,
-            size: o.manifest.size,
+            file,
+            size,
             offsite,
             warnings,
         }
@@ -367,9 +395,24 @@ impl Jobs {
         for t in &self.targets {
             let t = t.as_ref();
             let pruned = match kind {
-                Kind::Config => {
-                    let prefix = &s.config_archive.prefix;
-                    retention::prune_archives(t, prefix, &s.retention, s.schedule.tz, false).await
+                Kind::Config | Kind::Uploads => {
+                    let policy = if kind == Kind::Config {
+                        &s.config_retention
+                    } else {
+                        &s.retention
+                    };
+                    let prefix = archive_prefix(s, kind);
+                    retention::prune_archives(t, prefix, policy, s.schedule.tz, false).await
+                }
+                Kind::Full => {
+                    retention::prune_full(
+                        t,
+                        &s.full_prefix,
+                        &s.full_retention,
+                        s.schedule.tz,
+                        false,
+                    )
+                    .await
                 }
                 _ => retention::prune(t, &s.prefix, &s.retention, s.schedule.tz, false).await,
             };
@@ -416,9 +459,25 @@ impl Jobs {
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
         for t in &self.targets {
+            if kind == Kind::Full {
+                // A set without its set manifest never finished: all of it goes.
+                match catalog::list_full(t.as_ref(), &self.settings.full_prefix).await {
+                    Ok(sets) => {
+                        for set in sets.iter().filter(|s| !s.complete && s.taken >= since) {
+                            if retention::delete_set(t.as_ref(), set).await.is_empty() {
+                                tracing::warn!(target = t.label(), set = %set.name, "deleted the parts of the abandoned full backup");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target = t.label(), error = %e, "cannot list for clean-up")
+                    }
+                }
+                continue;
+            }
             let listed = match kind {
-                Kind::Config => {
-                    catalog::list_archives(t.as_ref(), &self.settings.config_archive.prefix).await
+                Kind::Config | Kind::Uploads => {
+                    catalog::list_archives(t.as_ref(), archive_prefix(&self.settings, kind)).await
                 }
                 _ => catalog::list_db(t.as_ref(), &self.settings.prefix).await,
             };

@@ -19,6 +19,8 @@
 //!   checked, confined extraction.
 //! - [`manifest`]: the JSON file written next to every backup (versioned format).
 //! - [`catalog`]: backup file names, and which stored objects are ours.
+//! - [`full`]: full backups: the dump and both archives under one timestamp,
+//!   one set manifest naming every part, verified whole before a restore.
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`,
 //!   an S3-compatible bucket in `target::s3`).
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
@@ -47,6 +49,7 @@ pub mod definer;
 pub mod docker;
 pub mod drill;
 pub mod dump;
+pub mod full;
 pub mod health;
 pub mod jobs;
 pub mod manifest;

@@ -281,6 +281,87 @@ impl Manifest {
     }
 }
 
+/// One part of a full backup, as its set manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPart {
+    /// `db`, `config` or `uploads`.
+    pub kind: crate::catalog::Part,
+    /// The part's file name (its own manifest is `FILE.manifest.json`).
+    pub file: String,
+    /// Size of the stored file in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored file, hex.
+    pub sha256: String,
+}
+
+/// The set manifest of a full backup (`PREFIX_YYYYMMDD_HHMMSS.full.json`),
+/// written after every part: its presence means the set is complete.
+/// Same format version as [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetManifest {
+    /// Manifest format version.
+    pub format_version: u32,
+    /// Always `full`.
+    pub kind: String,
+    /// Tool and version that wrote it.
+    pub tool: String,
+    /// The set manifest's own name.
+    pub name: String,
+    /// The timestamp every part carries.
+    pub taken: DateTime<Utc>,
+    /// When the last part was stored.
+    pub finished_at: DateTime<Utc>,
+    /// Every part, in the order written (database first).
+    pub parts: Vec<SetPart>,
+}
+
+impl SetManifest {
+    /// The set manifest of the full backup `name` taken at `taken`.
+    pub fn new(name: &str, taken: DateTime<Utc>, parts: Vec<SetPart>) -> Self {
+        SetManifest {
+            format_version: FORMAT_VERSION,
+            kind: "full".into(),
+            tool: format!("selmai-backup {}", env!("CARGO_PKG_VERSION")),
+            name: name.to_owned(),
+            taken,
+            finished_at: Utc::now(),
+            parts,
+        }
+    }
+
+    /// Serialise (pretty, stable field order).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("set manifest serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parse a set manifest named `name`.
+    pub fn parse(name: &str, bytes: &[u8]) -> Result<Self, ManifestError> {
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let parse_err = |source| ManifestError::Parse {
+            name: name.to_owned(),
+            source,
+        };
+        let v: Version = serde_json::from_slice(bytes).map_err(parse_err)?;
+        if v.format_version > FORMAT_VERSION {
+            return Err(ManifestError::TooNew {
+                name: name.to_owned(),
+                found: v.format_version,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(parse_err)
+    }
+
+    /// Total stored size of the parts.
+    pub fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.size).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +376,20 @@ mod tests {
         assert_eq!(m.tables[0].rows, 3);
         // And what we write today reads back identically.
         assert_eq!(Manifest::parse("x", &m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn golden_v1_set_manifest_parses() {
+        let bytes = include_bytes!("../tests/fixtures/set_manifest_v1.json");
+        let m = SetManifest::parse("set_manifest_v1.json", bytes).unwrap();
+        assert_eq!(m.name, "selmai_full_20250301_040000.full.json");
+        let kinds: Vec<_> = m.parts.iter().map(|p| p.kind).collect();
+        use crate::catalog::Part;
+        assert_eq!(kinds, [Part::Db, Part::Config, Part::Uploads]);
+        assert_eq!(m.size(), 1000 + 200 + 30);
+        assert_eq!(SetManifest::parse("x", &m.to_json()).unwrap(), m);
+        let err = SetManifest::parse("s.json", br#"{"format_version": 99}"#).unwrap_err();
+        assert!(err.to_string().contains("upgrade"), "{err}");
     }
 
     #[test]

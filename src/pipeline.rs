@@ -102,14 +102,27 @@ pub async fn backup_db(
     opts: &DumpOptions,
     hooks: &dyn DumpHooks,
 ) -> Result<BackupOutcome, BackupError> {
-    let started = Instant::now();
-    let db = settings.db()?;
     let compression = settings.compression;
     let encrypted = settings.passphrase.is_some();
     let name = free_name(targets, |when| {
         catalog::db_file_name(&settings.prefix, when, compression.extension(), encrypted)
     })
     .await?;
+    backup_db_as(settings, targets, &name, opts, hooks).await
+}
+
+/// [`backup_db`] under a name the caller chose (a part of a full backup).
+pub async fn backup_db_as(
+    settings: &Settings,
+    targets: &[Arc<dyn Target>],
+    name: &str,
+    opts: &DumpOptions,
+    hooks: &dyn DumpHooks,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    let db = settings.db()?;
+    let compression = settings.compression;
+    let name = name.to_owned();
     tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(&db), "backup started");
     let encoded = encode_and_store(settings, targets, &name, |sql_w| async {
         Ok(dump::dump_database(&db, sql_w, opts, hooks).await?)
@@ -154,14 +167,27 @@ pub async fn backup_archive(
     targets: &[Arc<dyn Target>],
     kind: ArchiveKind,
 ) -> Result<BackupOutcome, BackupError> {
-    let started = Instant::now();
-    let spec = kind.settings(settings).clone();
+    let prefix = &kind.settings(settings).prefix;
     let compression = settings.compression;
     let encrypted = settings.passphrase.is_some();
     let name = free_name(targets, |when| {
-        catalog::archive_file_name(&spec.prefix, when, compression.extension(), encrypted)
+        catalog::archive_file_name(prefix, when, compression.extension(), encrypted)
     })
     .await?;
+    backup_archive_as(settings, targets, kind, &name).await
+}
+
+/// [`backup_archive`] under a name the caller chose (a part of a full backup).
+pub async fn backup_archive_as(
+    settings: &Settings,
+    targets: &[Arc<dyn Target>],
+    kind: ArchiveKind,
+    name: &str,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    let spec = kind.settings(settings).clone();
+    let compression = settings.compression;
+    let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
     let encoded = encode_and_store(settings, targets, &name, |w| async move {
         // The file system is read with blocking calls: a blocking thread
@@ -368,12 +394,25 @@ async fn free_name(
     targets: &[Arc<dyn Target>],
     make: impl Fn(chrono::DateTime<Utc>) -> String,
 ) -> Result<String, TargetError> {
+    let when = free_time(targets, |when| {
+        let name = make(when);
+        vec![manifest::name_for(&name), name]
+    })
+    .await?;
+    Ok(make(when))
+}
+
+/// The first second from now at which none of the names `make` gives is
+/// held by any target (a full backup checks all its parts at once).
+pub async fn free_time(
+    targets: &[Arc<dyn Target>],
+    make: impl Fn(chrono::DateTime<Utc>) -> Vec<String>,
+) -> Result<chrono::DateTime<Utc>, TargetError> {
     let mut when = Utc::now();
     loop {
-        let name = make(when);
         let mut taken = false;
         for (i, t) in targets.iter().enumerate() {
-            for candidate in [name.clone(), manifest::name_for(&name)] {
+            for candidate in make(when) {
                 match t.metadata(&candidate).await {
                     Ok(found) => taken |= found.is_some(),
                     // Only the primary must answer; an unreachable bucket
@@ -384,7 +423,7 @@ async fn free_name(
             }
         }
         if !taken {
-            return Ok(name);
+            return Ok(when);
         }
         when += chrono::Duration::seconds(1);
     }
@@ -629,6 +668,12 @@ pub async fn locate(
         place,
         newest,
     })
+}
+
+/// The backup `name` in target `t`, with its manifest when there is one.
+pub async fn source_at(t: Arc<dyn Target>, name: &str) -> Result<Source, LocateError> {
+    let place = t.label().to_owned();
+    source_in(t, name, place, Vec::new()).await
 }
 
 async fn source_in(

@@ -88,6 +88,8 @@ pub enum DeleteReason {
     SameDay(NaiveDate),
     /// Older than every kept period.
     Expired(Policy),
+    /// A full backup without its set manifest: it never finished.
+    Incomplete,
 }
 
 impl fmt::Display for DeleteReason {
@@ -99,6 +101,9 @@ impl fmt::Display for DeleteReason {
                 "not the newest of any of the last {} days, {} ISO weeks or {} months that have backups",
                 p.daily, p.weekly, p.monthly
             ),
+            DeleteReason::Incomplete => {
+                f.write_str("a full backup that did not finish (no set manifest)")
+            }
         }
     }
 }
@@ -239,6 +244,82 @@ pub async fn prune_archives(
 ) -> Result<Pruned, TargetError> {
     let entries = catalog::list_archives(target, prefix).await?;
     apply(target, entries, policy, tz, dry_run).await
+}
+
+/// Retention of full backups with `prefix`: whole sets are planned,
+/// kept and deleted, never a part alone. A set without its set manifest
+/// did not finish and is deleted (the caller holds the `BACKUP_DIR` lock,
+/// so no full backup is in progress).
+pub async fn prune_full(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
+    dry_run: bool,
+) -> Result<Pruned, TargetError> {
+    let sets = catalog::list_full(target, prefix).await?;
+    let complete: Vec<DateTime<Utc>> = sets
+        .iter()
+        .filter(|s| s.complete)
+        .map(|s| s.taken)
+        .collect();
+    let mut planned = plan(&complete, policy, tz).into_iter();
+    let mut verdicts = Vec::new();
+    let mut deleted = Vec::new();
+    let mut failed = Vec::new();
+    for set in sets {
+        let verdict = if set.complete {
+            planned.next().expect("one verdict per complete set")
+        } else {
+            Verdict::Delete(DeleteReason::Incomplete)
+        };
+        if !dry_run && !verdict.keeps() {
+            let fails = delete_set(target, &set).await;
+            if fails.is_empty() {
+                tracing::info!(target = target.label(), set = %set.name, reason = %verdict, "deleted by retention");
+                deleted.push(set.name.clone());
+            }
+            failed.extend(fails);
+        }
+        let entry = Entry {
+            name: set.name.clone(),
+            parsed: catalog::BackupName {
+                taken: set.taken,
+                extension: catalog::SET_SUFFIX.to_owned(),
+                encrypted: false,
+                gpg: false,
+            },
+            size: set.objects.iter().map(|o| o.size).sum(),
+            has_manifest: set.complete,
+            location: set.location,
+        };
+        verdicts.push((entry, verdict));
+    }
+    Ok(Pruned {
+        target: target.label(),
+        verdicts,
+        deleted,
+        failed,
+    })
+}
+
+/// Delete every object of a full backup, the set manifest first (a set
+/// left half-deleted is then incomplete, never complete with parts
+/// missing). Returns the deletes that failed.
+pub async fn delete_set(target: &dyn Target, set: &catalog::FullSetEntry) -> Vec<DeleteFailure> {
+    let mut names: Vec<&str> = set.objects.iter().map(|o| o.name.as_str()).collect();
+    names.sort_by_key(|n| !n.ends_with(catalog::SET_SUFFIX));
+    let mut failed = Vec::new();
+    for name in names {
+        if let Err(error) = target.delete(name).await {
+            tracing::warn!(target = target.label(), file = %name, error = %error, "could not delete a part of a full backup; it stays");
+            failed.push(DeleteFailure {
+                name: name.to_owned(),
+                error,
+            });
+        }
+    }
+    failed
 }
 
 async fn apply(

@@ -39,6 +39,8 @@ pub enum Kind {
     Db,
     /// The application's configuration files (`CONFIG_SCHEDULE`).
     Config,
+    /// The users' uploads (`UPLOADS_SCHEDULE`).
+    Uploads,
     /// Everything: database, configuration and uploads (`FULL_SCHEDULE`).
     Full,
     /// A restore drill of the newest backup (`DRILL_SCHEDULE`): makes no
@@ -48,13 +50,20 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order they are listed in logs.
-    pub const ALL: [Kind; 4] = [Kind::Db, Kind::Config, Kind::Full, Kind::Drill];
+    pub const ALL: [Kind; 5] = [
+        Kind::Db,
+        Kind::Config,
+        Kind::Uploads,
+        Kind::Full,
+        Kind::Drill,
+    ];
 
     /// Short name used in logs, the state file, metrics labels and alerts.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Db => "db",
             Kind::Config => "config",
+            Kind::Uploads => "uploads",
             Kind::Full => "full",
             Kind::Drill => "drill",
         }
@@ -65,6 +74,7 @@ impl Kind {
         match self {
             Kind::Db => "BACKUP_SCHEDULE",
             Kind::Config => "CONFIG_SCHEDULE",
+            Kind::Uploads => "UPLOADS_SCHEDULE",
             Kind::Full => "FULL_SCHEDULE",
             Kind::Drill => "DRILL_SCHEDULE",
         }
@@ -75,6 +85,8 @@ impl Kind {
         match self {
             Kind::Db => "0 2 * * *",
             Kind::Config => "0 3 * * 0",
+            // Daily, after the database: uploads change as the data does.
+            Kind::Uploads => "30 3 * * *",
             Kind::Full => "0 4 1 * *",
             // Monthly, the day after the full backup, as the runbook's manual test.
             Kind::Drill => "0 5 2 * *",

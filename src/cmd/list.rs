@@ -1,13 +1,15 @@
 //! `selmai-backup list`: the backups (database dumps, configuration and
-//! uploads archives) in every target, newest first.
+//! uploads archives, full backups with each of their parts) in every
+//! target, newest first.
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::catalog;
+use crate::catalog::{self, FullObject, Part};
 use crate::config::Settings;
+use crate::manifest;
 use crate::progress::human_bytes;
 
 /// Arguments of `list`.
@@ -59,6 +61,49 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
                 manifest: e.has_manifest,
             });
             row.locations.push(e.location);
+        }
+        for set in catalog::list_full(t, &settings.full_prefix).await? {
+            let names: std::collections::HashSet<&str> =
+                set.objects.iter().map(|o| o.name.as_str()).collect();
+            let mut add = |name: &str, kind: &'static str, size: u64, manifest: bool| {
+                let row = rows.entry(name.to_owned()).or_insert_with(|| Row {
+                    name: name.to_owned(),
+                    kind,
+                    taken: set.taken,
+                    size,
+                    age_hours: (Utc::now() - set.taken).num_seconds() as f64 / 3600.0,
+                    locations: Vec::new(),
+                    manifest,
+                });
+                row.locations.push(set.location);
+            };
+            if set.complete {
+                let parts = set
+                    .objects
+                    .iter()
+                    .filter(|o| {
+                        matches!(
+                            catalog::parse_full_object(&settings.full_prefix, &o.name),
+                            Some((_, FullObject::Part(_)))
+                        )
+                    })
+                    .map(|o| o.size)
+                    .sum();
+                add(&set.name, "full", parts, true);
+            }
+            for o in &set.objects {
+                if let Some((_, FullObject::Part(part))) =
+                    catalog::parse_full_object(&settings.full_prefix, &o.name)
+                {
+                    let kind = match part {
+                        Part::Db => "full:db",
+                        Part::Config => "full:config",
+                        Part::Uploads => "full:uploads",
+                    };
+                    let has_manifest = names.contains(manifest::name_for(&o.name).as_str());
+                    add(&o.name, kind, o.size, set.complete && has_manifest);
+                }
+            }
         }
     }
     let mut rows: Vec<Row> = rows.into_values().collect();

@@ -1,7 +1,9 @@
-//! `selmai-backup prune [--dry-run]`: apply retention (`RETENTION_*`) to
-//! our backups on every target now, printing every backup with its verdict
-//! ("keep (daily 3/7)", "delete (...)") and why. The daemon does the same
-//! after each successful backup.
+//! `selmai-backup prune [--dry-run]`: apply each kind's retention to our
+//! database backups and uploads archives (`RETENTION_DAILY`, `_WEEKLY`,
+//! `_MONTHLY`), config archives (`RETENTION_CONFIG_WEEKLY`) and full
+//! backups (`RETENTION_FULL_MONTHLY`, whole sets) on every target now, printing
+//! every backup with its verdict ("keep (daily 3/7)", "delete (...)") and
+//! why. The daemon does the same after each successful backup of a kind.
 
 use crate::config::Settings;
 use crate::retention;
@@ -26,45 +28,59 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut first_failure = None;
     let mut failures = 0;
     for t in super::targets(settings)? {
-        let p = retention::prune(
-            t.as_ref(),
-            &settings.prefix,
-            &settings.retention,
-            tz,
-            args.dry_run,
-        )
-        .await?;
-        let keep = p.verdicts.iter().filter(|(_, v)| v.keeps()).count();
-        println!(
-            "{}: {} backups, {} kept, {} {} (retention {}, days in {})",
-            p.target,
-            p.verdicts.len(),
-            keep,
-            p.verdicts.len() - keep,
-            if args.dry_run {
-                "to delete; dry run, nothing deleted"
-            } else {
-                "to delete"
-            },
-            settings.retention,
-            tz.name()
-        );
-        let width = p
-            .verdicts
-            .iter()
-            .map(|(e, _)| e.name.len())
-            .max()
-            .unwrap_or(0);
-        for (e, v) in &p.verdicts {
-            println!("  {:<width$}  {v}", e.name);
-        }
-        for f in p.failed {
-            eprintln!(
-                "warning: could not delete {} from the {}: {}",
-                f.name, p.target, f.error
+        let t = t.as_ref();
+        let s = settings;
+        let kinds = [
+            (
+                "backups",
+                &s.retention,
+                retention::prune(t, &s.prefix, &s.retention, tz, args.dry_run).await?,
+            ),
+            (
+                "config archives",
+                &s.config_retention,
+                retention::prune_archives(
+                    t,
+                    &s.config_archive.prefix,
+                    &s.config_retention,
+                    tz,
+                    args.dry_run,
+                )
+                .await?,
+            ),
+            (
+                "uploads archives",
+                &s.retention,
+                retention::prune_archives(
+                    t,
+                    &s.uploads_archive.prefix,
+                    &s.retention,
+                    tz,
+                    args.dry_run,
+                )
+                .await?,
+            ),
+            (
+                "full backups",
+                &s.full_retention,
+                retention::prune_full(t, &s.full_prefix, &s.full_retention, tz, args.dry_run)
+                    .await?,
+            ),
+        ];
+        for (what, policy, p) in kinds {
+            // The database line always shows; the other kinds when they have backups.
+            if p.verdicts.is_empty() && what != "backups" {
+                continue;
+            }
+            report(
+                p,
+                what,
+                policy,
+                tz,
+                args.dry_run,
+                &mut failures,
+                &mut first_failure,
             );
-            failures += 1;
-            first_failure.get_or_insert(f.error);
         }
     }
     match first_failure {
@@ -72,5 +88,49 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         Some(e) => Err(anyhow::Error::new(e).context(format!(
             "{failures} backup(s) could not be deleted; they are kept"
         ))),
+    }
+}
+
+/// Print one kind's plan on one target and count its failed deletes.
+fn report(
+    p: retention::Pruned,
+    what: &str,
+    policy: &retention::Policy,
+    tz: chrono_tz::Tz,
+    dry_run: bool,
+    failures: &mut usize,
+    first_failure: &mut Option<crate::target::TargetError>,
+) {
+    let keep = p.verdicts.iter().filter(|(_, v)| v.keeps()).count();
+    println!(
+        "{}: {} {what}, {} kept, {} {} (retention {}, days in {})",
+        p.target,
+        p.verdicts.len(),
+        keep,
+        p.verdicts.len() - keep,
+        if dry_run {
+            "to delete; dry run, nothing deleted"
+        } else {
+            "to delete"
+        },
+        policy,
+        tz.name()
+    );
+    let width = p
+        .verdicts
+        .iter()
+        .map(|(e, _)| e.name.len())
+        .max()
+        .unwrap_or(0);
+    for (e, v) in &p.verdicts {
+        println!("  {:<width$}  {v}", e.name);
+    }
+    for f in p.failed {
+        eprintln!(
+            "warning: could not delete {} from the {}: {}",
+            f.name, p.target, f.error
+        );
+        *failures += 1;
+        first_failure.get_or_insert(f.error);
     }
 }

@@ -2,28 +2,34 @@
 //! dump the database about to be replaced (the safety snapshot, see
 //! [`crate::snapshot`]), then replace its objects with the backup's; for a
 //! file archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and
-//! extracts it.
+//! extracts it; for a full backup, `restore SET --to DIR` verifies every
+//! part, restores the database the same way and extracts the archives
+//! into `DIR/config` and `DIR/uploads`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 
 use crate::archive;
-use crate::catalog;
-use crate::config::Settings;
+use crate::catalog::{self, Part};
+use crate::config::{DbSettings, Settings};
 use crate::docker::AppControl;
+use crate::full;
 use crate::pipeline;
 use crate::progress::human_bytes;
 use crate::snapshot;
+use crate::target::Target;
 
 use super::Refused;
 
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A backup name in BACKUP_DIR, a path to a file, or `latest`.
+    /// A backup name in BACKUP_DIR, a path to a file, `latest`, or a full
+    /// backup (`PREFIX_YYYYMMDD_HHMMSS[.full.json]` or `latest-full`, with --to).
     pub file: String,
     /// Restore into this database instead of DB_NAME (created when missing).
     #[arg(long, value_name = "NAME")]
@@ -31,7 +37,8 @@ pub struct Args {
     /// Do not ask for confirmation (required when there is no terminal).
     #[arg(long)]
     pub yes: bool,
-    /// Extract a configuration or uploads archive into this directory (new or empty).
+    /// Extract a configuration or uploads archive into this directory (new or
+    /// empty); for a full backup, its archives go into DIR/config and DIR/uploads.
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
     /// With --to: extract into a directory that is not empty, replacing the files the archive holds.
@@ -46,6 +53,16 @@ pub struct Args {
 /// Verify, confirm, stop the labelled app containers, take the safety
 /// snapshot, restore, start them again.
 pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
+    if catalog::is_full_spec(&settings.full_prefix, &args.file) {
+        return match &args.to {
+            Some(to) => run_full(&args, to, settings, apps).await,
+            None => Err(Refused(format!(
+                "{} is a full backup: give the directory to extract its configuration and uploads into with --to DIR (the database is restored too)",
+                args.file
+            ))
+            .into()),
+        };
+    }
     match (&args.to, catalog::is_archive_name(&args.file)) {
         (Some(to), true) => return run_archive(&args, to, settings).await,
         (Some(_), false) => {
@@ -108,8 +125,28 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             return Err(Refused("restore cancelled; the database was not touched".into()).into());
         }
     }
+    apply_db(
+        &args, settings, apps, &targets, &source, &db, &into, started,
+    )
+    .await
+}
+
+/// Restore the verified, confirmed `source` into `into`: safety snapshot
+/// and restore with the labelled app containers stopped, then start them
+/// again and say how to undo it.
+#[allow(clippy::too_many_arguments)]
+async fn apply_db(
+    args: &Args,
+    settings: &Settings,
+    apps: &AppControl,
+    targets: &[Arc<dyn Target>],
+    source: &pipeline::Source,
+    db: &DbSettings,
+    into: &str,
+    started: Instant,
+) -> anyhow::Result<()> {
     let snapshot_wanted = !args.no_safety_snapshot
-        && snapshot::worth_taking(&db, &into)
+        && snapshot::worth_taking(db, into)
             .await
             .context("not restoring, the database was not touched")?;
     // Only the app's own database is worth stopping the app for; a restore
@@ -127,7 +164,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     // very state the restore replaces.
     let work = async {
         let snap = if snapshot_wanted {
-            let out = snapshot::take(settings, &targets[0], &into)
+            let out = snapshot::take(settings, &targets[0], into)
                 .await
                 .with_context(|| {
                     format!(
@@ -140,10 +177,10 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             None
         };
         let summary = pipeline::apply_with(
-            &source,
+            source,
             settings.passphrase.as_ref(),
-            &db,
-            &into,
+            db,
+            into,
             settings.restore_definer,
         )
         .await?;
@@ -192,6 +229,98 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             tracing::warn!(error = %e, "cannot delete expired pre-restore snapshots");
         }
     }
+    Ok(())
+}
+
+/// Verify every part of a full backup, confirm, restore the database as
+/// [`run`] does, then extract each archive into `to/config` and `to/uploads`.
+async fn run_full(
+    args: &Args,
+    to: &Path,
+    settings: &Settings,
+    apps: &AppControl,
+) -> anyhow::Result<()> {
+    let db = settings.db()?;
+    let into = args.into.clone().unwrap_or_else(|| db.name.clone());
+    if !args.yes && !std::io::stdin().is_terminal() {
+        return Err(Refused(format!(
+            "refusing to restore into `{into}` and {} without confirmation: there is no terminal to ask on; pass --yes",
+            to.display()
+        ))
+        .into());
+    }
+    let _lock = super::lock_and_clean(settings).await?;
+    let targets = super::targets(settings)?;
+    let set = full::locate(&args.file, &settings.full_prefix, &targets).await?;
+    let archives: Vec<(Part, PathBuf)> = set
+        .manifest
+        .parts
+        .iter()
+        .filter(|p| p.kind != Part::Db)
+        .map(|p| (p.kind, to.join(p.kind.name())))
+        .collect();
+    for (_, dir) in &archives {
+        archive::check_target(dir, args.force)?;
+    }
+    let started = Instant::now();
+    let (set, reports) = full::verify(set, settings.passphrase.as_ref(), Some(&targets[0])).await?;
+    for r in &reports {
+        eprintln!("verified {} ({})", r.file, r.summary);
+    }
+    let Some(source) = set.part(Part::Db) else {
+        return Err(Refused(format!(
+            "full backup {} has no db part: restore its archives one by one with `restore ARCHIVE --to DIR`",
+            set.name
+        ))
+        .into());
+    };
+    eprintln!(
+        "verified full backup {}: every part matches the set manifest",
+        set.name
+    );
+    let extracts: Vec<String> = archives
+        .iter()
+        .map(|(part, dir)| format!("its {part} into {}", dir.display()))
+        .collect();
+    if !args.yes {
+        eprint!(
+            "This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}{}{}.\nType 'yes' to continue: ",
+            crate::db::addr(&db),
+            set.name,
+            set.manifest.taken.format("%Y-%m-%d %H:%M:%S UTC"),
+            if extracts.is_empty() { "" } else { ", and extracts " },
+            extracts.join(" and "),
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            return Err(Refused("restore cancelled; nothing was touched".into()).into());
+        }
+    }
+    apply_db(args, settings, apps, &targets, source, &db, &into, started).await?;
+    for (part, dir) in &archives {
+        let source = set.part(*part).expect("archives come from the set's parts");
+        let report = archive::extract_verified(source, settings.passphrase.as_ref(), dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "the database was restored from {}, but extracting its {part} archive failed",
+                    set.name
+                )
+            })?;
+        eprintln!(
+            "extracted {} into {}: {} entries",
+            source.name,
+            dir.display(),
+            report.entries
+        );
+    }
+    eprintln!(
+        "restored full backup {} in {:.1}s",
+        set.name,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

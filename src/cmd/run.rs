@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
 use crate::config::Settings;
-use crate::jobs::{self, Jobs};
+use crate::jobs::Jobs;
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::schedule::{self, Job, Kind, SystemClock};
@@ -23,6 +23,10 @@ use crate::state::State;
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
+
+fn any_exists(paths: &[std::path::PathBuf]) -> bool {
+    paths.iter().any(|p| p.exists())
+}
 
 /// Run the scheduler until a stop signal.
 pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
@@ -35,20 +39,13 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         let var = kind.schedule_var();
         match settings.schedule.of(kind) {
             None => tracing::info!(kind = %kind, "{kind} backups are off ({var}=off)"),
-            Some(s) if !jobs::implemented(kind) => {
-                let next = s
-                    .next_after(now, tz)
-                    .map(|t| schedule::local(t, tz))
-                    .unwrap_or_default();
-                tracing::info!(kind = %kind, schedule = %s, next = %next, "{kind} backups are not scheduled: this build cannot make them yet ({var} is valid, its next run would be {next})");
-            }
-            // Without any of its paths mounted, a config job would only
-            // fail every week; say so once, at start, instead.
-            Some(_)
-                if kind == Kind::Config
-                    && !settings.config_archive.paths.iter().any(|p| p.exists()) =>
-            {
+            // Without any of its paths mounted, an archive job would only
+            // fail at every run; say so once, at start, instead.
+            Some(_) if kind == Kind::Config && !any_exists(&settings.config_archive.paths) => {
                 tracing::warn!(kind = %kind, paths = ?settings.config_archive.paths, "config backups are not scheduled: none of CONFIG_PATHS exists; mount the configuration read-only there, or set CONFIG_SCHEDULE=off");
+            }
+            Some(_) if kind == Kind::Uploads && !any_exists(&settings.uploads_archive.paths) => {
+                tracing::warn!(kind = %kind, paths = ?settings.uploads_archive.paths, "uploads backups are not scheduled: none of UPLOADS_PATHS exists; mount the uploads volume read-only there, or set UPLOADS_SCHEDULE=off");
             }
             Some(s) => jobs.push(Job {
                 kind,
@@ -56,7 +53,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
             }),
         }
     }
-    if jobs.iter().any(|j| j.kind == Kind::Db) {
+    if jobs.iter().any(|j| matches!(j.kind, Kind::Db | Kind::Full)) {
         // Fail at start, not at 02:00, when the credentials are missing.
         settings.db()?;
     }

@@ -1,19 +1,22 @@
 //! `selmai-backup verify <FILE|latest>`: read a backup to the end and say
 //! whether it would restore, without touching any database; with
 //! `--restore-test`, also restore it into a scratch database and prove the
-//! data is what was dumped (see [`crate::drill`]).
+//! data is what was dumped (see [`crate::drill`]). A full backup is
+//! checked part by part against its set manifest.
 
 use crate::archive;
-use crate::catalog;
+use crate::catalog::{self, Part};
 use crate::config::Settings;
 use crate::drill;
+use crate::full;
 use crate::pipeline;
 use crate::progress::human_bytes;
 
 /// Arguments of `verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A backup name in BACKUP_DIR, a path to a file, or `latest`.
+    /// A backup name in BACKUP_DIR, a path to a file, `latest`, or a full
+    /// backup (`PREFIX_YYYYMMDD_HHMMSS[.full.json]` or `latest-full`).
     pub file: String,
     /// Then restore it into a scratch database on the server, compare row
     /// counts, fingerprints, views, triggers, routines and events with the
@@ -25,6 +28,9 @@ pub struct Args {
 /// Check SHA-256 against the manifest, every encryption tag, decompression
 /// and SQL splitting (for an archive: the tar and every file's SHA-256).
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    if catalog::is_full_spec(&settings.full_prefix, &args.file) {
+        return run_full(args, settings).await;
+    }
     // A bucket copy is read straight from the bucket: verify leaves no file behind.
     let source = pipeline::locate(&args.file, &settings.prefix, &super::targets(settings)?).await?;
     if catalog::is_archive_name(&source.name) {
@@ -58,10 +64,35 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     if !args.restore_test {
         return Ok(());
     }
+    restore_test(&source, settings).await
+}
+
+/// Every part of a full backup against its set manifest and to the end;
+/// with `--restore-test`, the drill of its database part.
+async fn run_full(args: Args, settings: &Settings) -> anyhow::Result<()> {
+    let targets = super::targets(settings)?;
+    let set = full::locate(&args.file, &settings.full_prefix, &targets).await?;
+    let (set, reports) = full::verify(set, settings.passphrase.as_ref(), None).await?;
+    for r in &reports {
+        println!("ok: {} ({} part: {})", r.file, r.kind, r.summary);
+    }
+    println!(
+        "ok: {} ({} parts, each matches the set manifest)",
+        set.name,
+        reports.len()
+    );
+    match (args.restore_test, set.part(Part::Db)) {
+        (true, Some(source)) => restore_test(source, settings).await,
+        _ => Ok(()),
+    }
+}
+
+/// Restore `source` into a scratch database and compare it with its manifest.
+async fn restore_test(source: &pipeline::Source, settings: &Settings) -> anyhow::Result<()> {
     let db = settings.db()?;
     let scratch = drill::scratch_name();
     let drilled = tokio::select! {
-        r = drill::run(&source, settings.passphrase.as_ref(), &db, &scratch, settings.restore_definer) => r?,
+        r = drill::run(source, settings.passphrase.as_ref(), &db, &scratch, settings.restore_definer) => r?,
         signal = super::restore::interrupted() => {
             // The drill future is gone: drop its scratch database before exiting.
             drill::discard(&db, &scratch).await?;

@@ -49,7 +49,7 @@ fn set_mtime(p: &Path, secs: i64) {
 }
 
 /// (relative path, type, mode, mtime, content or link target) of every entry under `root`.
-fn tree(root: &Path) -> Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)> {
+pub(crate) fn tree(root: &Path) -> Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)>) {
         let mut kids: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
         kids.sort_by_key(|e| e.file_name());
@@ -371,7 +371,8 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
     fs::create_dir_all(&config).unwrap();
     fs::write(config.join(".env"), "APP_ENV=production\n").unwrap();
     // Old archives of both kinds, and an old database backup: retention of
-    // the config job (1 daily, nothing else) may delete only config archives.
+    // the config job (its own 1 week; the database's rules do not apply)
+    // may delete only config archives.
     let old = [
         "selmai_config_20240101_030000.tar.gz",
         "selmai_config_20240108_030000.tar.gz",
@@ -386,9 +387,9 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
         dir.path(),
         &[&config],
         &[
-            ("RETENTION_DAILY", "1"),
-            ("RETENTION_WEEKLY", "0"),
-            ("RETENTION_MONTHLY", "0"),
+            ("RETENTION_CONFIG_WEEKLY", "1"),
+            ("RETENTION_DAILY", "30"),
+            ("RETENTION_MONTHLY", "30"),
         ],
     );
     let jobs = Jobs::new(
@@ -410,6 +411,62 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
     for n in &old[2..] {
         assert!(left.contains(&n.to_string()), "{n} must stay: {left:?}");
     }
+}
+
+#[tokio::test]
+async fn archive_uploads_job_in_the_daemon_rotates_only_uploads_archives() {
+    use selmai_backup::jobs::Jobs;
+    use selmai_backup::metrics::Metrics;
+    use selmai_backup::notify::Notifier;
+    use selmai_backup::schedule::{Kind, Trigger};
+    use selmai_backup::state::{Outcome, State};
+    use std::sync::Arc;
+
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let uploads = src.path().join("uploads");
+    fs::create_dir_all(&uploads).unwrap();
+    fs::write(uploads.join("avatar.png"), [0x89u8, b'P', b'N', b'G']).unwrap();
+    let old = [
+        "selmai_uploads_20240101_033000.tar.gz",
+        "selmai_config_20240101_030000.tar.gz",
+        "selmai_full_20240101_040000.uploads.tar.gz",
+    ];
+    for n in old {
+        fs::write(dir.path().join(n), b"old").unwrap();
+        fs::write(dir.path().join(format!("{n}.manifest.json")), b"{}").unwrap();
+    }
+    let s = settings(
+        dir.path(),
+        &[&uploads],
+        &[
+            ("RETENTION_DAILY", "1"),
+            ("RETENTION_WEEKLY", "0"),
+            ("RETENTION_MONTHLY", "0"),
+        ],
+    );
+    assert_eq!(s.schedule.of(Kind::Uploads).unwrap().as_str(), "30 3 * * *");
+    let jobs = Jobs::new(
+        Arc::new(s.clone()),
+        volume(dir.path()),
+        Notifier::new(s.notify.clone()),
+        Metrics::default(),
+    );
+    let run = jobs.run_once(Kind::Uploads, Trigger::Cli).await;
+    assert_eq!(run.outcome, Outcome::Success, "{:?}", run.error);
+    let file = run.file.unwrap();
+    assert!(file.starts_with("selmai_uploads_"), "{file}");
+    let left = crate::tool::files(dir.path());
+    assert!(left.contains(&file), "{left:?}");
+    assert!(!left.contains(&old[0].to_string()), "{left:?}");
+    for n in &old[1..] {
+        assert!(left.contains(&n.to_string()), "{n} must stay: {left:?}");
+    }
+    let st = State::load(dir.path()).unwrap();
+    assert_eq!(
+        st.last_success(Kind::Uploads).unwrap().file.as_deref(),
+        Some(file.as_str())
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::support::{assert_same_database, TestDb};
 use crate::target_conformance::{create_bucket, raw_bucket, s3_endpoint, unique_bucket};
 use crate::tool;
 
-fn bucket_vars(
+pub(crate) fn bucket_vars(
     db: &str,
     dir: &Path,
     endpoint: &str,

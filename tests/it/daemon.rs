@@ -4,7 +4,8 @@
 //! codes (fresh, stale, missing off-site copy, low disk); alerts by webhook
 //! (json, slack, ntfy), mail (a local SMTP sink) and pings against local
 //! listeners; retention after a successful backup only, on our own files
-//! only, with failed deletes reported; `prune --dry-run` output.
+//! only, with failed deletes reported; `prune --dry-run` output; SIGTERM
+//! mid full backup deletes the parts it had stored.
 //!
 //! The scheduler's timing (DST, catch-up, overlap) is tested with a paused
 //! clock in `src/schedule.rs`; retention's plan in `src/retention.rs`.
@@ -442,6 +443,7 @@ fn run_catches_up_at_start_alerts_serves_metrics_and_stops_on_sigterm() {
         &[
             ("TZ", "Europe/Paris"),
             ("BACKUP_SCHEDULE", "30 2 * * *"),
+            ("FULL_SCHEDULE", "off"),
             ("NOTIFY_ON_SUCCESS", "true"),
             ("NOTIFY_WEBHOOK_URL", &format!("{}/hook", hook.url)),
             ("METRICS_LISTEN", &metrics_addr),
@@ -463,7 +465,7 @@ fn run_catches_up_at_start_alerts_serves_metrics_and_stops_on_sigterm() {
     assert!(ev["error"].is_null());
 
     // The next run is logged after the run, in the operator's time zone;
-    // kinds this build cannot make are parsed but not scheduled.
+    // config without any of its paths is not scheduled, nor a kind set off.
     d.wait_for("next db backup at", Duration::from_secs(10));
     let log = d.drain();
     assert!(
@@ -472,7 +474,8 @@ fn run_catches_up_at_start_alerts_serves_metrics_and_stops_on_sigterm() {
     );
     assert!(
         log.contains("config backups are not scheduled")
-            && log.contains("full backups are not scheduled"),
+            && log.contains("uploads backups are not scheduled: none of UPLOADS_PATHS exists")
+            && log.contains("full backups are off (FULL_SCHEDULE=off)"),
         "{log}"
     );
 
@@ -581,6 +584,61 @@ fn sigterm_mid_backup_exits_0_within_10s_and_leaves_nothing_behind() {
         assert!(Instant::now() < end, "dump connection still open: {n}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn sigterm_mid_full_backup_deletes_the_parts_already_stored() {
+    let db = small_db("d_sigterm_full");
+    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (config, uploads) = (src.path().join("config"), src.path().join("uploads"));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join(".env"), "APP_ENV=production\n").unwrap();
+    std::fs::create_dir_all(&uploads).unwrap();
+    // A sparse 2 GiB upload: the last part takes long enough to be interrupted.
+    std::fs::File::create(uploads.join("video.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let (config_s, uploads_s) = (config.display().to_string(), uploads.display().to_string());
+    let vars = tool::vars_with(
+        &db.name,
+        dir.path(),
+        &[
+            ("BACKUP_CATCH_UP", "always"),
+            ("BACKUP_SCHEDULE", "off"),
+            ("CONFIG_SCHEDULE", "off"),
+            ("UPLOADS_SCHEDULE", "off"),
+            ("DRILL_SCHEDULE", "off"),
+            ("CONFIG_PATHS", &config_s),
+            ("UPLOADS_PATHS", &uploads_s),
+        ],
+    );
+    let mut d = Daemon::start(&vars);
+    d.wait_for(".uploads.tar.gz", Duration::from_secs(60));
+    // The database and config parts are stored under their final names.
+    let stored = tool::files(dir.path());
+    assert!(
+        stored
+            .iter()
+            .any(|n| n.ends_with(".config.tar.gz.manifest.json"))
+            && stored.iter().any(|n| n.ends_with(".sql.gz.manifest.json")),
+        "{stored:?}"
+    );
+
+    d.signal("TERM");
+    let (code, _) = d.wait_exit(Duration::from_secs(10));
+    let log = d.drain();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("abandoning the running full backup"), "{log}");
+    // No part outlives its unfinished set.
+    assert_eq!(tool::files(dir.path()), Vec::<String>::new(), "{log}");
+    let st = State::load(dir.path()).unwrap();
+    assert_eq!(st.runs.len(), 1);
+    assert_eq!(
+        (st.runs[0].kind, st.runs[0].outcome),
+        (Kind::Full, Outcome::Abandoned)
+    );
 }
 
 #[test]

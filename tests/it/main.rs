@@ -9,6 +9,7 @@ mod daemon;
 mod drill;
 mod encryption;
 mod failures;
+mod full;
 mod harness;
 mod roundtrip;
 mod s3_faults;
