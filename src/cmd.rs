@@ -24,6 +24,7 @@ use crate::docker::AppControl;
 use crate::drill::DrillError;
 use crate::dump::DumpError;
 use crate::pipeline::{BackupError, LocateError};
+use crate::preflight::PreflightError;
 use crate::restore::RestoreError;
 use crate::sql::SplitError;
 use crate::target::local::LocalTarget;
@@ -37,7 +38,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad command line or configuration.
     pub const CONFIG: u8 = 2;
-    /// Database unreachable, login refused or database missing.
+    /// Database unreachable, login refused, database missing, or the preflight
+    /// found that the user lacks a privilege the job cannot do without.
     pub const DATABASE: u8 = 3;
     /// The backup asked for does not exist.
     pub const NOT_FOUND: u8 = 4;
@@ -215,6 +217,13 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(r) = e.downcast_ref::<RestoreError>() {
         return Some(restore_code(r));
     }
+    if let Some(p) = e.downcast_ref::<PreflightError>() {
+        return Some(match p {
+            PreflightError::Db(d) => db_code(d),
+            PreflightError::Database(_) => exit::DATABASE,
+            PreflightError::Space(_) => exit::STORAGE,
+        });
+    }
     None
 }
 
@@ -227,7 +236,7 @@ fn restore_code(r: &RestoreError) -> u8 {
             ..
         } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
         RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
-        RestoreError::Statement { .. } => exit::FAILURE,
+        RestoreError::Statement { .. } | RestoreError::Definer { .. } => exit::FAILURE,
     }
 }
 

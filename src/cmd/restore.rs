@@ -1,4 +1,5 @@
-//! `selmai-backup restore <FILE|latest>`: verify the whole backup, confirm,
+//! `selmai-backup restore <FILE|latest>`: verify the whole backup, run the
+//! preflight (refusing on a fatal finding), confirm,
 //! dump the database about to be replaced (the safety snapshot, see
 //! [`crate::snapshot`]), then replace its objects with the backup's; for a
 //! file archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and
@@ -15,6 +16,7 @@ use crate::catalog;
 use crate::config::Settings;
 use crate::docker::AppControl;
 use crate::pipeline;
+use crate::preflight;
 use crate::progress::human_bytes;
 use crate::snapshot;
 
@@ -90,6 +92,17 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             ", no manifest to check against"
         }
     );
+    // Before asking and before touching anything: a restore that cannot
+    // finish (no INSERT, no room for the snapshot ...) is refused here.
+    let report = preflight::for_restore(settings, &db, &into, &source, !args.no_safety_snapshot)
+        .await
+        .context("not restoring, the database was not touched")?;
+    for finding in report.at_least(preflight::Severity::Warning) {
+        eprintln!("preflight: {finding}");
+    }
+    report
+        .into_result()
+        .context("not restoring, the database was not touched")?;
     if !args.yes {
         let taken = source
             .manifest

@@ -1,7 +1,9 @@
 //! `selmai-backup run`: the daemon, the container's default command.
 //!
-//! Logs the schedules, decides the catch-up, starts the metrics listener
-//! when asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
+//! Runs the preflight ([`crate::preflight`]: privileges, packet size, free
+//! space, server version) and exits on a fatal finding; logs the
+//! schedules, decides the catch-up, starts the metrics listener when
+//! asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
 //! progress is then abandoned cleanly and the process exits 0, well within
 //! Docker's 10 s stop timeout.
 
@@ -17,12 +19,33 @@ use crate::config::Settings;
 use crate::jobs::{self, Jobs};
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
+use crate::preflight::{self, PreflightError};
 use crate::schedule::{self, Job, Kind, SystemClock};
 use crate::state::State;
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
+
+/// Check at start that backups can work, logging the findings; `Err` for a
+/// fatal one (no SELECT ...). A server that cannot be reached or logged in
+/// to yet is only a warning: the database container may still be starting,
+/// and every scheduled backup reports its own failure.
+async fn preflight(settings: &Settings) -> anyhow::Result<()> {
+    match preflight::for_backup(settings).await {
+        Ok(report) => {
+            report.log("backups");
+            report
+                .into_result()
+                .context("not starting: backups cannot work")?;
+        }
+        Err(PreflightError::Db(e)) => {
+            tracing::warn!("preflight not run: {e}");
+        }
+        Err(e) => return Err(e).context("not starting: backups cannot work"),
+    }
+    Ok(())
+}
 
 /// Run the scheduler until a stop signal.
 pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
@@ -59,6 +82,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     if jobs.iter().any(|j| j.kind == Kind::Db) {
         // Fail at start, not at 02:00, when the credentials are missing.
         settings.db()?;
+        preflight(&settings).await?;
     }
     // BACKUP_DIR must be usable now; a busy lock is fine (a one-off run).
     if let Err(e @ crate::catalog::LockError::Open { .. }) =
