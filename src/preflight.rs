@@ -23,7 +23,10 @@
 //!    lists (fatal: the restore would stop half way), `ALTER` for the
 //!    `ALTER TABLE ... DISABLE KEYS` of `mariadb-dump` files, and `SUPER` or
 //!    `SET USER` when `RESTORE_DEFINER=keep` (needed to create an object
-//!    whose `DEFINER` is another account). Database-level patterns (`sel%`,
+//!    whose `DEFINER` is another account). With binary logging on and
+//!    `log_bin_trust_function_creators` off, the server also wants `SUPER`
+//!    for every trigger and stored function (error 1419), whatever the
+//!    `DEFINER`. Database-level patterns (`sel%`,
 //!    `sel\_db`) are matched, and all grants that match are combined, which
 //!    is what the server does in the usual case of one matching grant.
 //!    Table-level grants count only to explain what is missing.
@@ -513,6 +516,10 @@ pub struct Facts {
     pub grants: Vec<String>,
     /// `@@max_allowed_packet`.
     pub max_allowed_packet: u64,
+    /// `@@log_bin`: binary logging is on.
+    pub log_bin: bool,
+    /// `@@log_bin_trust_function_creators`.
+    pub trust_function_creators: bool,
     /// Whether the database exists.
     pub database_exists: bool,
     /// Views in the database (as this user sees them).
@@ -536,7 +543,7 @@ pub async fn gather(conn: &mut Conn, database: &str, scan: bool) -> Result<Facts
     };
     let row = query_strings(
         conn,
-        "SELECT VERSION(), CURRENT_USER(), @@max_allowed_packet",
+        "SELECT VERSION(), CURRENT_USER(), @@max_allowed_packet, @@log_bin, @@log_bin_trust_function_creators",
     )
     .await?;
     let row = row.into_iter().next().unwrap_or_default();
@@ -571,6 +578,8 @@ pub async fn gather(conn: &mut Conn, database: &str, scan: bool) -> Result<Facts
         version: get(0),
         current_user: get(1),
         max_allowed_packet: get(2).parse().unwrap_or(0),
+        log_bin: get(3) == "1",
+        trust_function_creators: get(4) == "1",
         grants,
         database_exists: exists.as_deref().is_some_and(|n| n != "0"),
         views: num(sizes.first()),
@@ -664,6 +673,43 @@ pub struct BackupContext {
     pub space_unusable: bool,
 }
 
+/// How many objects of each kind a backup holds (from its manifest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Objects {
+    /// Views.
+    pub views: usize,
+    /// Stored procedures.
+    pub procedures: usize,
+    /// Stored functions.
+    pub functions: usize,
+    /// Triggers.
+    pub triggers: usize,
+    /// Events.
+    pub events: usize,
+}
+
+impl Objects {
+    /// Of the manifest of a database backup.
+    pub fn of(m: &crate::manifest::Manifest) -> Objects {
+        let functions = m
+            .routines
+            .iter()
+            .filter(|r| r.starts_with("FUNCTION "))
+            .count();
+        Objects {
+            views: m.views.len(),
+            procedures: m.routines.len() - functions,
+            functions,
+            triggers: m.triggers.len(),
+            events: m.events.len(),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.views + self.procedures + self.functions + self.triggers + self.events
+    }
+}
+
 /// What a restore preflight needs besides the facts.
 #[derive(Debug, Clone)]
 pub struct RestoreContext {
@@ -671,9 +717,9 @@ pub struct RestoreContext {
     pub database: String,
     /// `RESTORE_DEFINER`.
     pub definer: Definer,
-    /// Objects the manifest lists: (views, routines, triggers, events);
-    /// `None` without a manifest (a `mariadb-dump` file ...).
-    pub objects: Option<(usize, usize, usize, usize)>,
+    /// Objects the manifest lists; `None` without a manifest (a
+    /// `mariadb-dump` file ...).
+    pub objects: Option<Objects>,
     /// Size of the backup file, when known.
     pub backup_bytes: Option<u64>,
     /// Whether a safety snapshot will be taken.
@@ -810,10 +856,13 @@ pub fn judge_restore(facts: &Facts, ctx: &RestoreContext) -> Report {
         );
     }
     // (kind, count in the manifest, privileges its statements need)
-    let (views, routines, triggers, events) = match ctx.objects {
-        Some((v, r, t, e)) => (Some(v), Some(r), Some(t), Some(e)),
-        None => (None, None, None, None),
-    };
+    let o = ctx.objects;
+    let (views, routines, triggers, events) = (
+        o.map(|o| o.views),
+        o.map(|o| o.procedures + o.functions),
+        o.map(|o| o.triggers),
+        o.map(|o| o.events),
+    );
     for (kind, count, privs) in [
         ("views", views, &["CREATE VIEW", "SELECT"][..]),
         (
@@ -840,14 +889,32 @@ pub fn judge_restore(facts: &Facts, ctx: &RestoreContext) -> Report {
             ),
         }
     }
-    if ctx.objects.is_none() && !g.on_database(db, "ALTER") {
+    // With binary logging, the server refuses triggers and stored functions
+    // from users without SUPER unless it trusts function creators (1419).
+    let binlogged = o.map(|o| o.triggers + o.functions);
+    if facts.log_bin && !facts.trust_function_creators && !g.global("SUPER") && binlogged != Some(0)
+    {
+        missing = true;
+        let fix = "SET GLOBAL log_bin_trust_function_creators = 1 on the server (and log_bin_trust_function_creators=1 in its configuration), or restore as a user with SUPER";
+        match binlogged {
+            Some(n) => push(
+                Severity::Fatal,
+                format!("binary logging is on and {} lacks SUPER: the server refuses the backup's {n} triggers and stored functions (ERROR 1419), so the restore would stop half way; {fix}", facts.current_user),
+            ),
+            None => push(
+                Severity::Warning,
+                format!("binary logging is on and {} lacks SUPER: if the file has triggers or stored functions, the server refuses them (ERROR 1419) and the restore stops half way; {fix}", facts.current_user),
+            ),
+        }
+    }
+    if o.is_none() && !g.on_database(db, "ALTER") {
         missing = true;
         push(
             Severity::Warning,
             format!("missing ALTER on `{db}`: the `ALTER TABLE ... DISABLE KEYS` of mariadb-dump files fails; {}", grant("ALTER")),
         );
     }
-    let programs = ctx.objects.is_none_or(|(v, r, t, e)| v + r + t + e > 0);
+    let programs = o.is_none_or(|o| o.total() > 0);
     if ctx.definer == Definer::Keep && programs && !g.global("SUPER") && !g.global("SET USER") {
         missing = true;
         push(
@@ -1031,14 +1098,7 @@ pub async fn for_restore(
     snapshot: bool,
 ) -> Result<Report, PreflightError> {
     let facts = connect_and_gather(db, into, false).await?;
-    let objects = source.manifest.as_ref().map(|m| {
-        (
-            m.views.len(),
-            m.routines.len(),
-            m.triggers.len(),
-            m.events.len(),
-        )
-    });
+    let objects = source.manifest.as_ref().map(Objects::of);
     Ok(judge_restore(
         &facts,
         &RestoreContext {
@@ -1195,6 +1255,8 @@ mod tests {
             current_user: "backup@%".into(),
             grants: grants.iter().map(|s| s.to_string()).collect(),
             max_allowed_packet: 64 << 20,
+            log_bin: false,
+            trust_function_creators: false,
             database_exists: true,
             views: 0,
             database_bytes: 10 << 20,
@@ -1331,10 +1393,17 @@ mod tests {
         assert_eq!(version(v).severity, want, "{}", version(v).message);
     }
 
-    fn restore_ctx(
-        definer: Definer,
-        objects: Option<(usize, usize, usize, usize)>,
-    ) -> RestoreContext {
+    fn objs(views: usize, procedures: usize, triggers: usize, events: usize) -> Option<Objects> {
+        Some(Objects {
+            views,
+            procedures,
+            functions: 0,
+            triggers,
+            events,
+        })
+    }
+
+    fn restore_ctx(definer: Definer, objects: Option<Objects>) -> RestoreContext {
         RestoreContext {
             database: "selmai".into(),
             definer,
@@ -1353,7 +1422,7 @@ mod tests {
             USAGE,
             "GRANT SELECT, CREATE, DROP ON `selmai`.* TO `backup`@`%`",
         ]);
-        let err = judge_restore(&f, &restore_ctx(Definer::Rewrite, Some((0, 0, 0, 0))))
+        let err = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 0, 0)))
             .into_result()
             .unwrap_err();
         assert!(
@@ -1369,14 +1438,14 @@ mod tests {
             USAGE,
             "GRANT SELECT, INSERT, CREATE, DROP ON `selmai`.* TO `backup`@`%`",
         ]);
-        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, Some((2, 0, 0, 0))));
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(2, 0, 0, 0)));
         let fatal = messages(&r, Severity::Fatal);
         assert_eq!(fatal.len(), 1, "{r}");
         assert!(
             fatal[0].starts_with("missing CREATE VIEW on `selmai`, and the backup has 2 views"),
             "{r}"
         );
-        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, Some((0, 0, 0, 0))));
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 0, 0)));
         assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
         // Without a manifest nothing is known: warnings, ALTER included.
         let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, None));
@@ -1387,7 +1456,7 @@ mod tests {
     #[test]
     fn restore_keeping_definers_without_set_user_warns() {
         let f = facts(&[USAGE, RESTORER]);
-        let r = judge_restore(&f, &restore_ctx(Definer::Keep, Some((1, 1, 0, 0))));
+        let r = judge_restore(&f, &restore_ctx(Definer::Keep, objs(1, 1, 0, 0)));
         let w = messages(&r, Severity::Warning);
         assert_eq!(w.len(), 1, "{r}");
         assert!(
@@ -1395,22 +1464,59 @@ mod tests {
             "{r}"
         );
         for (definer, objects) in [
-            (Definer::Rewrite, Some((1, 1, 0, 0))),
+            (Definer::Rewrite, objs(1, 1, 0, 0)),
             (Definer::Strip, None),
-            (Definer::Keep, Some((0, 0, 0, 0))),
+            (Definer::Keep, objs(0, 0, 0, 0)),
         ] {
             let r = judge_restore(&f, &restore_ctx(definer, objects));
             assert_eq!(r.at_least(Severity::Warning).count(), 0, "{definer:?}: {r}");
         }
         let f = facts(&[USAGE, RESTORER, "GRANT SET USER ON *.* TO `backup`@`%`"]);
-        let r = judge_restore(&f, &restore_ctx(Definer::Keep, Some((1, 1, 0, 0))));
+        let r = judge_restore(&f, &restore_ctx(Definer::Keep, objs(1, 1, 0, 0)));
+        assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
+    }
+
+    #[test]
+    fn restore_of_triggers_with_binary_logging_needs_super_or_trust() {
+        let mut f = facts(&[USAGE, RESTORER]);
+        f.log_bin = true;
+        let err = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 2, 0)))
+            .into_result()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("refuses the backup's 2 triggers and stored functions (ERROR 1419)"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("SET GLOBAL log_bin_trust_function_creators = 1"),
+            "{err}"
+        );
+        // Procedures alone are fine; a file without manifest only warns.
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 3, 0, 0)));
+        assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, None));
+        assert!(
+            messages(&r, Severity::Warning)
+                .iter()
+                .any(|m| m.contains("ERROR 1419")),
+            "{r}"
+        );
+        // Trusted creators, or SUPER, or no binary log: fine.
+        f.trust_function_creators = true;
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 2, 0)));
+        assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
+        let mut f = facts(&[USAGE, RESTORER, "GRANT SUPER ON *.* TO `backup`@`%`"]);
+        f.log_bin = true;
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 2, 0)));
         assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
     }
 
     #[test]
     fn restore_space_for_the_safety_snapshot() {
         let f = facts(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`%`"]);
-        let mut ctx = restore_ctx(Definer::Keep, Some((0, 0, 0, 0)));
+        let mut ctx = restore_ctx(Definer::Keep, objs(0, 0, 0, 0));
         ctx.free = Ok(512 << 10);
         let err = judge_restore(&f, &ctx).into_result().unwrap_err();
         assert!(matches!(err, PreflightError::Space(_)));

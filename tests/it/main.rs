@@ -10,6 +10,7 @@ mod drill;
 mod encryption;
 mod failures;
 mod harness;
+mod preflight;
 mod roundtrip;
 mod s3_faults;
 mod support;
