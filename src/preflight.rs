@@ -19,7 +19,7 @@
 //!    and the dumper takes no lock, so `RELOAD`, `LOCK TABLES` and `BINLOG
 //!    MONITOR` are not needed. For a restore into a database: `CREATE`,
 //!    `DROP` and `INSERT` (fatal without), `CREATE VIEW`, `CREATE ROUTINE`
-//!    + `ALTER ROUTINE`, `TRIGGER`, `EVENT` for the objects the manifest
+//!    and `ALTER ROUTINE`, `TRIGGER`, `EVENT` for the objects the manifest
 //!    lists (fatal: the restore would stop half way), `ALTER` for the
 //!    `ALTER TABLE ... DISABLE KEYS` of `mariadb-dump` files, and `SUPER` or
 //!    `SET USER` when `RESTORE_DEFINER=keep` (needed to create an object
