@@ -2,6 +2,7 @@
 //! documented exit codes. With `main.rs`, the only place that uses `anyhow`.
 
 pub mod backup;
+pub mod check;
 pub mod decrypt;
 pub mod health;
 pub mod list;
@@ -84,6 +85,8 @@ pub enum Command {
     Health(health::Args),
     /// Apply retention now, printing what is kept and deleted and why.
     Prune(prune::Args),
+    /// Run the preflight: privileges, max_allowed_packet, free space and server version.
+    Check(check::Args),
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -111,6 +114,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a, &settings).await,
         Command::Health(a) => health::run(a, &settings).await,
         Command::Prune(a) => prune::run(a, &settings).await,
+        Command::Check(a) => check::run(a, &settings).await,
     }
 }
 

@@ -328,3 +328,31 @@ async fn triggers_under_binary_logging_are_refused_before_anything_is_touched() 
     assert_eq!(dst.exec("SHOW TABLES").trim(), "precious");
     assert_eq!(dst.exec("SELECT id FROM precious").trim(), "7");
 }
+
+#[test]
+fn check_prints_both_reports_and_exits_as_the_job_would() {
+    let db = TestDb::new("pf_check");
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1);");
+    let dir = tempfile::tempdir().unwrap();
+    let admin = tool::vars(&db.name, dir.path());
+    assert_eq!(tool::outcome(&tool::run(&admin, &["backup"])).0, 0);
+
+    let user = TestUser::new("pf_check", &[format!("SELECT ON `{}`.*", db.name)]);
+    let vars = tool::vars_with(&db.name, dir.path(), &user.vars());
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["check"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("backup preflight:\nok: server MariaDB"),
+        "{out}"
+    );
+    assert!(out.contains("warning: missing TRIGGER on"), "{out}");
+
+    // SELECT alone cannot restore: refused, as `restore` would be.
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["check", "--restore", "latest"]));
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("restore preflight (selmai_backup_"), "{out}");
+    assert!(
+        err.contains("lacks CREATE, DROP, INSERT on") && err.contains("tables cannot be replaced"),
+        "{err}"
+    );
+}
