@@ -224,6 +224,7 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(p) = e.downcast_ref::<PreflightError>() {
         return Some(match p {
             PreflightError::Db(d) => db_code(d),
+            PreflightError::Config(_) => exit::CONFIG,
             PreflightError::Database(_) => exit::DATABASE,
             PreflightError::Space(_) => exit::STORAGE,
         });

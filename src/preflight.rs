@@ -56,7 +56,7 @@ use std::path::Path;
 
 use mysql_async::Conn;
 
-use crate::config::{DbSettings, Settings};
+use crate::config::{ConfigError, DbSettings, Settings};
 use crate::db::{self, literal, query_strings, DbError};
 use crate::definer::Definer;
 use crate::health::{self, SpaceError};
@@ -83,6 +83,9 @@ pub enum PreflightError {
     /// The facts could not be gathered (connection, query).
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The database settings are incomplete (no `DB_USER` ...).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A database problem makes the job impossible (privileges ...).
     #[error("preflight: {0}")]
     Database(String),
@@ -1069,9 +1072,7 @@ pub fn version(v: &str) -> Finding {
 
 /// The preflight of a daemon start: connect, gather, judge for a backup of `DB_NAME`.
 pub async fn for_backup(settings: &Settings) -> Result<Report, PreflightError> {
-    let db = settings
-        .db()
-        .map_err(|e| PreflightError::Database(e.to_string()))?;
+    let db = settings.db()?;
     let facts = connect_and_gather(&db, &db.name, true).await?;
     let state = State::load(&settings.backup_dir).unwrap_or_default();
     let (space, unusable) = match health::space_for_backup(&settings.backup_dir, &state, Kind::Db) {
