@@ -1,7 +1,9 @@
 //! The preflight (`selmai_backup::preflight`) against the real server, with
 //! least-privilege users created for each test: a user with only SELECT is
 //! warned of what each missing privilege costs, a view makes the missing
-//! SHOW VIEW fatal, a user without SELECT is refused by `run` (exit 3).
+//! SHOW VIEW fatal, `run` logs the warnings at start and keeps running, a
+//! user without SELECT is refused by `run` (exit 3), `check` prints both
+//! reports and exits as the job would.
 //! And `DEFINER`s of an account that does not exist, restored by a user
 //! without SUPER / SET USER: `RESTORE_DEFINER=keep` fails saying to use
 //! rewrite, strip and rewrite restore objects that work, from our backups
@@ -134,6 +136,55 @@ async fn select_only_user_is_warned_of_each_cost() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("SHOW VIEW"), "{e}");
+}
+
+#[test]
+fn run_logs_the_warnings_at_start_and_keeps_running() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let db = TestDb::new("pf_run_warns");
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY)");
+    let user = TestUser::new("pf_run_ro", &[format!("SELECT ON `{}`.*", db.name)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = tool::vars_with(&db.name, dir.path(), &user.vars());
+    vars.push(("BACKUP_CATCH_UP".into(), "never".into()));
+    let mut child = tool::bin(&vars)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting selmai-backup run");
+    // The daemon runs until signalled: read its log up to the start line.
+    let mut log = Vec::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("daemon started");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    // Keep draining: a closed pipe would fail the daemon's next log line.
+    let rest = std::thread::spawn(move || lines.count());
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    rest.join().unwrap();
+    let log = log.join("\n");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("preflight for backups: missing TRIGGER on")),
+        "{log}"
+    );
+    assert!(
+        log.contains("INFO preflight for backups: server MariaDB"),
+        "{log}"
+    );
+    assert_eq!(status.code(), Some(0), "{log}");
 }
 
 #[test]
