@@ -38,7 +38,11 @@
 //!    compared is the largest single BLOB/TEXT value with the packet size.
 //!    Finding it costs a scan, so only tables with BLOB/TEXT columns are
 //!    read, smallest first, within [`SCAN_BUDGET`] bytes of table data and
-//!    a few seconds per table; the others are named as not checked.
+//!    a few seconds per table; the others are named as not checked. The
+//!    dumper records the exact largest value in the manifest
+//!    (`largest_value`), and a restore compares that with the target
+//!    server's `max_allowed_packet` (fatal when larger: the value would be
+//!    lost).
 //! 3. **Free space** on `BACKUP_DIR`: for a backup, at least the size of
 //!    the last one ([`crate::health::space_for_backup`]); before a restore,
 //!    room for the safety snapshot, which is about the size of the backup
@@ -725,6 +729,8 @@ pub struct RestoreContext {
     pub objects: Option<Objects>,
     /// Size of the backup file, when known.
     pub backup_bytes: Option<u64>,
+    /// The largest value in the backup, when its manifest records it.
+    pub largest_value: Option<u64>,
     /// Whether a safety snapshot will be taken.
     pub snapshot: bool,
     /// Free bytes on `BACKUP_DIR`.
@@ -935,18 +941,27 @@ pub fn judge_restore(facts: &Facts, ctx: &RestoreContext) -> Report {
         );
     }
     let packet = facts.max_allowed_packet;
-    r.findings.push(if packet < STATEMENT_NEED {
-        Finding::new(
+    r.findings.push(match ctx.largest_value {
+        Some(l) if l > packet => Finding::new(
+            Severity::Fatal,
+            Area::Packet,
+            format!("the backup's largest value is {}, more than this server's max_allowed_packet ({}): it would be assembled in a user variable the server caps at max_allowed_packet and restore as NULL; raise max_allowed_packet on the server to more than {} and restore again", human_bytes(l), human_bytes(packet), human_bytes(l)),
+        ),
+        _ if packet < STATEMENT_NEED => Finding::new(
             Severity::Warning,
             Area::Packet,
             format!("max_allowed_packet is only {}: statements of up to about {} fail, and larger values restore as NULL; raise it on the server (--max-allowed-packet=64M)", human_bytes(packet), human_bytes(STATEMENT_NEED)),
-        )
-    } else {
-        Finding::new(
+        ),
+        Some(l) => Finding::new(
+            Severity::Ok,
+            Area::Packet,
+            format!("max_allowed_packet is {}, the backup's largest value is {}", human_bytes(packet), human_bytes(l)),
+        ),
+        None => Finding::new(
             Severity::Ok,
             Area::Packet,
             format!("max_allowed_packet is {}: values up to that size restore", human_bytes(packet)),
-        )
+        ),
     });
     r.findings.push(restore_space(facts, ctx));
     r
@@ -1107,6 +1122,7 @@ pub async fn for_restore(
             definer: settings.restore_definer,
             objects,
             backup_bytes: source.size.or(source.manifest.as_ref().map(|m| m.size)),
+            largest_value: source.manifest.as_ref().and_then(|m| m.largest_value),
             snapshot,
             free: free(&settings.backup_dir),
         },
@@ -1410,6 +1426,7 @@ mod tests {
             definer,
             objects,
             backup_bytes: Some(1 << 20),
+            largest_value: None,
             snapshot: true,
             free: Ok(1 << 30),
         }
@@ -1512,6 +1529,31 @@ mod tests {
         f.log_bin = true;
         let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 2, 0)));
         assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
+    }
+
+    #[test]
+    fn restore_of_a_value_larger_than_the_packet_is_refused() {
+        let mut f = facts(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`%`"]);
+        f.max_allowed_packet = 16 << 20;
+        let mut ctx = restore_ctx(Definer::Keep, objs(0, 0, 0, 0));
+        ctx.largest_value = Some(20 << 20);
+        let err = judge_restore(&f, &ctx).into_result().unwrap_err();
+        assert!(matches!(err, PreflightError::Database(_)));
+        assert!(err.to_string().contains("the backup's largest value is 21.0 MB, more than this server's max_allowed_packet (16.8 MB)"), "{err}");
+        ctx.largest_value = Some(16 << 20);
+        let r = judge_restore(&f, &ctx);
+        assert!(
+            r.to_string().contains(
+                "ok: max_allowed_packet is 16.8 MB, the backup's largest value is 16.8 MB"
+            ),
+            "{r}"
+        );
+        f.max_allowed_packet = 1 << 20;
+        ctx.largest_value = Some(1000);
+        assert_eq!(
+            messages(&judge_restore(&f, &ctx), Severity::Warning).len(),
+            1
+        );
     }
 
     #[test]

@@ -116,6 +116,10 @@ async fn select_only_user_is_warned_of_each_cost() {
         "{text}"
     );
 
+    // The dump records the exact largest value for the restore's check.
+    let out = tool::backup(&db.name, dir.path()).await;
+    assert_eq!(out.manifest.largest_value, Some(300_000));
+
     // A view makes the missing SHOW VIEW fatal: the backup would fail.
     db.exec("CREATE VIEW v AS SELECT id FROM files");
     let err = preflight::for_backup(&s)
