@@ -49,6 +49,10 @@
 //!    being restored (and at most about the database's data size).
 //! 4. **Server version**: MariaDB older than [`TESTED_SINCE`], or MySQL,
 //!    which selmai-backup is not tested against.
+//! 5. **Views whose DEFINER is gone** (backups): MariaDB's `SHOW CREATE
+//!    VIEW` then names the view's own database in its columns, so the
+//!    dumped view restores only into a database of that name, and drills
+//!    fail on it (1054).
 //!
 //! Gathering the facts talks to the server; judging them is pure
 //! ([`judge_backup`], [`judge_restore`]), so the rules are unit tested.
@@ -120,6 +124,8 @@ pub enum Area {
     Space,
     /// Server brand and version.
     Version,
+    /// Definitions that will not restore as expected.
+    Objects,
 }
 
 /// One line of the report.
@@ -537,6 +543,9 @@ pub struct Facts {
     pub largest_value: Option<LargestValue>,
     /// Tables with BLOB/TEXT columns that were not scanned.
     pub unscanned: Vec<String>,
+    /// Views whose `SHOW CREATE VIEW` names their own database (MariaDB
+    /// does so when the view's DEFINER account no longer exists).
+    pub self_qualified_views: Vec<String>,
 }
 
 /// Read the facts about `database` over `conn`; `scan` runs the
@@ -593,11 +602,60 @@ pub async fn gather(conn: &mut Conn, database: &str, scan: bool) -> Result<Facts
         database_bytes: num(sizes.get(1)),
         largest_value: None,
         unscanned: Vec::new(),
+        self_qualified_views: Vec::new(),
     };
     if scan {
         scan_values(conn, database, &mut facts).await?;
+        if facts.views > 0 {
+            facts.self_qualified_views = self_qualified_views(conn, database).await;
+        }
     }
     Ok(facts)
+}
+
+/// Views of `database` whose definition, as the dump will read it, names
+/// `database` itself; empty when that cannot be read (no SHOW VIEW: said
+/// by the privilege check).
+async fn self_qualified_views(conn: &mut Conn, database: &str) -> Vec<String> {
+    use mysql_async::prelude::Queryable;
+    // The dump reads definitions with the database selected, which is
+    // what leaves other views' names unqualified.
+    if conn
+        .query_drop(format!("USE {}", db::ident(database)))
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let names = query_strings(
+        conn,
+        &format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'VIEW' ORDER BY TABLE_NAME",
+            literal(database)
+        ),
+    )
+    .await
+    .unwrap_or_default();
+    let own = format!("{}.", db::ident(database));
+    let mut out = Vec::new();
+    for name in names
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+    {
+        let Ok(rows) = query_strings(conn, &format!("SHOW CREATE VIEW {}", db::ident(&name))).await
+        else {
+            continue;
+        };
+        let text = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().nth(1).flatten())
+            .unwrap_or_default();
+        if text.contains(&own) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// The bounded largest-value scan (see the module doc).
@@ -825,6 +883,13 @@ pub fn judge_backup(facts: &Facts, ctx: &BackupContext) -> Report {
                 facts.current_user
             ),
         );
+    }
+    if !facts.self_qualified_views.is_empty() {
+        r.findings.push(Finding::new(
+            Severity::Warning,
+            Area::Objects,
+            format!("views {} name database `{db}` in their definitions (MariaDB shows them so when their DEFINER account no longer exists): they restore only into a database named `{db}`, and restore drills fail on them (ERROR 1054); create the DEFINER account again, or recreate the views with an existing DEFINER", facts.self_qualified_views.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")),
+        ));
     }
     r.findings.extend(packet_for_backup(facts));
     r.findings.push(match &ctx.space {
@@ -1279,6 +1344,7 @@ mod tests {
             database_bytes: 10 << 20,
             largest_value: None,
             unscanned: Vec::new(),
+            self_qualified_views: Vec::new(),
         }
     }
 
@@ -1359,6 +1425,22 @@ mod tests {
                 "ok: max_allowed_packet is 67.1 MB, the largest value is 3.1 MB (`files`.`data`)"
             ),
             "{r}"
+        );
+    }
+
+    #[test]
+    fn views_naming_their_own_database_are_a_warning() {
+        let mut f = facts(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`%`"]);
+        f.self_qualified_views = vec!["v".into(), "w".into()];
+        let w = messages(&judge_backup(&f, &backup_ctx()), Severity::Warning);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("views `v`, `w` name database `selmai` in their definitions"),
+            "{w:?}"
+        );
+        assert!(
+            w[0].contains("restore drills fail on them (ERROR 1054)"),
+            "{w:?}"
         );
     }
 

@@ -3,7 +3,8 @@
 //! warned of what each missing privilege costs, a view makes the missing
 //! SHOW VIEW fatal, `run` logs the warnings at start and keeps running, a
 //! user without SELECT is refused by `run` (exit 3), `check` prints both
-//! reports and exits as the job would.
+//! reports and exits as the job would, a view whose DEFINER is gone is
+//! named (it only restores into a database of the same name).
 //! And `DEFINER`s of an account that does not exist, restored by a user
 //! without SUPER / SET USER: `RESTORE_DEFINER=keep` fails saying to use
 //! rewrite, strip and rewrite restore objects that work, from our backups
@@ -140,6 +141,32 @@ async fn select_only_user_is_warned_of_each_cost() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("SHOW VIEW"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_whose_definer_is_gone_is_named() {
+    let db = TestDb::new("pf_gone_definer");
+    db.exec(
+        "CREATE TABLE t (id INT PRIMARY KEY);
+         CREATE VIEW fine AS SELECT id FROM t;
+         CREATE DEFINER=`selmai_nobody_pf`@`%` SQL SECURITY DEFINER VIEW orphan AS SELECT id FROM t;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let report = preflight::for_backup(&tool::settings(&db.name, dir.path(), &[]))
+        .await
+        .unwrap();
+    let warnings: Vec<String> = report
+        .at_least(Severity::Warning)
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{report}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "warning: views `orphan` name database `{}` in their definitions",
+            db.name
+        )),
+        "{report}"
+    );
 }
 
 #[test]
