@@ -82,7 +82,15 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     if jobs.iter().any(|j| j.kind == Kind::Db) {
         // Fail at start, not at 02:00, when the credentials are missing.
         settings.db()?;
-        preflight(&settings).await?;
+        // Waiting for the database may take DB_CONNECT_TIMEOUT: a stop
+        // signal meanwhile must still stop us at once.
+        tokio::select! {
+            checked = preflight(&settings) => checked?,
+            signal = super::restore::interrupted() => {
+                tracing::info!(signal, "received {signal} during the preflight: stopping");
+                return Ok(());
+            }
+        }
     }
     // BACKUP_DIR must be usable now; a busy lock is fine (a one-off run).
     if let Err(e @ crate::catalog::LockError::Open { .. }) =

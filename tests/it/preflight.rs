@@ -438,3 +438,41 @@ fn check_prints_both_reports_and_exits_as_the_job_would() {
         "{err}"
     );
 }
+
+#[test]
+fn run_stops_at_once_when_signalled_while_the_preflight_waits_for_the_database() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1: nothing listens, so the preflight retries for DB_CONNECT_TIMEOUT.
+    let vars = tool::vars_with(
+        "nodb",
+        dir.path(),
+        &[("DB_PORT", "1"), ("DB_CONNECT_TIMEOUT", "60")],
+    );
+    let mut child = tool::bin(&vars)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting selmai-backup run");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("database not reachable yet") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let signalled = Instant::now();
+    let status = child.wait().unwrap();
+    let log = rest.join().unwrap().join("\n");
+    assert!(signalled.elapsed() < Duration::from_secs(5), "{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("during the preflight: stopping"), "{log}");
+}
