@@ -803,6 +803,18 @@ fn account(current_user: &str) -> String {
     }
 }
 
+/// When privileges are missing and roles are granted: a role's privileges
+/// count only when it is the default role (selmai-backup never runs `SET
+/// ROLE`, and `SHOW GRANTS` lists only the active role's privileges).
+fn inactive_roles(g: &Grants, current_user: &str) -> Option<String> {
+    let role = g.roles.first()?;
+    Some(format!(
+        "{current_user} has the roles {}: if the missing privileges are granted to one of them, make it the default role (SET DEFAULT ROLE `{role}` FOR {}), since selmai-backup does not SET ROLE",
+        g.roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", "),
+        account(current_user)
+    ))
+}
+
 /// Judge the facts for a backup of `ctx.database`.
 pub fn judge_backup(facts: &Facts, ctx: &BackupContext) -> Report {
     let mut r = Report::default();
@@ -883,6 +895,8 @@ pub fn judge_backup(facts: &Facts, ctx: &BackupContext) -> Report {
                 facts.current_user
             ),
         );
+    } else if let Some(note) = inactive_roles(&g, &facts.current_user) {
+        push(Severity::Warning, note);
     }
     if !facts.self_qualified_views.is_empty() {
         r.findings.push(Finding::new(
@@ -1004,6 +1018,8 @@ pub fn judge_restore(facts: &Facts, ctx: &RestoreContext) -> Report {
                 facts.current_user
             ),
         );
+    } else if let Some(note) = inactive_roles(&g, &facts.current_user) {
+        push(Severity::Warning, note);
     }
     let packet = facts.max_allowed_packet;
     r.findings.push(match ctx.largest_value {
@@ -1384,6 +1400,22 @@ mod tests {
             "{r}"
         );
         assert!(r.clone().into_result().is_ok());
+    }
+
+    #[test]
+    fn granted_roles_are_named_when_privileges_are_missing() {
+        let f = facts(&[
+            USAGE,
+            "GRANT SELECT ON `selmai`.* TO `backup`@`%`",
+            "GRANT `backup_role` TO `backup`@`%`",
+        ]);
+        let w = messages(&judge_backup(&f, &backup_ctx()), Severity::Warning);
+        assert!(
+            w.last()
+                .unwrap()
+                .contains("SET DEFAULT ROLE `backup_role` FOR 'backup'@'%'"),
+            "{w:?}"
+        );
     }
 
     #[test]
