@@ -2,6 +2,7 @@
 //! documented exit codes. With `main.rs`, the only place that uses `anyhow`.
 
 pub mod backup;
+pub mod check;
 pub mod decrypt;
 pub mod health;
 pub mod list;
@@ -25,6 +26,7 @@ use crate::drill::DrillError;
 use crate::dump::DumpError;
 use crate::full::FullError;
 use crate::pipeline::{BackupError, LocateError};
+use crate::preflight::PreflightError;
 use crate::restore::RestoreError;
 use crate::sql::SplitError;
 use crate::target::local::LocalTarget;
@@ -38,7 +40,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad command line or configuration.
     pub const CONFIG: u8 = 2;
-    /// Database unreachable, login refused or database missing.
+    /// Database unreachable, login refused, database missing, or the preflight
+    /// found that the user lacks a privilege the job cannot do without.
     pub const DATABASE: u8 = 3;
     /// The backup asked for does not exist.
     pub const NOT_FOUND: u8 = 4;
@@ -83,6 +86,8 @@ pub enum Command {
     Health(health::Args),
     /// Apply retention now, printing what is kept and deleted and why.
     Prune(prune::Args),
+    /// Run the preflight: privileges, max_allowed_packet, free space and server version.
+    Check(check::Args),
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -110,6 +115,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a, &settings).await,
         Command::Health(a) => health::run(a, &settings).await,
         Command::Prune(a) => prune::run(a, &settings).await,
+        Command::Check(a) => check::run(a, &settings).await,
     }
 }
 
@@ -228,6 +234,14 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
             FullError::Archive { source, .. } => Some(archive_code(source)),
         };
     }
+    if let Some(p) = e.downcast_ref::<PreflightError>() {
+        return Some(match p {
+            PreflightError::Db(d) => db_code(d),
+            PreflightError::Config(_) => exit::CONFIG,
+            PreflightError::Database(_) => exit::DATABASE,
+            PreflightError::Space(_) => exit::STORAGE,
+        });
+    }
     None
 }
 
@@ -240,7 +254,7 @@ fn restore_code(r: &RestoreError) -> u8 {
             ..
         } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
         RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
-        RestoreError::Statement { .. } => exit::FAILURE,
+        RestoreError::Statement { .. } | RestoreError::Definer { .. } => exit::FAILURE,
     }
 }
 

@@ -153,6 +153,9 @@ pub struct DumpSummary {
     pub finished_at: DateTime<Utc>,
     /// Bytes of SQL written.
     pub sql_bytes: u64,
+    /// Length of the largest single value dumped (a restore server's
+    /// `max_allowed_packet` must be at least this; see [`crate::preflight`]).
+    pub largest_value: u64,
 }
 
 /// Errors while dumping.
@@ -307,6 +310,7 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
     write_header(&mut out, database, &server_version, &binlog, started_at);
     let mut stats = Vec::new();
     let mut progress = Progress::new(opts.progress_every, tables.len());
+    let mut largest_value = 0u64;
 
     for name in &sequences {
         let create = show_create(conn, "SEQUENCE", name, 1).await?;
@@ -340,8 +344,16 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
         out.maybe_flush().await?;
         hooks.before_table_data(name).await;
         progress.table(i, name);
-        let (rows, fingerprint) =
-            dump_rows(conn, database, name, &mut out, opts, &mut progress).await?;
+        let (rows, fingerprint) = dump_rows(
+            conn,
+            database,
+            name,
+            &mut out,
+            opts,
+            &mut progress,
+            &mut largest_value,
+        )
+        .await?;
         stats.push(TableStats {
             name: name.clone(),
             kind: "table".into(),
@@ -475,6 +487,7 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
         started_at,
         finished_at,
         sql_bytes,
+        largest_value,
     })
 }
 
@@ -722,7 +735,8 @@ pub async fn table_fingerprint(
 }
 
 /// Stream the rows of one table as bounded extended INSERTs; returns the
-/// row count and the table's fingerprint.
+/// row count and the table's fingerprint, and raises `largest` to the
+/// length of the largest value seen.
 async fn dump_rows<W: AsyncWrite + Unpin + Send>(
     conn: &mut Conn,
     database: &str,
@@ -730,6 +744,7 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
     out: &mut SqlOut<W>,
     opts: &DumpOptions,
     progress: &mut Progress,
+    largest: &mut u64,
 ) -> Result<(u64, Fingerprint), DumpError> {
     let mut fingerprint = Fingerprint::default();
     let Some((sql, insert_head)) = row_queries(conn, database, table).await? else {
@@ -754,6 +769,11 @@ async fn dump_rows<W: AsyncWrite + Unpin + Send>(
     while let Some(row) = result.next().await.map_err(table_err(rows_done))? {
         let values = row.unwrap_raw();
         fingerprint.add_row(&values);
+        for v in &values {
+            if let Some(mysql_async::Value::Bytes(b)) = v {
+                *largest = (*largest).max(b.len() as u64);
+            }
+        }
         let encoded = enc.encode(values);
         if !encoded.prelude.is_empty() {
             // Large values travel in user variables: close any open INSERT,

@@ -34,6 +34,8 @@
 //! - [`retention`]: grandfather-father-son retention, a pure plan and its application.
 //! - [`state`]: the run history in `BACKUP_DIR` that `health` and catch-up read.
 //! - [`health`]: the health verdict and free-space checks.
+//! - [`preflight`]: privileges, `max_allowed_packet`, free space and server version
+//!   checked at `run` start and before a restore, as a report of findings.
 //! - [`notify`]: alerts by webhook, mail and healthchecks-style pings.
 //! - [`metrics`]: Prometheus counters and the tiny `/metrics` + `/healthz` listener.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
@@ -56,6 +58,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod preflight;
 pub mod progress;
 pub mod restore;
 pub mod retention;

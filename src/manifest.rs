@@ -139,6 +139,10 @@ pub struct Manifest {
     /// Bytes of SQL before compression.
     #[serde(default)]
     pub sql_bytes: u64,
+    /// Length in bytes of the largest single value dumped; a restore needs
+    /// a `max_allowed_packet` at least this large. Absent in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest_value: Option<u64>,
     /// Every entry of a file archive, in archive order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileEntry>,
@@ -202,6 +206,7 @@ impl Manifest {
             triggers: d.triggers.clone(),
             events: d.events.clone(),
             sql_bytes: d.sql_bytes,
+            largest_value: Some(d.largest_value),
             files: Vec::new(),
         }
     }
@@ -237,6 +242,7 @@ impl Manifest {
             triggers: Vec::new(),
             events: Vec::new(),
             sql_bytes: 0,
+            largest_value: None,
             files,
         }
     }

@@ -62,7 +62,29 @@ pub enum RestoreError {
         /// Start of the statement.
         excerpt: String,
     },
+    /// A view, routine, trigger or event could not be created as its
+    /// `DEFINER` (kept by `RESTORE_DEFINER=keep`): that account is missing
+    /// (1449) or the restoring user may not create objects for another
+    /// account (1227, no `SET USER`/`SUPER`).
+    #[error("statement {number} (line {line}) failed: ERROR {code}: {message}; the backup names a DEFINER this user cannot create objects for: set RESTORE_DEFINER=rewrite (the objects then belong to the restoring user) or strip, and restore again\n  in: {excerpt}")]
+    Definer {
+        /// Statement number.
+        number: u64,
+        /// Line in the SQL file.
+        line: u64,
+        /// Server error code.
+        code: u16,
+        /// Server message.
+        message: String,
+        /// Start of the statement.
+        excerpt: String,
+    },
 }
+
+/// ER_SPECIFIC_ACCESS_DENIED_ERROR: `SET USER`/`SUPER` needed for another DEFINER.
+const SPECIFIC_ACCESS_DENIED: u16 = 1227;
+/// ER_NO_SUCH_USER: the DEFINER account does not exist.
+const NO_SUCH_USER: u16 = 1449;
 
 /// What an execution did.
 #[derive(Debug, Clone, Default)]
@@ -429,7 +451,9 @@ pub async fn execute<R: AsyncRead + Unpin>(
         };
         summary.statements += 1;
         if n == 0 {
-            run(conn, &stmt).await?;
+            run(conn, &stmt)
+                .await
+                .map_err(|e| definer_hint(e, definer, &stmt))?;
             continue;
         }
         match route(&stmt.sql) {
@@ -523,7 +547,9 @@ pub async fn execute<R: AsyncRead + Unpin>(
             }
             Route::Barrier => {
                 pool.barrier().await?;
-                run(conn, &stmt).await?;
+                run(conn, &stmt)
+                    .await
+                    .map_err(|e| definer_hint(e, definer, &stmt))?;
             }
         }
     }
@@ -643,6 +669,32 @@ async fn run(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreError> {
             other,
         )),
     })
+}
+
+/// A statement error turned into [`RestoreError::Definer`] when it is the
+/// kept `DEFINER` of a view, routine, trigger or event that failed.
+fn definer_hint(e: RestoreError, definer: Definer, stmt: &Statement) -> RestoreError {
+    match e {
+        RestoreError::Statement {
+            number,
+            line,
+            code,
+            message,
+            excerpt,
+        } if definer == Definer::Keep
+            && matches!(code, SPECIFIC_ACCESS_DENIED | NO_SUCH_USER)
+            && Definer::Strip.apply(&stmt.sql).is_some() =>
+        {
+            RestoreError::Definer {
+                number,
+                line,
+                code,
+                message,
+                excerpt,
+            }
+        }
+        other => other,
+    }
 }
 
 /// `USE x` or `CREATE DATABASE x`/`CREATE SCHEMA x` (possibly after comments).

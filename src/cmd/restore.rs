@@ -1,4 +1,5 @@
-//! `selmai-backup restore <FILE|latest>`: verify the whole backup, confirm,
+//! `selmai-backup restore <FILE|latest>`: verify the whole backup, run the
+//! preflight (refusing on a fatal finding), confirm,
 //! dump the database about to be replaced (the safety snapshot, see
 //! [`crate::snapshot`]), then replace its objects with the backup's; for a
 //! file archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and
@@ -19,6 +20,7 @@ use crate::config::{DbSettings, Settings};
 use crate::docker::AppControl;
 use crate::full;
 use crate::pipeline;
+use crate::preflight;
 use crate::progress::human_bytes;
 use crate::snapshot;
 use crate::target::Target;
@@ -107,6 +109,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             ", no manifest to check against"
         }
     );
+    check_restore(settings, &db, &into, &source, !args.no_safety_snapshot).await?;
     if !args.yes {
         let taken = source
             .manifest
@@ -278,6 +281,7 @@ async fn run_full(
         "verified full backup {}: every part matches the set manifest",
         set.name
     );
+    check_restore(settings, &db, &into, source, !args.no_safety_snapshot).await?;
     let extracts: Vec<String> = archives
         .iter()
         .map(|(part, dir)| format!("its {part} into {}", dir.display()))
@@ -321,6 +325,28 @@ async fn run_full(
         set.name,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The preflight of a restore, before asking and before touching anything:
+/// a restore that cannot finish (no INSERT, no room for the snapshot ...)
+/// is refused here; warnings are printed.
+async fn check_restore(
+    settings: &Settings,
+    db: &crate::config::DbSettings,
+    into: &str,
+    source: &pipeline::Source,
+    snapshot: bool,
+) -> anyhow::Result<()> {
+    let report = preflight::for_restore(settings, db, into, source, snapshot)
+        .await
+        .context("not restoring, the database was not touched")?;
+    for finding in report.at_least(preflight::Severity::Warning) {
+        eprintln!("preflight: {finding}");
+    }
+    report
+        .into_result()
+        .context("not restoring, the database was not touched")?;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! `selmai-backup run`: the daemon, the container's default command.
 //!
-//! Logs the schedules, decides the catch-up, starts the metrics listener
-//! when asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
+//! Runs the preflight ([`crate::preflight`]: privileges, packet size, free
+//! space, server version) and exits on a fatal finding; logs the
+//! schedules, decides the catch-up, starts the metrics listener when
+//! asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
 //! progress is then abandoned cleanly and the process exits 0, well within
 //! Docker's 10 s stop timeout.
 
@@ -17,6 +19,7 @@ use crate::config::Settings;
 use crate::jobs::Jobs;
 use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
+use crate::preflight::{self, PreflightError};
 use crate::schedule::{self, Job, Kind, SystemClock};
 use crate::state::State;
 
@@ -26,6 +29,26 @@ pub struct Args {}
 
 fn any_exists(paths: &[std::path::PathBuf]) -> bool {
     paths.iter().any(|p| p.exists())
+}
+
+/// Check at start that backups can work, logging the findings; `Err` for a
+/// fatal one (no SELECT ...). A server that cannot be reached or logged in
+/// to yet is only a warning: the database container may still be starting,
+/// and every scheduled backup reports its own failure.
+async fn preflight(settings: &Settings) -> anyhow::Result<()> {
+    match preflight::for_backup(settings).await {
+        Ok(report) => {
+            report.log("backups");
+            report
+                .into_result()
+                .context("not starting: backups cannot work")?;
+        }
+        Err(PreflightError::Db(e)) => {
+            tracing::warn!("preflight not run: {e}");
+        }
+        Err(e) => return Err(e).context("not starting: backups cannot work"),
+    }
+    Ok(())
 }
 
 /// Run the scheduler until a stop signal.
@@ -56,6 +79,15 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     if jobs.iter().any(|j| matches!(j.kind, Kind::Db | Kind::Full)) {
         // Fail at start, not at 02:00, when the credentials are missing.
         settings.db()?;
+        // Waiting for the database may take DB_CONNECT_TIMEOUT: a stop
+        // signal meanwhile must still stop us at once.
+        tokio::select! {
+            checked = preflight(&settings) => checked?,
+            signal = super::restore::interrupted() => {
+                tracing::info!(signal, "received {signal} during the preflight: stopping");
+                return Ok(());
+            }
+        }
     }
     // BACKUP_DIR must be usable now; a busy lock is fine (a one-off run).
     if let Err(e @ crate::catalog::LockError::Open { .. }) =

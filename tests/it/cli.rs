@@ -196,7 +196,7 @@ fn help_texts_match_their_snapshots() {
     let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/help");
     let update = std::env::var_os("SELMAI_UPDATE_SNAPSHOTS").is_some();
     for cmd in [
-        "", "backup", "restore", "list", "verify", "decrypt", "run", "health", "prune",
+        "", "backup", "restore", "list", "verify", "decrypt", "run", "health", "prune", "check",
     ] {
         let mut args: Vec<&str> = cmd.split_whitespace().collect();
         args.push("--help");
