@@ -38,7 +38,7 @@ async fn encrypted_round_trip_is_exact_and_never_stores_plaintext() {
             .expect("the manifest records the encryption");
         assert_eq!(
             (enc.memory_kib, enc.iterations, enc.parallelism),
-            (65536, 3, 4)
+            (47104, 4, 4)
         );
         let bytes = std::fs::read(dir.path().join(&out.file)).unwrap();
         assert!(selmai_backup::crypto::is_encrypted(&bytes));
