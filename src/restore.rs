@@ -8,6 +8,8 @@
 //! checking the file first (the pipeline verifies the whole file before this
 //! runs) or for where the bytes come from.
 
+use std::collections::HashMap;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tokio::io::AsyncRead;
@@ -397,6 +399,24 @@ struct Load {
     spread: bool,
 }
 
+impl Load {
+    /// The load of table `t`, on the idlest loader if it is new.
+    fn of<'a>(tables: &'a mut HashMap<String, Load>, t: &str, pool: &mut Pool) -> &'a mut Load {
+        if !tables.contains_key(t) {
+            let home = pool.idlest();
+            tables.insert(
+                t.to_owned(),
+                Load {
+                    home,
+                    split: false,
+                    spread: false,
+                },
+            );
+        }
+        tables.get_mut(t).expect("inserted above")
+    }
+}
+
 /// Run every statement from `reader`: table loads in parallel on `loaders`,
 /// everything else on `conn` once the loads before it have finished. With
 /// no loaders, everything runs on `conn` in file order.
@@ -420,7 +440,7 @@ pub async fn execute<R: AsyncRead + Unpin>(
         turn: 0,
     };
     let n = pool.workers.len();
-    let mut tables: std::collections::HashMap<String, Load> = std::collections::HashMap::new();
+    let mut tables: HashMap<String, Load> = HashMap::new();
     // The table of the last definition or rows statement.
     let mut current: Option<String> = None;
     // The loader holding a large value for the next INSERT, and the one
@@ -462,14 +482,7 @@ pub async fn execute<R: AsyncRead + Unpin>(
                 summary.skipped += 1;
             }
             Route::Table(t) => {
-                let load = match tables.get_mut(&t) {
-                    Some(load) => load,
-                    None => tables.entry(t.clone()).or_insert(Load {
-                        home: pool.idlest(),
-                        split: false,
-                        spread: false,
-                    }),
-                };
+                let load = Load::of(&mut tables, &t, &mut pool);
                 if load.spread {
                     pool.barrier().await?;
                     load.spread = false;
@@ -481,14 +494,7 @@ pub async fn execute<R: AsyncRead + Unpin>(
                 current = Some(t);
             }
             Route::Rows(t) => {
-                let load = match tables.get_mut(&t) {
-                    Some(load) => load,
-                    None => tables.entry(t.clone()).or_insert(Load {
-                        home: pool.idlest(),
-                        split: false,
-                        spread: false,
-                    }),
-                };
+                let load = Load::of(&mut tables, &t, &mut pool);
                 let w = if load.split && transactions.autocommit() {
                     if !load.spread {
                         // Its CREATE TABLE must have run before any other

@@ -152,30 +152,11 @@ async fn our_restore_reads_the_old_scripts_mariadb_dump_gzip_files() {
     src.load_sakila();
     let dir = tempfile::tempdir().unwrap();
     // What scripts/backup.sh did: mysqldump | gzip > selmai_backup_YYYYMMDD_HHMMSS.sql.gz
-    let env = db_env();
-    let dump = Command::new("mariadb-dump")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--single-transaction",
-            "--routines",
-            "--triggers",
-            "--events",
-        ])
-        .arg(format!("-h{}", env.host))
-        .arg(format!("-P{}", env.port))
-        .arg(format!("-u{}", env.user))
-        .arg(&src.name)
-        .env("MYSQL_PWD", &env.password)
-        .output()
-        .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
+    let file = legacy_file(
+        dir.path(),
+        &src.name,
+        &["--routines", "--triggers", "--events"],
     );
-    let file = dir.path().join("selmai_backup_20250120_020000.sql.gz");
-    std::fs::write(&file, tool::gzip(&dump.stdout)).unwrap();
 
     let ours = TestDb::new("rt_legacy_ours");
     tool::restore(dir.path(), "latest", &ours.name).await;
@@ -301,19 +282,29 @@ async fn rows_spread_over_connections_leave_every_table_identical() {
 async fn mariadb_dump_no_autocommit_files_keep_every_row() {
     let src = TestDb::new("rt_noauto_src");
     src.load_sakila();
+    let dir = tempfile::tempdir().unwrap();
+    legacy_file(
+        dir.path(),
+        &src.name,
+        &["--no-autocommit", "--net-buffer-length=16384"],
+    );
+    let ours = TestDb::new("rt_noauto_ours");
+    tool::restore(dir.path(), "latest", &ours.name).await;
+    assert_eq!(row_counts(&ours.name), row_counts(&src.name));
+    assert_eq!(checksums(&ours.name), checksums(&src.name));
+}
+
+/// What the old `scripts/backup.sh` wrote: `mariadb-dump --single-transaction
+/// ARGS DB | gzip` in `dir/selmai_backup_20250120_020000.sql.gz`.
+fn legacy_file(dir: &std::path::Path, db: &str, args: &[&str]) -> std::path::PathBuf {
     let env = db_env();
     let dump = Command::new("mariadb-dump")
-        .args([
-            "--no-defaults",
-            "--protocol=TCP",
-            "--single-transaction",
-            "--no-autocommit",
-            "--net-buffer-length=16384",
-        ])
+        .args(["--no-defaults", "--protocol=TCP", "--single-transaction"])
+        .args(args)
         .arg(format!("-h{}", env.host))
         .arg(format!("-P{}", env.port))
         .arg(format!("-u{}", env.user))
-        .arg(&src.name)
+        .arg(db)
         .env("MYSQL_PWD", &env.password)
         .output()
         .unwrap();
@@ -322,11 +313,7 @@ async fn mariadb_dump_no_autocommit_files_keep_every_row() {
         "{}",
         String::from_utf8_lossy(&dump.stderr)
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("selmai_backup_20250120_020000.sql.gz");
+    let file = dir.join("selmai_backup_20250120_020000.sql.gz");
     std::fs::write(&file, tool::gzip(&dump.stdout)).unwrap();
-    let ours = TestDb::new("rt_noauto_ours");
-    tool::restore(dir.path(), "latest", &ours.name).await;
-    assert_eq!(row_counts(&ours.name), row_counts(&src.name));
-    assert_eq!(checksums(&ours.name), checksums(&src.name));
+    file
 }
