@@ -104,8 +104,8 @@ ours() {
   echo env -i PATH="$PATH" DB_HOST="$TEST_DB_HOST" DB_PORT="$TEST_DB_PORT" DB_USER="$TEST_DB_USER" \
     DB_PASSWORD="$TEST_DB_PASSWORD" DB_NAME=bench BACKUP_DIR="$dir" LOG_LEVEL=warn "$@"
 }
-measure "selmai-backup backup (gzip, default level 2)" "$work/gz" $(ours "$work/gz") "$BIN" backup
-measure "selmai-backup backup (gzip level 2, encrypted)" "$work/enc" $(ours "$work/enc" BACKUP_PASSPHRASE=bench) "$BIN" backup
+measure "selmai-backup backup (gzip, default level 1)" "$work/gz" $(ours "$work/gz") "$BIN" backup
+measure "selmai-backup backup (gzip level 1, encrypted)" "$work/enc" $(ours "$work/enc" BACKUP_PASSPHRASE=bench) "$BIN" backup
 measure "selmai-backup backup (zstd 3)" "$work/zst" $(ours "$work/zst" BACKUP_COMPRESSION=zstd) "$BIN" backup
 
 fresh_target

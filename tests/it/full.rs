@@ -62,6 +62,17 @@ fn full_vars(db: &str, dir: &Path, config: &Path, uploads: &Path) -> Vec<(String
 }
 
 /// Names in `dir` that belong to full backups.
+/// `restore latest-full --to TO --yes`, which must succeed; its stderr.
+fn restore_latest_full(vars: &[(String, String)], to: &Path) -> String {
+    let to = to.display().to_string();
+    let (code, _, err) = tool::outcome(&tool::run(
+        vars,
+        &["restore", "latest-full", "--to", &to, "--yes"],
+    ));
+    assert_eq!(code, 0, "{err}");
+    err
+}
+
 fn full_files(dir: &Path) -> Vec<String> {
     tool::files(dir)
         .into_iter()
@@ -177,17 +188,7 @@ async fn full_backup_restores_database_and_files_together() {
 
     let out_dir = tempfile::tempdir().unwrap();
     let to = out_dir.path().join("restored");
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &[
-            "restore",
-            "latest-full",
-            "--to",
-            &to.display().to_string(),
-            "--yes",
-        ],
-    ));
-    assert_eq!(code, 0, "{err}");
+    let err = restore_latest_full(&vars, &to);
     assert!(err.contains("restored full backup"), "{err}");
     assert_same_database(&db, &reference);
     assert_eq!(tree(&to.join("config/config")), config_tree);
@@ -576,17 +577,7 @@ async fn full_backup_lost_with_the_volume_is_restored_from_the_bucket() {
 
     let out_dir = tempfile::tempdir().unwrap();
     let to = out_dir.path().join("restored");
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &[
-            "restore",
-            "latest-full",
-            "--to",
-            &to.display().to_string(),
-            "--yes",
-        ],
-    ));
-    assert_eq!(code, 0, "{err}");
+    restore_latest_full(&vars, &to);
     assert_same_database(&db, &reference);
     assert_eq!(tree(&to.join("config/config")), config_tree);
     assert_eq!(tree(&to.join("uploads/uploads")), uploads_tree);
