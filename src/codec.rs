@@ -195,7 +195,10 @@ fn gzip_member(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
             Some((l, c)) if *l == level => c,
             _ => {
                 let lvl = CompressionLvl::new(level.clamp(1, 12)).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidInput, format!("gzip level {level}: {e:?}"))
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("gzip level {level}: {e:?}"),
+                    )
                 })?;
                 &mut slot.insert((level, Compressor::new(lvl))).1
             }
@@ -222,8 +225,8 @@ impl fmt::Display for Compression {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use rstest::rstest;
+    use std::io::Write;
     use tokio::io::{AsyncReadExt, BufReader};
 
     #[rstest]
