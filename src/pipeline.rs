@@ -69,15 +69,132 @@ pub struct TargetFailure {
     pub error: TargetError,
 }
 
-/// A secondary target failed: log it and record it; the backup goes on.
-fn record_secondary(
-    failures: &mut Vec<TargetFailure>,
-    target: &'static str,
-    error: TargetError,
-    what: &str,
-) {
-    tracing::warn!(target, error = %error, "{what}");
-    failures.push(TargetFailure { target, error });
+/// One backup's uploads, one per target, the first target primary. Every
+/// stage (start, write, commit) reports a target's failure through
+/// [`FanOut::fail`], so the rule lives in one place: a failing primary fails
+/// the run, a failing secondary is dropped and recorded and the backup goes on.
+struct FanOut<'a> {
+    /// The targets, in the order of `uploads`.
+    targets: &'a [Arc<dyn Target>],
+    /// The live uploads; `None` once a target failed or was committed.
+    uploads: Vec<Option<Box<dyn Upload>>>,
+    /// The secondary targets dropped so far.
+    failed: Vec<TargetFailure>,
+}
+
+impl<'a> FanOut<'a> {
+    /// Start an upload of `name` on every target. There is nothing to abort
+    /// when the primary cannot start: it is the first.
+    async fn start(targets: &'a [Arc<dyn Target>], name: &str) -> Result<Self, TargetError> {
+        let mut fan = FanOut {
+            targets,
+            uploads: Vec::with_capacity(targets.len()),
+            failed: Vec::new(),
+        };
+        for (i, t) in targets.iter().enumerate() {
+            let created = t.create(name).await;
+            fan.uploads.push(None);
+            match created {
+                Ok(u) => fan.uploads[i] = Some(u),
+                Err(e) => fan.fail(i, e, "cannot start the off-site copy")?,
+            }
+        }
+        Ok(fan)
+    }
+
+    /// Target `i` failed with `error` while doing `what`. The primary's
+    /// error is handed back for the run to fail with (the caller aborts the
+    /// other uploads); a secondary is dropped, logged and recorded.
+    fn fail(&mut self, i: usize, error: TargetError, what: &str) -> Result<(), TargetError> {
+        self.uploads[i] = None;
+        if i == 0 {
+            return Err(error);
+        }
+        let target = self.targets[i].label();
+        tracing::warn!(target, error = %error, "{what}");
+        self.failed.push(TargetFailure { target, error });
+        Ok(())
+    }
+
+    /// Write `chunk` to every live upload; an upload that fails is aborted.
+    async fn write_all(&mut self, chunk: &[u8]) -> Result<(), TargetError> {
+        for i in 0..self.uploads.len() {
+            let Some(up) = self.uploads[i].as_mut() else {
+                continue;
+            };
+            if let Err(e) = up.write_all(chunk).await {
+                let err = TargetError::from_io(self.targets[i].label(), "writing", "backup", e);
+                if let Some(up) = self.uploads[i].take() {
+                    let _ = up.abort().await;
+                }
+                self.fail(
+                    i,
+                    err,
+                    "off-site copy failed; continuing with the local backup",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush every live upload before the commit; an error is only logged here.
+    async fn shutdown(&mut self) {
+        for up in self.uploads.iter_mut().flatten() {
+            if let Err(e) = up.shutdown().await {
+                tracing::debug!(error = %e, "flushing an upload");
+            }
+        }
+    }
+
+    /// Commit every live upload of `name` and write the manifest beside it.
+    /// Returns the targets holding a complete copy and the secondary
+    /// targets that failed, at any stage.
+    async fn commit(
+        mut self,
+        name: &str,
+        manifest_json: &[u8],
+    ) -> Result<(Vec<&'static str>, Vec<TargetFailure>), TargetError> {
+        let manifest_name = manifest::name_for(name);
+        let mut stored_on = Vec::new();
+        for i in 0..self.uploads.len() {
+            let Some(up) = self.uploads[i].take() else {
+                continue;
+            };
+            let t = &self.targets[i];
+            let result = match up.commit().await {
+                Ok(_) => match target::put_bytes(t.as_ref(), &manifest_name, manifest_json).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        // Data without a manifest is not a backup: take it back.
+                        let _ = t.delete(name).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => stored_on.push(t.label()),
+                Err(e) => {
+                    if let Err(e) =
+                        self.fail(i, e, "off-site copy failed; the local backup is kept")
+                    {
+                        self.abort().await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok((stored_on, self.failed))
+    }
+
+    /// Abort every live upload.
+    async fn abort(self) {
+        for up in self.uploads.into_iter().flatten() {
+            if let Err(e) = up.abort().await {
+                tracing::warn!(error = %e, "cleaning up a failed upload");
+            }
+        }
+    }
 }
 
 /// What a successful backup produced.
@@ -140,7 +257,7 @@ pub async fn backup_db_as(
     let sql_bytes = summary.sql_bytes;
     let tables = summary.tables.len();
     let size = encoded.size;
-    let (stored, failed) = publish(&name, &manifest, encoded, targets).await?;
+    let (stored, failed) = publish(&name, &manifest, encoded).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -214,7 +331,7 @@ pub async fn backup_archive_as(
     let size = encoded.size;
     let entries = summary.files.len();
     let changed = summary.files.iter().filter(|f| f.changed).count();
-    let (stored, failed) = publish(&name, &manifest, encoded, targets).await?;
+    let (stored, failed) = publish(&name, &manifest, encoded).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -242,45 +359,34 @@ fn compression_name(c: Compression) -> &'static str {
 }
 
 /// Bytes compressed, encrypted and written to every live upload, not yet committed.
-struct Encoded<T> {
+struct Encoded<'a, T> {
     /// What the producer returned.
     value: T,
-    uploads: Vec<Option<Box<dyn Upload>>>,
+    /// The uploads holding the bytes.
+    fan: FanOut<'a>,
+    /// Stored size.
     size: u64,
+    /// SHA-256 of the stored bytes.
     sha256: String,
+    /// How the bytes were encrypted, if they were.
     encryption: Option<EncryptionInfo>,
-    failed: Vec<TargetFailure>,
 }
 
 /// Start an upload of `name` on every target, run `produce` writing plain
 /// bytes into a pipe, and push them through compression (on blocking
 /// threads), encryption and every upload. Any failure aborts every upload.
-async fn encode_and_store<T, F, Fut>(
+async fn encode_and_store<'a, T, F, Fut>(
     settings: &Settings,
-    targets: &[Arc<dyn Target>],
+    targets: &'a [Arc<dyn Target>],
     name: &str,
     produce: F,
-) -> Result<Encoded<T>, BackupError>
+) -> Result<Encoded<'a, T>, BackupError>
 where
     F: FnOnce(tokio::io::DuplexStream) -> Fut,
     Fut: std::future::Future<Output = Result<T, BackupError>>,
 {
     let compression = settings.compression;
-    let mut uploads: Vec<Option<Box<dyn Upload>>> = Vec::new();
-    let mut failed = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        match t.create(name).await {
-            Ok(u) => uploads.push(Some(u)),
-            Err(e) if i == 0 => {
-                abort_all(uploads).await;
-                return Err(e.into());
-            }
-            Err(e) => {
-                record_secondary(&mut failed, t.label(), e, "cannot start the off-site copy");
-                uploads.push(None);
-            }
-        }
-    }
+    let mut fan = FanOut::start(targets, name).await?;
 
     let (plain_w, plain_r) = tokio::io::duplex(1 << 20);
     let (tx, rx) = mpsc::channel::<Bytes>(8);
@@ -298,7 +404,7 @@ where
                     (Box::new(w), Some(EncryptionInfo::from(info)))
                 }
                 Err(e) => {
-                    abort_all(uploads).await;
+                    fan.abort().await;
                     return Err(e.into());
                 }
             }
@@ -306,38 +412,29 @@ where
         None => (Box::new(channel), None),
     };
     let encoder = tokio::task::spawn_blocking(move || encode(&handle, plain_r, sink, compression));
-    let (produced, stored) = tokio::join!(produce(plain_w), store(rx, uploads, targets));
+    let (produced, stored) = tokio::join!(produce(plain_w), store(rx, &mut fan));
     let encoded = encoder
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("encoder thread failed: {e}"))));
-    let Stored {
-        uploads,
-        size,
-        sha256,
-        primary_error,
-        failures,
-    } = stored;
-    failed.extend(failures);
 
     // The store side's error explains a broken pipe on the source side, so
     // it wins; the source's own error explains a short input to the encoder.
-    let result = match (primary_error, produced, encoded) {
-        (Some(e), _, _) => Err(e.into()),
-        (None, Err(e), _) => Err(e),
-        (None, Ok(_), Err(e)) => Err(BackupError::Encode(e)),
-        (None, Ok(value), Ok(())) => Ok(value),
+    let result = match (stored, produced, encoded) {
+        (Err(e), _, _) => Err(e.into()),
+        (Ok(_), Err(e), _) => Err(e),
+        (Ok(_), Ok(_), Err(e)) => Err(BackupError::Encode(e)),
+        (Ok(stored), Ok(value), Ok(())) => Ok((stored, value)),
     };
     match result {
-        Ok(value) => Ok(Encoded {
+        Ok(((size, sha256), value)) => Ok(Encoded {
             value,
-            uploads,
+            fan,
             size,
             sha256,
             encryption,
-            failed,
         }),
         Err(e) => {
-            abort_all(uploads).await;
+            fan.abort().await;
             Err(e)
         }
     }
@@ -348,45 +445,9 @@ where
 async fn publish<T>(
     name: &str,
     manifest: &Manifest,
-    encoded: Encoded<T>,
-    targets: &[Arc<dyn Target>],
+    encoded: Encoded<'_, T>,
 ) -> Result<(Vec<&'static str>, Vec<TargetFailure>), BackupError> {
-    let Encoded {
-        mut uploads,
-        mut failed,
-        ..
-    } = encoded;
-    let manifest_json = manifest.to_json();
-    let manifest_name = manifest::name_for(name);
-    let mut stored_on = Vec::new();
-    for (i, (slot, t)) in uploads.iter_mut().zip(targets).enumerate() {
-        let Some(up) = slot.take() else { continue };
-        let result = match up.commit().await {
-            Ok(_) => match target::put_bytes(t.as_ref(), &manifest_name, &manifest_json).await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    // Data without a manifest is not a backup: take it back.
-                    let _ = t.delete(name).await;
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => stored_on.push(t.label()),
-            Err(e) if i == 0 => {
-                abort_all(uploads).await;
-                return Err(e.into());
-            }
-            Err(e) => record_secondary(
-                &mut failed,
-                t.label(),
-                e,
-                "off-site copy failed; the local backup is kept",
-            ),
-        }
-    }
-    Ok((stored_on, failed))
+    Ok(encoded.fan.commit(name, &manifest.to_json()).await?)
 }
 
 /// A name no target holds yet (two backups in the same second get the next second).
@@ -426,14 +487,6 @@ pub async fn free_time(
             return Ok(when);
         }
         when += chrono::Duration::seconds(1);
-    }
-}
-
-async fn abort_all(uploads: Vec<Option<Box<dyn Upload>>>) {
-    for up in uploads.into_iter().flatten() {
-        if let Err(e) = up.abort().await {
-            tracing::warn!(error = %e, "cleaning up a failed upload");
-        }
     }
 }
 
@@ -508,66 +561,22 @@ impl tokio::io::AsyncWrite for ChannelWriter {
     }
 }
 
-struct Stored {
-    uploads: Vec<Option<Box<dyn Upload>>>,
-    size: u64,
-    sha256: String,
-    primary_error: Option<TargetError>,
-    failures: Vec<TargetFailure>,
-}
-
-/// Write every chunk to every live upload, hashing once.
+/// Write every chunk to every live upload, hashing once. Returns the
+/// stored size and SHA-256, or the primary target's error.
 async fn store(
     mut rx: mpsc::Receiver<Bytes>,
-    mut uploads: Vec<Option<Box<dyn Upload>>>,
-    targets: &[Arc<dyn Target>],
-) -> Stored {
+    fan: &mut FanOut<'_>,
+) -> Result<(u64, String), TargetError> {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     let mut size = 0u64;
-    let mut failures = Vec::new();
     while let Some(chunk) = rx.recv().await {
         hash.update(&chunk);
         size += chunk.len() as u64;
-        for (i, slot) in uploads.iter_mut().enumerate() {
-            let Some(up) = slot.as_mut() else { continue };
-            if let Err(e) = up.write_all(&chunk).await {
-                let label = targets[i].label();
-                let err = TargetError::from_io(label, "writing", "backup", e);
-                let up = slot.take().expect("slot checked above");
-                let _ = up.abort().await;
-                if i == 0 {
-                    return Stored {
-                        uploads,
-                        size,
-                        sha256: String::new(),
-                        primary_error: Some(err),
-                        failures,
-                    };
-                }
-                record_secondary(
-                    &mut failures,
-                    label,
-                    err,
-                    "off-site copy failed; continuing with the local backup",
-                );
-            }
-        }
+        fan.write_all(&chunk).await?;
     }
-    for slot in uploads.iter_mut() {
-        if let Some(up) = slot.as_mut() {
-            if let Err(e) = up.shutdown().await {
-                tracing::debug!(error = %e, "flushing an upload");
-            }
-        }
-    }
-    Stored {
-        uploads,
-        size,
-        sha256: hex::encode(hash.finalize()),
-        primary_error: None,
-        failures,
-    }
+    fan.shutdown().await;
+    Ok((size, hex::encode(hash.finalize())))
 }
 
 /// A stored backup chosen for verify or restore.

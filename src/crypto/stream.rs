@@ -43,86 +43,38 @@ pub(crate) async fn encrypt_writer_with(
     ))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WState {
-    /// Accepting plaintext.
-    Open,
-    /// The final segment is sealed; draining it, then shutting `inner` down.
-    Closing,
-    /// Shut down.
-    Closed,
-}
-
-/// Encrypts into `inner` (format version 1). One buffer of `segment_size +
-/// 16` bytes is filled with plaintext, sealed in place as soon as it is full
-/// (a full segment is never the final one: the final one always carries
-/// padding), then drained. `shutdown()` writes the final segment and shuts
-/// `inner` down; a writer dropped without it leaves a file that reads as
-/// truncated. Generic so that a caller can take `inner` back with
-/// [`EncryptWriter::into_inner`] (to commit an upload); most callers use the
-/// boxed [`super::encrypt_writer`].
-pub struct EncryptWriter<W> {
-    inner: W,
+/// What both directions hold: the keys, the header, and the one buffer of
+/// `segment_size + 16` bytes the segment in flight lives in. Sealing and
+/// opening a segment happen here; [`EncryptWriter`] and [`DecryptReader`]
+/// only move bytes between it and their inner stream.
+struct Segment {
     keys: Keys,
     header: Header,
     buf: Vec<u8>,
-    /// Plaintext bytes in `buf` (while `out` is empty).
+    /// Bytes of the current segment in `buf` (while `out` is empty).
     filled: usize,
-    /// Sealed bytes of `buf` not yet written to `inner`.
+    /// Bytes of `buf` ready to go out.
     out: std::ops::Range<usize>,
-    /// Index of the segment being filled.
+    /// Index of the current segment.
     index: u64,
-    state: WState,
 }
 
-impl<W: AsyncWrite + Unpin> EncryptWriter<W> {
-    /// Derive the per-file key (Argon2id on a blocking thread), write the
-    /// header to `inner`, and return the writer (default segment size).
-    pub async fn new(
-        inner: W,
-        passphrase: &Secret,
-        params: KdfParams,
-    ) -> Result<Self, CryptoError> {
-        Self::with_segment_size(inner, passphrase, params, DEFAULT_SEGMENT_SIZE).await
-    }
-
-    pub(crate) async fn with_segment_size(
-        mut inner: W,
-        passphrase: &Secret,
-        params: KdfParams,
-        segment_size: u32,
-    ) -> Result<Self, CryptoError> {
-        let mut header = Header::new(params, segment_size)?;
-        let keys = Keys::derive(&header, passphrase).await?;
-        keys.seal_header(&mut header);
-        inner
-            .write_all(&header.bytes)
-            .await
-            .map_err(|e| CryptoError::io("writing the encrypted header", e))?;
+impl Segment {
+    /// An empty buffer at segment 0.
+    fn new(keys: Keys, header: Header) -> Self {
         let buf = vec![0u8; header.wire_segment_len()];
-        Ok(EncryptWriter {
-            inner,
+        Segment {
             keys,
             header,
             buf,
             filled: 0,
             out: 0..0,
             index: 0,
-            state: WState::Open,
-        })
+        }
     }
 
-    /// The inner writer. Call after `shutdown()` succeeded: before it, the
-    /// final segment (and maybe more) has not been written.
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-
-    /// The header's description (KDF parameters, segment size), for the manifest.
-    pub fn header_info(&self) -> super::HeaderInfo {
-        self.header.info()
-    }
-
+    /// Seal the plaintext in `buf` in place (padded to full size when
+    /// `last`), tag appended; the whole buffer is then ready to go out.
     fn seal(&mut self, last: bool) -> io::Result<()> {
         let seg = self.header.segment_size as usize;
         if last {
@@ -152,14 +104,111 @@ impl<W: AsyncWrite + Unpin> EncryptWriter<W> {
         Ok(())
     }
 
+    /// Verify and decrypt the ciphertext in `buf` in place as a non-final
+    /// or (`last`) final segment; `false` when the tag does not match.
+    fn open(&mut self, last: bool) -> Result<bool, CryptoError> {
+        let seg = self.header.segment_size as usize;
+        let nonce = self
+            .header
+            .nonce(self.index, last)
+            .ok_or(CryptoError::Malformed {
+                segment: self.index,
+                offset: self.header.segment_offset(self.index),
+                detail: "more than 2^32 segments".into(),
+            })?;
+        let (body, tag) = self.buf.split_at_mut(seg);
+        // On failure aes-gcm leaves `body` untouched (the tag is checked
+        // before decrypting), so we can try the other flag on the same bytes.
+        Ok(self
+            .keys
+            .payload
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
+                &self.header.bytes,
+                body.into(),
+                &Tag::try_from(&*tag).expect("16-byte tag"),
+            )
+            .is_ok())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WState {
+    /// Accepting plaintext.
+    Open,
+    /// The final segment is sealed; draining it, then shutting `inner` down.
+    Closing,
+    /// Shut down.
+    Closed,
+}
+
+/// Encrypts into `inner` (format version 1). One buffer of `segment_size +
+/// 16` bytes is filled with plaintext, sealed in place as soon as it is full
+/// (a full segment is never the final one: the final one always carries
+/// padding), then drained. `shutdown()` writes the final segment and shuts
+/// `inner` down; a writer dropped without it leaves a file that reads as
+/// truncated. Generic so that a caller can take `inner` back with
+/// [`EncryptWriter::into_inner`] (to commit an upload); most callers use the
+/// boxed [`super::encrypt_writer`].
+pub struct EncryptWriter<W> {
+    inner: W,
+    /// `filled`: plaintext bytes (while `out` is empty); `out`: sealed bytes
+    /// not yet written to `inner`; `index`: the segment being filled.
+    seg: Segment,
+    state: WState,
+}
+
+impl<W: AsyncWrite + Unpin> EncryptWriter<W> {
+    /// Derive the per-file key (Argon2id on a blocking thread), write the
+    /// header to `inner`, and return the writer (default segment size).
+    pub async fn new(
+        inner: W,
+        passphrase: &Secret,
+        params: KdfParams,
+    ) -> Result<Self, CryptoError> {
+        Self::with_segment_size(inner, passphrase, params, DEFAULT_SEGMENT_SIZE).await
+    }
+
+    pub(crate) async fn with_segment_size(
+        mut inner: W,
+        passphrase: &Secret,
+        params: KdfParams,
+        segment_size: u32,
+    ) -> Result<Self, CryptoError> {
+        let mut header = Header::new(params, segment_size)?;
+        let keys = Keys::derive(&header, passphrase).await?;
+        keys.seal_header(&mut header);
+        inner
+            .write_all(&header.bytes)
+            .await
+            .map_err(|e| CryptoError::io("writing the encrypted header", e))?;
+        Ok(EncryptWriter {
+            inner,
+            seg: Segment::new(keys, header),
+            state: WState::Open,
+        })
+    }
+
+    /// The inner writer. Call after `shutdown()` succeeded: before it, the
+    /// final segment (and maybe more) has not been written.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    /// The header's description (KDF parameters, segment size), for the manifest.
+    pub fn header_info(&self) -> super::HeaderInfo {
+        self.seg.header.info()
+    }
+
     /// Write out the sealed segment, if any.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.out.clone()]))?;
+        let seg = &mut self.seg;
+        while !seg.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &seg.buf[seg.out.clone()]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.out.start += n;
+            seg.out.start += n;
         }
         Poll::Ready(Ok(()))
     }
@@ -182,12 +231,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for EncryptWriter<W> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let seg = this.header.segment_size as usize;
-        let n = data.len().min(seg - this.filled);
-        this.buf[this.filled..this.filled + n].copy_from_slice(&data[..n]);
-        this.filled += n;
-        if this.filled == seg {
-            this.seal(false)?;
+        let s = &mut this.seg;
+        let seg = s.header.segment_size as usize;
+        let n = data.len().min(seg - s.filled);
+        s.buf[s.filled..s.filled + n].copy_from_slice(&data[..n]);
+        s.filled += n;
+        if s.filled == seg {
+            s.seal(false)?;
         }
         Poll::Ready(Ok(n))
     }
@@ -206,7 +256,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for EncryptWriter<W> {
             match this.state {
                 WState::Open => {
                     ready!(this.poll_drain(cx))?;
-                    this.seal(true)?;
+                    this.seg.seal(true)?;
                     this.state = WState::Closing;
                 }
                 WState::Closing => {
@@ -242,15 +292,9 @@ pub(crate) async fn decrypt_reader(
     let header = Header::parse(&bytes)?;
     let keys = Keys::derive(&header, passphrase).await?;
     keys.check_header(&header)?;
-    let buf = vec![0u8; header.wire_segment_len()];
     Ok(Box::new(DecryptReader {
         inner,
-        keys,
-        header,
-        buf,
-        filled: 0,
-        out: 0..0,
-        index: 0,
+        seg: Segment::new(keys, header),
         state: RState::Segments,
     }))
 }
@@ -272,51 +316,21 @@ enum RState {
 /// each in place, and only then hands out its plaintext.
 struct DecryptReader {
     inner: BoxRead,
-    keys: Keys,
-    header: Header,
-    buf: Vec<u8>,
-    /// Ciphertext bytes of the current segment in `buf`.
-    filled: usize,
-    /// Verified plaintext in `buf` not yet returned.
-    out: std::ops::Range<usize>,
-    /// Index of the segment being read.
-    index: u64,
+    /// `filled`: ciphertext bytes of the current segment; `out`: verified
+    /// plaintext not yet returned; `index`: the segment being read.
+    seg: Segment,
     state: RState,
 }
 
 impl DecryptReader {
-    fn open(&mut self, last: bool) -> Result<bool, CryptoError> {
-        let seg = self.header.segment_size as usize;
-        let nonce = self
-            .header
-            .nonce(self.index, last)
-            .ok_or(CryptoError::Malformed {
-                segment: self.index,
-                offset: self.header.segment_offset(self.index),
-                detail: "more than 2^32 segments".into(),
-            })?;
-        let (body, tag) = self.buf.split_at_mut(seg);
-        // On failure aes-gcm leaves `body` untouched (the tag is checked
-        // before decrypting), so we can try the other flag on the same bytes.
-        Ok(self
-            .keys
-            .payload
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                &self.header.bytes,
-                body.into(),
-                &Tag::try_from(&*tag).expect("16-byte tag"),
-            )
-            .is_ok())
-    }
-
     /// Reads the next segment and verifies it; on success `out` or `state`
     /// says what to return next.
     fn poll_segment(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CryptoError>> {
-        let wire = self.buf.len();
+        let s = &mut self.seg;
+        let wire = s.buf.len();
         let mut eof = false;
-        while self.filled < wire {
-            let mut rb = ReadBuf::new(&mut self.buf[self.filled..]);
+        while s.filled < wire {
+            let mut rb = ReadBuf::new(&mut s.buf[s.filled..]);
             ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))
                 .map_err(|e| CryptoError::io("reading an encrypted segment", e))?;
             let n = rb.filled().len();
@@ -324,38 +338,38 @@ impl DecryptReader {
                 eof = true;
                 break;
             }
-            self.filled += n;
+            s.filled += n;
         }
-        let offset = self.header.segment_offset(self.index);
+        let offset = s.header.segment_offset(s.index);
         if eof {
-            let detail = match (self.filled, self.index) {
+            let detail = match (s.filled, s.index) {
                 (0, 0) => "no segment follows the header".to_string(),
                 (0, i) => format!(
                     "the file ends after segment {} and the final segment is missing",
                     i - 1
                 ),
-                (n, _) => format!("segment {} is {n} of {wire} bytes", self.index),
+                (n, _) => format!("segment {} is {n} of {wire} bytes", s.index),
             };
             return Poll::Ready(Err(CryptoError::Truncated {
-                segment: self.index,
-                offset: offset + self.filled as u64,
+                segment: s.index,
+                offset: offset + s.filled as u64,
                 detail,
             }));
         }
-        self.filled = 0;
-        let seg = self.header.segment_size as usize;
-        if self.open(false)? {
-            self.out = 0..seg;
-            self.index += 1;
+        s.filled = 0;
+        let seg = s.header.segment_size as usize;
+        if s.open(false)? {
+            s.out = 0..seg;
+            s.index += 1;
             return Poll::Ready(Ok(()));
         }
-        if self.open(true)? {
-            let plain = &self.buf[..seg];
+        if s.open(true)? {
+            let plain = &s.buf[..seg];
             let len = match plain.iter().rposition(|&b| b != 0) {
                 Some(i) if plain[i] == PAD_START => i,
                 _ => {
                     return Poll::Ready(Err(CryptoError::Malformed {
-                        segment: self.index,
+                        segment: s.index,
                         offset,
                         detail: "the final segment's padding is invalid".into(),
                     }))
@@ -365,7 +379,7 @@ impl DecryptReader {
             return Poll::Ready(Ok(()));
         }
         Poll::Ready(Err(CryptoError::Tampered {
-            segment: self.index,
+            segment: s.index,
             offset,
         }))
     }
@@ -379,10 +393,11 @@ impl AsyncRead for DecryptReader {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if !this.out.is_empty() {
-                let n = this.out.len().min(dst.remaining());
-                dst.put_slice(&this.buf[this.out.start..this.out.start + n]);
-                this.out.start += n;
+            let s = &mut this.seg;
+            if !s.out.is_empty() {
+                let n = s.out.len().min(dst.remaining());
+                dst.put_slice(&s.buf[s.out.start..s.out.start + n]);
+                s.out.start += n;
                 return Poll::Ready(Ok(()));
             }
             if dst.remaining() == 0 {
@@ -400,12 +415,12 @@ impl AsyncRead for DecryptReader {
                     match ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb)) {
                         Err(e) => Err(CryptoError::io("reading after the final segment", e)),
                         Ok(()) if rb.filled().is_empty() => {
-                            this.out = 0..len;
+                            this.seg.out = 0..len;
                             this.state = RState::Done;
                             Ok(())
                         }
                         Ok(()) => Err(CryptoError::TrailingData {
-                            offset: this.header.segment_offset(this.index + 1),
+                            offset: this.seg.header.segment_offset(this.seg.index + 1),
                         }),
                     }
                 }

@@ -61,18 +61,35 @@ fn full_vars(db: &str, dir: &Path, config: &Path, uploads: &Path) -> Vec<(String
     )
 }
 
-/// Names in `dir` that belong to full backups.
+/// `restore SPEC --to TO --yes`, then the `extra` arguments: the exit code
+/// and stderr.
+fn restore_to(vars: &[(String, String)], spec: &str, to: &Path, extra: &[&str]) -> (i32, String) {
+    let to = to.display().to_string();
+    let mut args = vec!["restore", spec, "--to", &to, "--yes"];
+    args.extend_from_slice(extra);
+    let (code, _, err) = tool::outcome(&tool::run(vars, &args));
+    (code, err)
+}
+
 /// `restore latest-full --to TO --yes`, which must succeed; its stderr.
 fn restore_latest_full(vars: &[(String, String)], to: &Path) -> String {
-    let to = to.display().to_string();
-    let (code, _, err) = tool::outcome(&tool::run(
-        vars,
-        &["restore", "latest-full", "--to", &to, "--yes"],
-    ));
+    let (code, err) = restore_to(vars, "latest-full", to, &[]);
     assert_eq!(code, 0, "{err}");
     err
 }
 
+/// The file of the `kind` part of the set `o` stored.
+fn part_file(o: &full::FullOutcome, kind: Part) -> String {
+    o.manifest
+        .parts
+        .iter()
+        .find(|p| p.kind == kind)
+        .unwrap()
+        .file
+        .clone()
+}
+
+/// Names in `dir` that belong to full backups.
 fn full_files(dir: &Path) -> Vec<String> {
     tool::files(dir)
         .into_iter()
@@ -196,37 +213,15 @@ async fn full_backup_restores_database_and_files_together() {
 
     // The set is also restorable by its name, without the suffix; a second
     // extraction into the same directory needs --force.
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &["restore", stamp, "--to", &to.display().to_string(), "--yes"],
-    ));
+    let (code, err) = restore_to(&vars, stamp, &to, &[]);
     assert_eq!(code, 7, "not empty without --force: {err}");
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &[
-            "restore",
-            stamp,
-            "--to",
-            &to.display().to_string(),
-            "--yes",
-            "--force",
-        ],
-    ));
+    let (code, err) = restore_to(&vars, stamp, &to, &["--force"]);
     assert_eq!(code, 0, "{err}");
     assert_same_database(&db, &reference);
 
     // A part is an ordinary backup: the configuration part extracts alone.
     let alone = out_dir.path().join("config-only");
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &[
-            "restore",
-            &printed[1],
-            "--to",
-            &alone.display().to_string(),
-            "--yes",
-        ],
-    ));
+    let (code, err) = restore_to(&vars, &printed[1], &alone, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(tree(&alone.join("config")), config_tree);
 }
@@ -243,15 +238,9 @@ async fn full_restore_with_a_corrupt_part_refuses_and_touches_nothing() {
         .await
         .unwrap();
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
-    let uploads_part = &o
-        .manifest
-        .parts
-        .iter()
-        .find(|p| p.kind == Part::Uploads)
-        .unwrap()
-        .file;
+    let uploads_part = part_file(&o, Part::Uploads);
     // One flipped byte in the last part: the database part is intact.
-    let path = dir.path().join(uploads_part);
+    let path = dir.path().join(&uploads_part);
     let mut bytes = fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
@@ -265,16 +254,7 @@ async fn full_restore_with_a_corrupt_part_refuses_and_touches_nothing() {
 
     let out_dir = tempfile::tempdir().unwrap();
     let to = out_dir.path().join("restored");
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &[
-            "restore",
-            &o.set,
-            "--to",
-            &to.display().to_string(),
-            "--yes",
-        ],
-    ));
+    let (code, err) = restore_to(&vars, &o.set, &to, &[]);
     assert_eq!(code, 5, "{err}");
     let line = err
         .lines()
@@ -293,24 +273,9 @@ async fn full_restore_with_a_corrupt_part_refuses_and_touches_nothing() {
     );
 
     // A part the set manifest names but the volume lost: refused the same way.
-    let config_part = &o
-        .manifest
-        .parts
-        .iter()
-        .find(|p| p.kind == Part::Config)
-        .unwrap()
-        .file;
-    fs::remove_file(dir.path().join(config_part)).unwrap();
-    let (code, _, err) = tool::outcome(&tool::run(
-        &vars,
-        &[
-            "restore",
-            &o.set,
-            "--to",
-            &to.display().to_string(),
-            "--yes",
-        ],
-    ));
+    let config_part = part_file(&o, Part::Config);
+    fs::remove_file(dir.path().join(&config_part)).unwrap();
+    let (code, err) = restore_to(&vars, &o.set, &to, &[]);
     assert_eq!(code, 5, "{err}");
     assert!(err.contains(config_part.as_str()), "{err}");
     assert_eq!(mariadb_dump(&db), before, "the database was not touched");
