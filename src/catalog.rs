@@ -297,6 +297,28 @@ pub async fn list_archives(target: &dyn Target, prefix: &str) -> Result<Vec<Entr
     ))
 }
 
+/// Our backups that `parse` recognises with `prefix` in `target`, newest
+/// first, and the manifests among the objects whose backup is gone (left
+/// by a delete interrupted between the two: data goes first).
+pub async fn list_with_orphans(
+    target: &dyn Target,
+    prefix: &str,
+    parse: fn(&str, &str) -> Option<BackupName>,
+) -> Result<(Vec<Entry>, Vec<String>), TargetError> {
+    let objects = target.list(prefix).await?;
+    let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    let orphans = objects
+        .iter()
+        .filter(|o| {
+            o.name
+                .strip_suffix(manifest::SUFFIX)
+                .is_some_and(|data| parse(prefix, data).is_some() && !names.contains(data))
+        })
+        .map(|o| o.name.clone())
+        .collect();
+    Ok((entries(&objects, prefix, target.label(), parse), orphans))
+}
+
 fn entries(
     objects: &[ObjectInfo],
     prefix: &str,

@@ -213,6 +213,9 @@ pub struct Pruned {
     pub target: &'static str,
     /// Every backup of ours in it, newest first, with its verdict.
     pub verdicts: Vec<(Entry, Verdict)>,
+    /// Manifests whose backup is gone (a delete interrupted between the
+    /// two); deleted unless in a dry run.
+    pub orphans: Vec<String>,
     /// Backups deleted (with their manifests).
     pub deleted: Vec<String>,
     /// Deletes that failed; the backups stay.
@@ -229,8 +232,9 @@ pub async fn prune(
     tz: Tz,
     dry_run: bool,
 ) -> Result<Pruned, TargetError> {
-    let entries = catalog::list_db(target, prefix).await?;
-    apply(target, entries, policy, tz, dry_run).await
+    let (entries, orphans) =
+        catalog::list_with_orphans(target, prefix, catalog::parse_db_name).await?;
+    apply(target, entries, orphans, policy, tz, dry_run).await
 }
 
 /// [`prune`] for the file archives with `prefix` (each kind has its own
@@ -242,8 +246,9 @@ pub async fn prune_archives(
     tz: Tz,
     dry_run: bool,
 ) -> Result<Pruned, TargetError> {
-    let entries = catalog::list_archives(target, prefix).await?;
-    apply(target, entries, policy, tz, dry_run).await
+    let (entries, orphans) =
+        catalog::list_with_orphans(target, prefix, catalog::parse_archive_name).await?;
+    apply(target, entries, orphans, policy, tz, dry_run).await
 }
 
 /// Retention of full backups with `prefix`: whole sets are planned,
@@ -298,6 +303,7 @@ pub async fn prune_full(
     Ok(Pruned {
         target: target.label(),
         verdicts,
+        orphans: Vec::new(),
         deleted,
         failed,
     })
@@ -325,6 +331,7 @@ pub async fn delete_set(target: &dyn Target, set: &catalog::FullSetEntry) -> Vec
 async fn apply(
     target: &dyn Target,
     entries: Vec<Entry>,
+    orphans: Vec<String>,
     policy: &Policy,
     tz: Tz,
     dry_run: bool,
@@ -359,10 +366,23 @@ async fn apply(
                 }
             }
         }
+        for name in &orphans {
+            match target.delete(name).await {
+                Ok(()) => {
+                    tracing::info!(target = target.label(), file = %name, "deleted a manifest whose backup is gone");
+                    deleted.push(name.clone());
+                }
+                Err(error) => failed.push(DeleteFailure {
+                    name: name.clone(),
+                    error,
+                }),
+            }
+        }
     }
     Ok(Pruned {
         target: target.label(),
         verdicts,
+        orphans,
         deleted,
         failed,
     })

@@ -69,7 +69,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         ];
         for (what, policy, p) in kinds {
             // The database line always shows; the other kinds when they have backups.
-            if p.verdicts.is_empty() && what != "backups" {
+            if p.verdicts.is_empty() && p.orphans.is_empty() && what != "backups" {
                 continue;
             }
             report(
@@ -124,6 +124,9 @@ fn report(
         .unwrap_or(0);
     for (e, v) in &p.verdicts {
         println!("  {:<width$}  {v}", e.name);
+    }
+    for name in &p.orphans {
+        println!("  {name}  delete (a manifest whose backup is gone)");
     }
     for f in p.failed {
         eprintln!(

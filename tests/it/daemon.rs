@@ -1107,6 +1107,63 @@ async fn retention_runs_after_a_success_on_every_target_and_only_on_our_files() 
 
 // ------------------------------------------------------------------ prune
 
+/// A delete interrupted between a backup and its manifest (data goes
+/// first) leaves the manifest alone; `prune` deletes such manifests of ours,
+/// and nothing else.
+#[test]
+fn prune_deletes_manifests_whose_backup_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_backups(dir.path(), [(2025, 1, 19), (2025, 1, 20)]);
+    let orphans = [
+        "selmai_backup_20250101_020000.sql.gz.manifest.json",
+        "selmai_config_20250101_020000.tar.gz.manifest.json",
+    ];
+    let foreign = [
+        "other_20250101_020000.sql.gz.manifest.json",
+        "selmai_backup_notes.manifest.json",
+    ];
+    for name in orphans.iter().chain(&foreign) {
+        std::fs::write(dir.path().join(name), b"{}").unwrap();
+    }
+    let vars = tool::vars("nodb", dir.path());
+    let before = tool::file_digests(dir.path());
+
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["prune", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        tool::file_digests(dir.path()),
+        before,
+        "a dry run changes nothing"
+    );
+    for name in orphans {
+        assert!(
+            out.contains(&format!("{name}  delete (a manifest whose backup is gone)")),
+            "{name} not planned:\n{out}"
+        );
+    }
+    for name in foreign {
+        assert!(!out.contains(name), "{name} is not ours:\n{out}");
+    }
+
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["prune"]));
+    assert_eq!(code, 0, "{err}");
+    let left = tool::files(dir.path());
+    for name in orphans {
+        assert!(
+            !left.contains(&name.to_owned()),
+            "{name} survived: {left:?}"
+        );
+    }
+    for name in foreign {
+        assert!(
+            left.contains(&name.to_owned()),
+            "{name} was deleted: {left:?}"
+        );
+    }
+    // The two backups and their manifests stay.
+    assert_eq!(left.len(), 2 * 2 + foreign.len(), "{left:?}");
+}
+
 #[test]
 fn prune_dry_run_prints_every_file_with_its_verdict_then_prune_deletes_exactly_those() {
     let dir = tempfile::tempdir().unwrap();
