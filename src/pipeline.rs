@@ -910,8 +910,9 @@ pub async fn apply_with(
         None => (None, None),
     };
     restore::prepare_database(&mut conn, into, charset, collation).await?;
-    // Tables load in parallel, one connection each, on as many connections
-    // as there are cores: the server's insert work is what a restore waits on.
+    // Tables (and the rows of keyed InnoDB tables) load in parallel on as
+    // many connections as there are cores, 2 to 4: the server's insert work
+    // is what a restore waits on.
     let loaders = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(2, 4);

@@ -1,8 +1,9 @@
 //! Executing a stream of SQL statements into one database.
 //!
 //! Responsible for: creating the target database when missing (with the
-//! original character set), running statements one by one on a single
-//! connection, skipping `USE` / `CREATE DATABASE` (a restore always goes into
+//! original character set), running statements over several connections
+//! (tables, and the rows of keyed InnoDB tables, in parallel; everything
+//! else in file order, see [`execute`]), skipping `USE` / `CREATE DATABASE` (a restore always goes into
 //! the database the operator chose), and stopping at the first failing
 //! statement with its number, line and an excerpt. Not responsible for
 //! checking the file first (the pipeline verifies the whole file before this
