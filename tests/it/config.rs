@@ -19,10 +19,13 @@ enum Reach {
     Ignores(&'static str),
 }
 
+/// Variables set beside the one under test.
+type Vars = Vec<(&'static str, String)>;
+
 /// Every documented variable, a valid value that is not its default, and the
 /// variables it needs beside it to be used at all (an SMTP port without a
 /// relay, a bucket option without a bucket).
-fn cases(file: &str) -> Vec<(&'static str, Reach, Vec<(&'static str, String)>)> {
+fn cases(file: &str) -> Vec<(&'static str, Reach, Vars)> {
     use Reach::*;
     let s3 = || vec![("S3_BUCKET", "b".to_owned())];
     let smtp = || {
