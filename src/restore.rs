@@ -9,6 +9,11 @@
 //! checking the file first (the pipeline verifies the whole file before this
 //! runs) or for where the bytes come from.
 
+pub mod definer;
+pub mod docker;
+pub mod drill;
+pub mod open;
+
 use std::collections::HashMap;
 
 use mysql_async::prelude::Queryable;
@@ -16,7 +21,7 @@ use mysql_async::Conn;
 use tokio::io::AsyncRead;
 
 use crate::db::{ident, DbError};
-use crate::definer::Definer;
+use crate::restore::definer::Definer;
 use crate::sql::{SplitError, Statement, StatementReader};
 
 /// Errors while restoring.
@@ -49,7 +54,7 @@ pub enum RestoreError {
         name: String,
         /// What the decryption layer said.
         #[source]
-        source: crate::crypto::CryptoError,
+        source: crate::format::crypto::CryptoError,
     },
     /// A statement failed on the server.
     #[error("statement {number} (line {line}) failed: ERROR {code}: {message}\n  in: {excerpt}")]

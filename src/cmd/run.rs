@@ -16,12 +16,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
 use crate::config::Settings;
-use crate::jobs::Jobs;
-use crate::metrics::{self, Metrics};
-use crate::notify::Notifier;
+use crate::daemon::jobs::Jobs;
+use crate::daemon::metrics::{self, Metrics};
+use crate::daemon::notify::Notifier;
+use crate::daemon::schedule::{self, Job, Kind, SystemClock};
+use crate::daemon::state::State;
 use crate::preflight::{self, PreflightError};
-use crate::schedule::{self, Job, Kind, SystemClock};
-use crate::state::State;
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -90,8 +90,8 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         }
     }
     // BACKUP_DIR must be usable now; a busy lock is fine (a one-off run).
-    if let Err(e @ crate::catalog::LockError::Open { .. }) =
-        crate::catalog::lock_dir(&settings.backup_dir)
+    if let Err(e @ crate::format::catalog::LockError::Open { .. }) =
+        crate::format::catalog::lock_dir(&settings.backup_dir)
     {
         return Err(e.into());
     }
@@ -104,7 +104,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         .iter()
         // A drill is not caught up: at first start there may be no backup
         // to drill yet, and a missed monthly drill waits for the next one.
-        .filter(|j| j.kind != crate::schedule::Kind::Drill)
+        .filter(|j| j.kind != crate::daemon::schedule::Kind::Drill)
         .filter_map(|j| {
             let last = state.last_success(j.kind).map(|r| r.started);
             schedule::catch_up(settings.schedule.catch_up, &j.schedule, tz, last, now)
