@@ -122,6 +122,42 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// SIGINT and SIGTERM, for every command: the daemon's shutdown, and the
+/// interruption of a restore, a restore test or the daemon's preflight.
+/// One mechanism (tokio's), installed before it is awaited.
+pub struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    /// Install the handlers; from now on these signals no longer kill the process.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupt {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM, naming it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it (never, when the handlers
+/// cannot be installed).
+pub async fn interrupted() -> &'static str {
+    match Interrupt::install() {
+        Ok(mut i) => i.recv().await,
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// The targets configured: the volume first (primary), then the bucket
 /// when `S3_BUCKET` is set.
 pub fn targets(settings: &Settings) -> Result<Vec<Arc<dyn Target>>, TargetError> {

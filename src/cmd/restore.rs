@@ -191,7 +191,7 @@ async fn apply_db(
     };
     let applied = tokio::select! {
         r = work => r,
-        signal = interrupted() => Err(anyhow::anyhow!(
+        signal = super::interrupted() => Err(anyhow::anyhow!(
             "restore of {} into `{into}` interrupted by {signal}: the database may be partly restored; run the restore again",
             source.name
         )),
@@ -404,19 +404,4 @@ async fn run_archive(args: &Args, to: &Path, settings: &Settings) -> anyhow::Res
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM, naming it.
-pub(super) async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => std::future::pending().await,
-    }
 }

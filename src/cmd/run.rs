@@ -11,9 +11,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use futures_util::StreamExt as _;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_tokio::Signals;
 
 use crate::config::Settings;
 use crate::daemon::jobs::Jobs;
@@ -83,7 +80,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         // signal meanwhile must still stop us at once.
         tokio::select! {
             checked = preflight(&settings) => checked?,
-            signal = super::restore::interrupted() => {
+            signal = super::interrupted() => {
                 tracing::info!(signal, "received {signal} during the preflight: stopping");
                 return Ok(());
             }
@@ -129,14 +126,12 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         });
     }
 
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT]).context("cannot install the signal handlers")?;
-    let signal_handle = signals.handle();
+    // Installed now, not when the scheduler first polls the shutdown: a
+    // stop signal from here on stops the daemon cleanly.
+    let mut signals = super::Interrupt::install().context("cannot install the signal handlers")?;
     let shutdown = async move {
-        if let Some(sig) = signals.next().await {
-            let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
-            tracing::info!(signal = name, "received {name}: stopping");
-        }
+        let name = signals.recv().await;
+        tracing::info!(signal = name, "received {name}: stopping");
     };
 
     let runner = Jobs::new(
@@ -152,7 +147,6 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     );
     schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
     let _ = stop_tx.send(true);
-    signal_handle.close();
     tracing::info!("stopped");
     Ok(())
 }

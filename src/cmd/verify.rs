@@ -93,7 +93,7 @@ async fn restore_test(source: &open::Source, settings: &Settings) -> anyhow::Res
     let scratch = drill::scratch_name();
     let drilled = tokio::select! {
         r = drill::run(source, settings.passphrase.as_ref(), &db, &scratch, settings.restore_definer) => r?,
-        signal = super::restore::interrupted() => {
+        signal = super::interrupted() => {
             // The drill future is gone: drop its scratch database before exiting.
             drill::discard(&db, &scratch).await?;
             anyhow::bail!("restore test of {} interrupted by {signal}; scratch database `{scratch}` dropped", source.name);
