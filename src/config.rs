@@ -479,8 +479,8 @@ pub struct ArchiveSettings {
     pub prefix: String,
     /// Directories (or files) archived, each under its own base name.
     pub paths: Vec<PathBuf>,
-    /// Paths relative to an archived directory that stay out, with all
-    /// they contain.
+    /// Paths that stay out, with all they contain, wherever they appear
+    /// in the archive (as `tar --exclude`).
     pub exclude: Vec<String>,
 }
 
@@ -1039,7 +1039,7 @@ fn path_list(value: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Comma-separated exclusions, relative to an archived directory; `none`
+/// Comma-separated exclusions, matched against archive paths at any depth; `none`
 /// archives everything (an empty value means "unset", so the default).
 fn exclude_list(value: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
@@ -1052,7 +1052,7 @@ fn exclude_list(value: &str) -> Result<Vec<String>, ConfigError> {
             return Err(ConfigError::Invalid {
                 name: "CONFIG_EXCLUDE",
                 detail: format!(
-                    "{p:?}: give paths relative to an archived directory, such as nginx/ssl"
+                    "{p:?}: give relative paths as they appear in the archive, such as nginx/ssl"
                 ),
             });
         }
