@@ -253,14 +253,7 @@ fn add<W: Write>(
                     path: c.path(),
                     source,
                 })?;
-            add(
-                b,
-                &c.path(),
-                &child_name,
-                &child_meta,
-                spec,
-                files,
-            )?;
+            add(b, &c.path(), &child_name, &child_meta, spec, files)?;
         }
     } else if ft.is_symlink() {
         let target = fs::read_link(fs_path).map_err(read_err)?;

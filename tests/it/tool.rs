@@ -111,6 +111,23 @@ pub fn run(vars: &[(String, String)], args: &[&str]) -> Output {
         .expect("running selmai-backup")
 }
 
+/// Run the binary to completion under `umask` (through `sh`, which sets
+/// it for the process it then becomes).
+pub fn run_with_umask(vars: &[(String, String)], umask: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("sh");
+    c.env_clear();
+    if let Ok(p) = std::env::var("PATH") {
+        c.env("PATH", p);
+    }
+    c.envs(vars.iter().map(|(k, v)| (k, v)));
+    c.stdin(Stdio::null());
+    c.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_selmai-backup"))
+        .args(args);
+    c.output().expect("running selmai-backup")
+}
+
 /// Exit code, stdout and stderr of a finished run, for assertions.
 pub fn outcome(o: &Output) -> (i32, String, String) {
     (
