@@ -402,8 +402,22 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
     }
 
     if !views.is_empty() {
-        // Stand-ins first, so a view on a view (or on a function) always has
-        // something to refer to, whatever the order.
+        // Stand-ins first, so a view on a view always has something to refer
+        // to; then the views in dependency order, so that each is created
+        // over the real views it reads, never over a stand-in (which is not
+        // updatable: a view WITH CHECK OPTION over it is refused, ERROR 1368).
+        let definitions: std::collections::HashMap<String, String> = query_strings(
+            conn,
+            &format!(
+                "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {}",
+                literal(database)
+            ),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| Some((r[0].clone()?, r[1].clone().unwrap_or_default())))
+        .collect();
+        let ordered = view_order(database, &views, &definitions);
         out.push_str("\n--\n-- Stand-ins for views, replaced below\n--\n");
         for name in &views {
             let cols = query_strings(
@@ -428,7 +442,7 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
                 list.join(", ")
             ));
         }
-        for name in &views {
+        for name in &ordered {
             let r = show_create_row(conn, "VIEW", name).await?;
             // SHOW CREATE VIEW: name, create, cs_client, collation_connection
             out.push_str(&format!(
@@ -508,6 +522,39 @@ pub async fn dump<W: AsyncWrite + Unpin + Send>(
         sql_bytes,
         largest_value,
     })
+}
+
+/// `views` in an order that creates every view after the views it reads:
+/// the first by name whose dependencies are all created, again and again.
+/// A view reads another when the other's qualified name (`` `db`.`v` ``,
+/// as `information_schema.VIEWS` writes every reference) appears in its
+/// definition; a mention inside a string literal only adds an edge. Should
+/// the edges ever form a cycle, the rest follows by name (the stand-ins
+/// then stand in).
+fn view_order(
+    database: &str,
+    views: &[String],
+    definitions: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let qualified = |v: &str| format!("{}.{}", ident(database), ident(v));
+    let reads = |a: &str, b: &str| {
+        a != b
+            && definitions
+                .get(a)
+                .is_some_and(|d| d.contains(&qualified(b)))
+    };
+    let mut sorted: Vec<&String> = views.iter().collect();
+    sorted.sort();
+    let mut left = sorted;
+    let mut out = Vec::with_capacity(views.len());
+    while !left.is_empty() {
+        let next = left
+            .iter()
+            .position(|v| !left.iter().any(|w| reads(v, w)))
+            .unwrap_or(0);
+        out.push(left.remove(next).clone());
+    }
+    out
 }
 
 async fn first_string(conn: &mut Conn, sql: &str) -> Result<Option<String>, DbError> {
@@ -1093,6 +1140,36 @@ mod tests {
         vals.iter()
             .map(|v| v.map(|b| Value::Bytes(b.to_vec())))
             .collect()
+    }
+
+    #[test]
+    fn views_come_after_the_views_they_read_whatever_their_names() {
+        let defs: std::collections::HashMap<String, String> = [
+            ("a_tiny", "select `d`.`m_small`.`id` AS `id` from `d`.`m_small` where `d`.`m_small`.`qty` < 10"),
+            ("m_small", "select `d`.`z_positive`.`id` AS `id` from `d`.`z_positive`"),
+            ("z_positive", "select `d`.`stock`.`id` AS `id` from `d`.`stock`"),
+            ("b_other", "select `d`.`stock`.`id` AS `z_positive` from `d`.`stock`"),
+            ("c_cross", "select 1 AS `x` from `other`.`m_small`"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let views: Vec<String> = defs.keys().cloned().collect();
+        assert_eq!(
+            view_order("d", &views, &defs),
+            ["b_other", "c_cross", "z_positive", "m_small", "a_tiny"]
+        );
+        // A cycle (impossible on the server, possible through a string
+        // literal) still lists every view once.
+        let cyclic: std::collections::HashMap<String, String> = [
+            ("a", "select '`d`.`b`' AS `x`"),
+            ("b", "select `d`.`a`.`x` AS `x` from `d`.`a`"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let views: Vec<String> = vec!["b".into(), "a".into()];
+        assert_eq!(view_order("d", &views, &cyclic), ["a", "b"]);
     }
 
     #[test]
