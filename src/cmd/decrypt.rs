@@ -14,8 +14,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::Refused;
 use crate::config::Settings;
-use crate::pipeline;
 use crate::progress::human_bytes;
+use crate::restore::open;
 
 /// Arguments of `decrypt`.
 #[derive(Debug, clap::Args)]
@@ -31,26 +31,25 @@ pub struct Args {
 
 /// Decrypt `input` into `output` with BACKUP_PASSPHRASE.
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let source =
-        pipeline::locate(&args.input, &settings.prefix, &super::targets(settings)?).await?;
+    let source = open::locate(&args.input, &settings.prefix, &super::targets(settings)?).await?;
     if args.output == "-" {
         let (mut plain, counter, hash) =
-            pipeline::open_plain(&source, settings.passphrase.as_ref()).await?;
+            open::open_plain(&source, settings.passphrase.as_ref()).await?;
         let mut out = tokio::io::stdout();
         // Standard output cannot be taken back: a failure after some bytes
         // went out still ends with a non-zero exit.
         tokio::io::copy(&mut plain, &mut out).await?;
         out.flush().await?;
-        pipeline::check_manifest(&source, counter.get(), &hash.hex())?;
+        open::check_manifest(&source, counter.get(), &hash.hex())?;
         return Ok(());
     }
     let out_path = PathBuf::from(&args.output);
     let input_path = source.target.local_path(&source.name);
     let partial = check_output(&out_path, input_path.as_deref(), args.force)?;
     let (mut plain, counter, hash) =
-        pipeline::open_plain(&source, settings.passphrase.as_ref()).await?;
+        open::open_plain(&source, settings.passphrase.as_ref()).await?;
     let result = async {
-        let f = crate::catalog::create_private(&partial)
+        let f = crate::format::catalog::create_private(&partial)
             .with_context(|| format!("cannot create {}", partial.display()))?;
         let mut f = tokio::fs::File::from_std(f);
         let n = tokio::io::copy(&mut plain, &mut f)
@@ -60,7 +59,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("writing {}", partial.display()))?;
         drop(f);
-        pipeline::check_manifest(&source, counter.get(), &hash.hex())?;
+        open::check_manifest(&source, counter.get(), &hash.hex())?;
         publish(&partial, &out_path, args.force)?;
         anyhow::Ok(n)
     }

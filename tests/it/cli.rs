@@ -148,7 +148,7 @@ fn corrupt_restore_is_refused(tag: &str, keep_manifest: bool, damage: fn(&mut Ve
     let (_, out, _) = tool::outcome(&tool::run(&vars, &["backup"]));
     let file = std::path::PathBuf::from(out.trim());
     if !keep_manifest {
-        let m = selmai_backup::manifest::name_for(&file.display().to_string());
+        let m = selmai_backup::format::manifest::name_for(&file.display().to_string());
         std::fs::remove_file(m).unwrap();
     }
     let mut bytes = std::fs::read(&file).unwrap();
@@ -228,8 +228,8 @@ fn every_file_written_is_0600_even_under_umask_000() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     for want in [
-        selmai_backup::catalog::LOCK_FILE,
-        selmai_backup::state::STATE_FILE,
+        selmai_backup::format::catalog::LOCK_FILE,
+        selmai_backup::daemon::state::STATE_FILE,
     ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{Kind, Trigger};
+use crate::daemon::schedule::{Kind, Trigger};
 
 /// The state file's name inside `BACKUP_DIR`.
 pub const STATE_FILE: &str = ".selmai-backup-state.json";
@@ -147,7 +147,7 @@ impl State {
         .expect("the state serialises");
         body.push(b'\n');
         let write = || -> io::Result<()> {
-            let mut f = crate::catalog::create_private(&tmp)?;
+            let mut f = crate::format::catalog::create_private(&tmp)?;
             f.write_all(&body)?;
             f.sync_all()?;
             drop(f);
