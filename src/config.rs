@@ -531,15 +531,6 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The same settings for another database on the same server (the
-    /// safety snapshot dumps the database a restore goes into).
-    pub fn for_database(&self, name: &str) -> Settings {
-        Settings {
-            db_name: name.to_owned(),
-            ..self.clone()
-        }
-    }
-
     /// Database settings, or an error naming the missing variable.
     pub fn db(&self) -> Result<DbSettings, ConfigError> {
         let user = self.db_user.clone().ok_or(ConfigError::Missing {
