@@ -49,6 +49,7 @@ pub const PREFIXES: &[&str] = &[
     "FULL_",
     "METRICS_",
     "UPLOADS_",
+    "DRILL_",
 ];
 
 /// Standard variables we read by their exact name. Unlike [`PREFIXES`],
@@ -528,15 +529,6 @@ impl Settings {
         settings.docker_host = foreign("DOCKER_HOST");
         settings.hostname = foreign("HOSTNAME");
         Ok(settings)
-    }
-
-    /// The same settings for another database on the same server (the
-    /// safety snapshot dumps the database a restore goes into).
-    pub fn for_database(&self, name: &str) -> Settings {
-        Settings {
-            db_name: name.to_owned(),
-            ..self.clone()
-        }
     }
 
     /// Database settings, or an error naming the missing variable.
@@ -1424,6 +1416,7 @@ mod tests {
     #[case("CONFIG_SCHEDULE")]
     #[case("UPLOADS_SCHEDULE")]
     #[case("FULL_SCHEDULE")]
+    #[case("DRILL_SCHEDULE")]
     fn schedules_can_be_turned_off(#[case] var: &str) {
         for off in ["off", "OFF", "never", "disabled"] {
             let s = with(&[(var, off)]).unwrap();
@@ -1441,6 +1434,7 @@ mod tests {
     #[case("METRICS_LISTENER", "METRICS_LISTEN")]
     #[case("RETENTION_DAYS", "RETENTION_DAILY")]
     #[case("NOTIFY_WEBHOK_URL", "NOTIFY_WEBHOOK_URL")]
+    #[case("DRILL_SHEDULE", "DRILL_SCHEDULE")]
     fn misspelt_daemon_variables_are_errors(#[case] var: &str, #[case] hint: &str) {
         let err = with(&[(var, "x")]).unwrap_err().to_string();
         assert!(

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::backup::pipeline::{self, BackupError, BackupOutcome};
+use crate::backup::pipeline::{self, BackupError, BackupOutcome, Encoding};
+use crate::config::DbSettings;
 pub use crate::config::SNAPSHOT_PREFIX as PREFIX;
-use crate::config::{DbSettings, Settings};
 use crate::db::{self, literal, query_strings, DbError};
 use crate::dump::{DumpOptions, NoHooks};
 use crate::format::catalog;
@@ -39,17 +39,22 @@ pub async fn worth_taking(db: &DbSettings, database: &str) -> Result<bool, DbErr
     Ok(!rows?.is_empty())
 }
 
-/// Dump `database` into the volume (only: an undo is local and short-lived)
-/// under the snapshot prefix.
+/// Dump `database` (on the server of `db`) into the volume only (an undo
+/// is local and short-lived) under the snapshot prefix.
 pub async fn take(
-    settings: &Settings,
+    db: &DbSettings,
+    enc: &Encoding,
     volume: &Arc<dyn Target>,
     database: &str,
 ) -> Result<BackupOutcome, BackupError> {
-    let mut s = settings.for_database(database);
-    s.prefix = PREFIX.to_owned();
-    pipeline::backup_db(
-        &s,
+    let db = DbSettings {
+        name: database.to_owned(),
+        ..db.clone()
+    };
+    pipeline::dump_to(
+        &db,
+        enc,
+        PREFIX,
         std::slice::from_ref(volume),
         &DumpOptions::default(),
         &NoHooks,

@@ -25,8 +25,7 @@ use crate::config::{DbSettings, Secret};
 use crate::db::{self, ident, literal, query_strings, DbError};
 use crate::dump;
 use crate::restore::definer::Definer;
-use crate::restore::open::{self, Source};
-use crate::restore::RestoreError;
+use crate::restore::open::Source;
 
 /// Prefix of every scratch database a drill creates.
 pub const SCRATCH_PREFIX: &str = "selmai_drill_";
@@ -51,7 +50,7 @@ pub enum DrillError {
         scratch: String,
         /// Why.
         #[source]
-        source: Box<RestoreError>,
+        source: Box<super::RunError>,
     },
     /// Creating, reading or dropping the scratch database failed.
     #[error(transparent)]
@@ -420,13 +419,26 @@ async fn restore_and_compare(
     definer: Definer,
 ) -> Result<Compared, DrillError> {
     let manifest = source.manifest.as_ref().expect("checked by the caller");
-    let summary = open::apply_with(source, passphrase, db, scratch, definer)
+    // The one restore operation, without the app's containers (a scratch
+    // database is not the app's) and without a safety snapshot (nothing
+    // is replaced).
+    let plan = super::Plan {
+        source,
+        passphrase,
+        db,
+        into: scratch,
+        definer,
+        apps: None,
+        snapshot: None,
+    };
+    let summary = super::run(plan, std::future::pending(), |_| {})
         .await
         .map_err(|e| DrillError::Restore {
             file: source.name.clone(),
             scratch: scratch.to_owned(),
             source: Box::new(e),
-        })?;
+        })?
+        .summary;
     let mut conn = db::connect(db, Some(scratch)).await?;
     let result = match disable_events(&mut conn, scratch).await {
         Ok(()) => compare(&mut conn, manifest, scratch).await,

@@ -653,12 +653,48 @@ fn sigint_while_idle_exits_0() {
 }
 
 #[test]
+fn drill_schedule_turns_the_drill_off_or_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |drill: &str, until: &str| {
+        let vars = tool::vars_with(
+            "nodb",
+            dir.path(),
+            &[("BACKUP_CATCH_UP", "never"), ("DRILL_SCHEDULE", drill)],
+        );
+        let mut d = Daemon::start(&vars);
+        d.wait_for(until, Duration::from_secs(10));
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(Duration::from_secs(5)).0, 0);
+        d.drain()
+    };
+    // Waiting for a scheduler line, not the "off" line logged before the
+    // signal handlers are installed.
+    let log = start("off", "next db backup at");
+    assert!(
+        log.contains("drill backups are off (DRILL_SCHEDULE=off)") && !log.contains("next drill"),
+        "{log}"
+    );
+    let log = start("15 6 3 * *", "next drill backup at");
+    assert!(
+        log.contains("next drill backup at") && log.contains("15 6 3 * *"),
+        "{log}"
+    );
+    assert!(!log.contains("0 5 2 * *"), "{log}");
+
+    let vars = tool::vars_with("nodb", dir.path(), &[("DRILL_SHEDULE", "off")]);
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["run"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean DRILL_SCHEDULE"), "{err}");
+}
+
+#[test]
 fn bad_schedule_is_a_startup_error_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     for (var, value) in [
         ("BACKUP_SCHEDULE", "0 2 * *"),
         ("CONFIG_SCHEDULE", "every sunday"),
         ("FULL_SCHEDULE", "0 4 31 2 *"),
+        ("DRILL_SCHEDULE", "monthly"),
         ("TZ", "Paris"),
     ] {
         let vars = tool::vars_with("nodb", dir.path(), &[(var, value)]);

@@ -5,6 +5,7 @@
 mod archive;
 mod bucket;
 mod cli;
+mod config;
 mod daemon;
 mod drill;
 mod encryption;
