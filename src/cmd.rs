@@ -262,8 +262,14 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
         return Some(restore_code(r));
     }
     // The restore operation's own variants carry no code: their causes do.
-    if let Some(crate::restore::RunError::Apply(r)) = e.downcast_ref::<crate::restore::RunError>() {
-        return Some(restore_code(r));
+    if let Some(run) = e.downcast_ref::<crate::restore::RunError>() {
+        if let crate::restore::RunError::Apply(r) = run {
+            return Some(restore_code(r));
+        }
+        // A rolled-back or partly restored failure exits as the failure does.
+        if let Some(cause) = run.cause() {
+            return code_of(cause);
+        }
     }
     if let Some(p) = e.downcast_ref::<crate::restore::open::PrepareError>() {
         return match p {

@@ -170,7 +170,14 @@ async fn apply_db(
     let outcome = restore::run(plan, super::interrupted(), |file| {
         eprintln!("safety snapshot of `{into}`: {file}")
     })
-    .await?;
+    .await
+    .map_err(|e| {
+        if args.no_safety_snapshot {
+            e.partly_restored(&source.name, into)
+        } else {
+            e
+        }
+    })?;
     eprintln!(
         "restored {} into `{into}`: {} statements in {:.1}s",
         source.name,
