@@ -261,6 +261,22 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(r) = e.downcast_ref::<RestoreError>() {
         return Some(restore_code(r));
     }
+    // The restore operation's own variants carry no code: their causes do.
+    if let Some(run) = e.downcast_ref::<crate::restore::RunError>() {
+        if let crate::restore::RunError::Apply(r) = run {
+            return Some(restore_code(r));
+        }
+        // A rolled-back or partly restored failure exits as the failure does.
+        if let Some(cause) = run.cause() {
+            return code_of(cause);
+        }
+    }
+    if let Some(p) = e.downcast_ref::<crate::restore::open::PrepareError>() {
+        return match p {
+            crate::restore::open::PrepareError::Locate(l) => code_of(l),
+            crate::restore::open::PrepareError::Read(r) => Some(restore_code(r)),
+        };
+    }
     if let Some(f) = e.downcast_ref::<FullError>() {
         return match f {
             FullError::NotFound { .. } | FullError::Empty(_) => Some(exit::NOT_FOUND),

@@ -463,8 +463,8 @@ pub struct ArchiveSettings {
     pub prefix: String,
     /// Directories (or files) archived, each under its own base name.
     pub paths: Vec<PathBuf>,
-    /// Paths relative to an archived directory that stay out, with all
-    /// they contain.
+    /// Paths that stay out, with all they contain, wherever they appear
+    /// in the archive (as `tar --exclude`).
     pub exclude: Vec<String>,
 }
 
@@ -529,15 +529,6 @@ impl Settings {
         settings.docker_host = foreign("DOCKER_HOST");
         settings.hostname = foreign("HOSTNAME");
         Ok(settings)
-    }
-
-    /// The same settings for another database on the same server (the
-    /// safety snapshot dumps the database a restore goes into).
-    pub fn for_database(&self, name: &str) -> Settings {
-        Settings {
-            db_name: name.to_owned(),
-            ..self.clone()
-        }
     }
 
     /// Database settings, or an error naming the missing variable.
@@ -1025,7 +1016,7 @@ fn path_list(value: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Comma-separated exclusions, relative to an archived directory; `none`
+/// Comma-separated exclusions, matched against archive paths at any depth; `none`
 /// archives everything (an empty value means "unset", so the default).
 fn exclude_list(value: &str) -> Result<Vec<String>, ConfigError> {
     let mut out = Vec::new();
@@ -1038,7 +1029,7 @@ fn exclude_list(value: &str) -> Result<Vec<String>, ConfigError> {
             return Err(ConfigError::Invalid {
                 name: "CONFIG_EXCLUDE",
                 detail: format!(
-                    "{p:?}: give paths relative to an archived directory, such as nginx/ssl"
+                    "{p:?}: give relative paths as they appear in the archive, such as nginx/ssl"
                 ),
             });
         }

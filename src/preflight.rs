@@ -53,6 +53,13 @@
 //!    VIEW` then names the view's own database in its columns, so the
 //!    dumped view restores only into a database of that name, and drills
 //!    fail on it (1054).
+//! 6. **History of system-versioned tables** (restores): the backup's
+//!    history rows go in with their ROW START and ROW END under
+//!    `system_versioning_insert_history`, which exists from MariaDB 10.11
+//!    and which `secure_timestamp` governs (`NO`: anyone; `SUPER` and
+//!    `REPLICATION`: SUPER or BINLOG REPLAY; `YES`: nobody). Fatal when the
+//!    server or the user cannot, since the restore would stop at the first
+//!    such table.
 //!
 //! Gathering the facts talks to the server; judging them is pure
 //! ([`judge_backup`], [`judge_restore`]), so the rules are unit tested.
@@ -546,6 +553,12 @@ pub struct Facts {
     /// Views whose `SHOW CREATE VIEW` names their own database (MariaDB
     /// does so when the view's DEFINER account no longer exists).
     pub self_qualified_views: Vec<String>,
+    /// The server has `system_versioning_insert_history` (MariaDB 10.11+),
+    /// which restoring the history of system-versioned tables needs.
+    pub insert_history: bool,
+    /// `@@secure_timestamp` (`NO`, `SUPER`, `REPLICATION`, `YES`): whether
+    /// and for whom inserting ROW START and ROW END values is allowed.
+    pub secure_timestamp: String,
 }
 
 /// Read the facts about `database` over `conn`; `scan` runs the
@@ -603,7 +616,24 @@ pub async fn gather(conn: &mut Conn, database: &str, scan: bool) -> Result<Facts
         largest_value: None,
         unscanned: Vec::new(),
         self_qualified_views: Vec::new(),
+        insert_history: false,
+        secure_timestamp: String::new(),
     };
+    // SHOW VARIABLES, not @@: the first variable is unknown before 10.11.
+    for row in query_strings(
+        conn,
+        "SHOW VARIABLES WHERE Variable_name IN ('system_versioning_insert_history', 'secure_timestamp')",
+    )
+    .await?
+    {
+        match row.first().cloned().flatten().as_deref() {
+            Some("system_versioning_insert_history") => facts.insert_history = true,
+            Some("secure_timestamp") => {
+                facts.secure_timestamp = row.get(1).cloned().flatten().unwrap_or_default()
+            }
+            _ => {}
+        }
+    }
     if scan {
         scan_values(conn, database, &mut facts).await?;
         if facts.views > 0 {
@@ -751,6 +781,9 @@ pub struct Objects {
     pub triggers: usize,
     /// Events.
     pub events: usize,
+    /// System-versioned tables whose history (or ROW START) the backup
+    /// holds, which a restore inserts under `system_versioning_insert_history`.
+    pub history_tables: usize,
 }
 
 impl Objects {
@@ -767,6 +800,11 @@ impl Objects {
             functions,
             triggers: m.triggers.len(),
             events: m.events.len(),
+            history_tables: m
+                .tables
+                .iter()
+                .filter(|t| t.history_rows.is_some() && t.rows + t.history_rows.unwrap_or(0) > 0)
+                .count(),
         }
     }
 
@@ -1010,6 +1048,18 @@ pub fn judge_restore(facts: &Facts, ctx: &RestoreContext) -> Report {
             format!("{} has neither SET USER nor SUPER: with RESTORE_DEFINER=keep, a view, routine, trigger or event whose DEFINER is another account fails to restore (ERROR 1227); set RESTORE_DEFINER=rewrite to make them this user's", facts.current_user),
         );
     }
+    if let Some(n) = o.map(|o| o.history_tables).filter(|n| *n > 0) {
+        match history_needs(facts, &g, n) {
+            Some((severity, message)) => {
+                missing |= severity == Severity::Fatal;
+                push(severity, message);
+            }
+            None => push(
+                Severity::Ok,
+                format!("the backup holds the history of {n} system-versioned tables: this server restores it (system_versioning_insert_history, secure_timestamp={})", facts.secure_timestamp),
+            ),
+        }
+    }
     if !missing {
         push(
             Severity::Ok,
@@ -1046,6 +1096,31 @@ pub fn judge_restore(facts: &Facts, ctx: &RestoreContext) -> Report {
     });
     r.findings.push(restore_space(facts, ctx));
     r
+}
+
+/// What stops restoring the history of `n` system-versioned tables (their
+/// rows go in with their ROW START and ROW END under
+/// `system_versioning_insert_history`, which `secure_timestamp` governs).
+fn history_needs(facts: &Facts, g: &Grants, n: usize) -> Option<(Severity, String)> {
+    let lost = format!("the backup holds the history of {n} system-versioned tables (every row with its ROW START and ROW END)");
+    if !facts.insert_history {
+        return Some((
+            Severity::Fatal,
+            format!("{lost}, and this server ({}) cannot insert history rows (system_versioning_insert_history is MariaDB 10.11 and later): the restore would stop at the first one; restore into MariaDB 10.11 or later", facts.version),
+        ));
+    }
+    let privileged = g.global("SUPER") || g.global("BINLOG REPLAY");
+    match facts.secure_timestamp.to_ascii_uppercase().as_str() {
+        "YES" => Some((
+            Severity::Fatal,
+            format!("{lost}, and secure_timestamp=YES on this server forbids setting them: the restore would stop at the first one; start the server with secure_timestamp=NO (or SUPER, and restore as a user with SUPER or BINLOG REPLAY)"),
+        )),
+        v @ ("SUPER" | "REPLICATION") if !privileged => Some((
+            Severity::Fatal,
+            format!("{lost}, and with secure_timestamp={v} only a user with SUPER or BINLOG REPLAY may set them: the restore would stop at the first one; GRANT BINLOG REPLAY ON *.* TO {} (or start the server with secure_timestamp=NO)", account(&facts.current_user)),
+        )),
+        _ => None,
+    }
 }
 
 fn restore_space(facts: &Facts, ctx: &RestoreContext) -> Finding {
@@ -1361,6 +1436,8 @@ mod tests {
             largest_value: None,
             unscanned: Vec::new(),
             self_qualified_views: Vec::new(),
+            insert_history: true,
+            secure_timestamp: "NO".into(),
         }
     }
 
@@ -1531,6 +1608,7 @@ mod tests {
             functions: 0,
             triggers,
             events,
+            history_tables: 0,
         })
     }
 
@@ -1668,6 +1746,52 @@ mod tests {
             messages(&judge_restore(&f, &ctx), Severity::Warning).len(),
             1
         );
+    }
+
+    #[test]
+    fn restore_of_history_needs_insert_history_and_a_secure_timestamp_that_allows_it() {
+        let mut objects = objs(0, 0, 0, 0);
+        objects.as_mut().unwrap().history_tables = 2;
+        let ctx = restore_ctx(Definer::Rewrite, objects);
+        let mut f = facts(&[USAGE, RESTORER]);
+        let r = judge_restore(&f, &ctx);
+        assert!(
+            r.to_string()
+                .contains("ok: the backup holds the history of 2 system-versioned tables"),
+            "{r}"
+        );
+        assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
+        // No history in the backup: nothing said.
+        let r = judge_restore(&f, &restore_ctx(Definer::Rewrite, objs(0, 0, 0, 0)));
+        assert!(!r.to_string().contains("system-versioned"), "{r}");
+
+        f.insert_history = false;
+        f.version = "10.6.20-MariaDB".into();
+        let err = judge_restore(&f, &ctx).into_result().unwrap_err();
+        assert!(err.to_string().contains("MariaDB 10.11 and later"), "{err}");
+
+        f.insert_history = true;
+        f.secure_timestamp = "YES".into();
+        let err = judge_restore(&f, &ctx).into_result().unwrap_err();
+        assert!(err.to_string().contains("secure_timestamp=YES"), "{err}");
+
+        f.secure_timestamp = "SUPER".into();
+        let err = judge_restore(&f, &ctx).into_result().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("GRANT BINLOG REPLAY ON *.* TO 'backup'@'%'"),
+            "{err}"
+        );
+        let f = Facts {
+            secure_timestamp: "SUPER".into(),
+            ..facts(&[
+                USAGE,
+                RESTORER,
+                "GRANT BINLOG REPLAY ON *.* TO `backup`@`%`",
+            ])
+        };
+        let r = judge_restore(&f, &ctx);
+        assert_eq!(r.at_least(Severity::Warning).count(), 0, "{r}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The read path: a stored backup back into a database (or a directory).
 //!
-//! The folder owns opening a stored backup ([`open`]: locate, fetch to the
-//! volume, verify against the manifest), `DEFINER` handling ([`definer`]),
+//! The folder owns the one restore operation ([`run`], in [`operation`]:
+//! stop the app, safety snapshot, apply, start the app), opening a stored
+//! backup ([`open`]: locate, fetch to the volume, verify against the
+//! manifest), `DEFINER` handling ([`definer`]),
 //! stopping and starting the app's containers ([`docker`]) and restore
 //! drills ([`drill`]). It does not own writing backups (`crate::backup`,
 //! whose safety snapshot a restore takes), the formats (`crate::format`)
@@ -22,6 +24,9 @@ pub mod definer;
 pub mod docker;
 pub mod drill;
 pub mod open;
+pub mod operation;
+
+pub use operation::{run, Outcome, Plan, RunError, SafetySnapshot};
 
 use std::collections::HashMap;
 
@@ -291,7 +296,7 @@ impl Worker {
         let task = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 match job {
-                    Job::Run(stmt) => run(&mut conn, &stmt).await?,
+                    Job::Run(stmt) => run_statement(&mut conn, &stmt).await?,
                     Job::Barrier(done) => {
                         let _ = done.send(());
                     }
@@ -486,7 +491,7 @@ pub async fn execute<R: AsyncRead + Unpin>(
         };
         summary.statements += 1;
         if n == 0 {
-            run(conn, &stmt)
+            run_statement(conn, &stmt)
                 .await
                 .map_err(|e| definer_hint(e, definer, &stmt))?;
             continue;
@@ -561,14 +566,14 @@ pub async fn execute<R: AsyncRead + Unpin>(
                 transactions.follow(&stmt.sql);
                 // Each connection runs its statements in order, so the
                 // setting applies from here on everywhere without waiting.
-                run(conn, &stmt).await?;
+                run_statement(conn, &stmt).await?;
                 for i in 0..n {
                     pool.send(i, Job::Run(stmt.clone())).await?;
                 }
             }
             Route::Barrier => {
                 pool.barrier().await?;
-                run(conn, &stmt)
+                run_statement(conn, &stmt)
                     .await
                     .map_err(|e| definer_hint(e, definer, &stmt))?;
             }
@@ -676,7 +681,7 @@ fn frees_value(sql: &[u8]) -> bool {
         .ends_with(b"= NULL")
 }
 
-async fn run(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreError> {
+async fn run_statement(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreError> {
     conn.query_drop(&stmt.sql).await.map_err(|e| match e {
         mysql_async::Error::Server(se) => RestoreError::Statement {
             number: stmt.number,

@@ -149,6 +149,11 @@ pub trait Target: Send + Sync + fmt::Debug {
     async fn open(&self, name: &str) -> Result<ObjectReader, TargetError>;
     /// Delete `name`; deleting a missing object is not an error.
     async fn delete(&self, name: &str) -> Result<(), TargetError>;
+    /// The file behind `name` when the target is a local directory (so a
+    /// command can tell that a path it is about to write is this object).
+    fn local_path(&self, _name: &str) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Remove what an interrupted run left behind (partial files,
     /// incomplete uploads) and return its names. Call only while holding the
     /// backup lock, or a running writer loses its work.

@@ -20,7 +20,7 @@ use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::config::Settings;
+use crate::config::{DbSettings, Settings};
 use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
 use crate::format::archive::{self, ArchiveError, ArchiveKind};
 use crate::format::catalog;
@@ -28,6 +28,7 @@ use crate::format::codec::{BoxWrite, Compression};
 use crate::format::crypto;
 use crate::format::manifest::{self, EncryptionInfo, Manifest};
 use crate::progress::human_bytes;
+use crate::secret::Secret;
 use crate::target::{self, Target, TargetError, Upload};
 
 /// Errors of a backup run.
@@ -205,6 +206,26 @@ pub struct BackupOutcome {
     pub elapsed: Duration,
 }
 
+/// How a backup's bytes are encoded: the two settings the write path
+/// needs, not the whole configuration.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    /// `BACKUP_COMPRESSION` and its level.
+    pub compression: Compression,
+    /// `BACKUP_PASSPHRASE`: encrypt when set.
+    pub passphrase: Option<Secret>,
+}
+
+impl Encoding {
+    /// The encoding the configuration asks for.
+    pub fn of(settings: &Settings) -> Encoding {
+        Encoding {
+            compression: settings.compression,
+            passphrase: settings.passphrase.clone(),
+        }
+    }
+}
+
 /// Back the database up to `targets` (the first is primary).
 pub async fn backup_db(
     settings: &Settings,
@@ -212,13 +233,27 @@ pub async fn backup_db(
     opts: &DumpOptions,
     hooks: &dyn DumpHooks,
 ) -> Result<BackupOutcome, BackupError> {
-    let compression = settings.compression;
-    let encrypted = settings.passphrase.is_some();
+    let db = settings.db()?;
+    let enc = Encoding::of(settings);
+    dump_to(&db, &enc, &settings.prefix, targets, opts, hooks).await
+}
+
+/// Dump database `db.name` to `targets` under a new name with `prefix`.
+pub async fn dump_to(
+    db: &DbSettings,
+    enc: &Encoding,
+    prefix: &str,
+    targets: &[Arc<dyn Target>],
+    opts: &DumpOptions,
+    hooks: &dyn DumpHooks,
+) -> Result<BackupOutcome, BackupError> {
+    let compression = enc.compression;
+    let encrypted = enc.passphrase.is_some();
     let name = free_name(targets, |when| {
-        catalog::db_file_name(&settings.prefix, when, compression.extension(), encrypted)
+        catalog::db_file_name(prefix, when, compression.extension(), encrypted)
     })
     .await?;
-    backup_db_as(settings, targets, &name, opts, hooks).await
+    dump_as(db, enc, targets, &name, opts, hooks).await
 }
 
 /// [`backup_db`] under a name the caller chose (a part of a full backup).
@@ -229,13 +264,25 @@ pub async fn backup_db_as(
     opts: &DumpOptions,
     hooks: &dyn DumpHooks,
 ) -> Result<BackupOutcome, BackupError> {
-    let started = Instant::now();
     let db = settings.db()?;
-    let compression = settings.compression;
+    dump_as(&db, &Encoding::of(settings), targets, name, opts, hooks).await
+}
+
+/// Dump database `db.name` to `targets` as `name`.
+async fn dump_as(
+    db: &DbSettings,
+    enc: &Encoding,
+    targets: &[Arc<dyn Target>],
+    name: &str,
+    opts: &DumpOptions,
+    hooks: &dyn DumpHooks,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    let compression = enc.compression;
     let name = name.to_owned();
-    tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(&db), "backup started");
-    let encoded = encode_and_store(settings, targets, &name, |sql_w| async {
-        Ok(dump::dump_database(&db, sql_w, opts, hooks).await?)
+    tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(db), "backup started");
+    let encoded = encode_and_store(enc, targets, &name, |sql_w| async {
+        Ok(dump::dump_database(db, sql_w, opts, hooks).await?)
     })
     .await?;
     let summary = &encoded.value;
@@ -299,7 +346,7 @@ pub async fn backup_archive_as(
     let compression = settings.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
-    let encoded = encode_and_store(settings, targets, &name, |w| async move {
+    let encoded = encode_and_store(&Encoding::of(settings), targets, &name, |w| async move {
         // The file system is read with blocking calls: a blocking thread
         // writes the tar into the pipe through a bridge.
         let bridge = tokio_util::io::SyncIoBridge::new(w);
@@ -369,7 +416,7 @@ struct Encoded<'a, T> {
 /// bytes into a pipe, and push them through compression (on blocking
 /// threads), encryption and every upload. Any failure aborts every upload.
 async fn encode_and_store<'a, T, F, Fut>(
-    settings: &Settings,
+    enc: &Encoding,
     targets: &'a [Arc<dyn Target>],
     name: &str,
     produce: F,
@@ -378,7 +425,7 @@ where
     F: FnOnce(tokio::io::DuplexStream) -> Fut,
     Fut: std::future::Future<Output = Result<T, BackupError>>,
 {
-    let compression = settings.compression;
+    let compression = enc.compression;
     let mut fan = FanOut::start(targets, name).await?;
 
     let (plain_w, plain_r) = tokio::io::duplex(1 << 20);
@@ -389,7 +436,7 @@ where
     let channel = ChannelWriter(tokio_util::sync::PollSender::new(tx));
     // Encryption comes after compression, inside the pipeline: no plaintext
     // ever reaches a disk or the network.
-    let (sink, encryption): (BoxWrite, _) = match &settings.passphrase {
+    let (sink, encryption): (BoxWrite, _) = match &enc.passphrase {
         Some(pass) => {
             match crypto::EncryptWriter::new(channel, pass, crypto::KdfParams::default()).await {
                 Ok(w) => {

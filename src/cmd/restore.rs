@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::backup::full;
+use crate::backup::pipeline::Encoding;
 use crate::backup::snapshot;
 use crate::config::{DbSettings, Settings};
 use crate::format::archive;
@@ -22,7 +23,7 @@ use crate::format::catalog::{self, Part};
 use crate::preflight;
 use crate::progress::human_bytes;
 use crate::restore::docker::AppControl;
-use crate::restore::open;
+use crate::restore::{self, open};
 use crate::target::Target;
 
 use super::Refused;
@@ -94,10 +95,15 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     }
     let _lock = super::lock_and_clean(settings).await?;
     let targets = super::targets(settings)?;
-    let source = open::locate(&args.file, &settings.prefix, &targets).await?;
-    let source = open::fetch_to_volume(source, &targets[0]).await?;
     let started = Instant::now();
-    let report = open::verify(&source, settings.passphrase.as_ref()).await?;
+    let (source, report) = open::prepare(
+        &args.file,
+        &settings.prefix,
+        &targets,
+        Some(&targets[0]),
+        settings.passphrase.as_ref(),
+    )
+    .await?;
     eprintln!(
         "verified {} ({}, {} statements{})",
         source.name,
@@ -134,9 +140,9 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     .await
 }
 
-/// Restore the verified, confirmed `source` into `into`: safety snapshot
-/// and restore with the labelled app containers stopped, then start them
-/// again and say how to undo it.
+/// Restore the verified, confirmed `source` into `into` through the one
+/// restore operation (safety snapshot and restore with the labelled app
+/// containers stopped, then started again), and say how to undo it.
 #[allow(clippy::too_many_arguments)]
 async fn apply_db(
     args: &Args,
@@ -148,72 +154,37 @@ async fn apply_db(
     into: &str,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let snapshot_wanted = !args.no_safety_snapshot
-        && snapshot::worth_taking(db, into)
-            .await
-            .context("not restoring, the database was not touched")?;
-    // Only the app's own database is worth stopping the app for; a restore
-    // into another one (to look at old data) leaves it running.
-    let paused = if into == db.name {
-        apps.pause()
-            .await
-            .context("not restoring, the database was not touched")?
-    } else {
-        None
+    let encoding = Encoding::of(settings);
+    let plan = restore::Plan {
+        source,
+        passphrase: settings.passphrase.as_ref(),
+        db,
+        into,
+        definer: settings.restore_definer,
+        apps: Some(apps),
+        snapshot: (!args.no_safety_snapshot).then_some(restore::SafetySnapshot {
+            volume: &targets[0],
+            encoding: &encoding,
+        }),
     };
-    // A signal must not skip the restart below (as PID 1 in a container we
-    // would otherwise ignore SIGTERM and be killed by `docker stop`).
-    // The snapshot is taken with the app stopped, so that it holds the
-    // very state the restore replaces.
-    let work = async {
-        let snap = if snapshot_wanted {
-            let out = snapshot::take(settings, &targets[0], into)
-                .await
-                .with_context(|| {
-                    format!(
-                        "safety snapshot of `{into}` failed; not restoring, the database was not touched (--no-safety-snapshot skips the snapshot)"
-                    )
-                })?;
-            eprintln!("safety snapshot of `{into}`: {}", out.file);
-            Some(out.file)
+    let outcome = restore::run(plan, super::interrupted(), |file| {
+        eprintln!("safety snapshot of `{into}`: {file}")
+    })
+    .await
+    .map_err(|e| {
+        if args.no_safety_snapshot {
+            e.partly_restored(&source.name, into)
         } else {
-            None
-        };
-        let summary = open::apply_with(
-            source,
-            settings.passphrase.as_ref(),
-            db,
-            into,
-            settings.restore_definer,
-        )
-        .await?;
-        Ok::<_, anyhow::Error>((snap, summary))
-    };
-    let applied = tokio::select! {
-        r = work => r,
-        signal = super::interrupted() => Err(anyhow::anyhow!(
-            "restore of {} into `{into}` interrupted by {signal}: the database may be partly restored; run the restore again",
-            source.name
-        )),
-    };
-    let resumed = match paused {
-        Some(p) => apps.resume(p).await,
-        None => Ok(()),
-    };
-    let (snap, summary) = applied?;
-    resumed.with_context(|| {
-        format!(
-            "restored {} into `{into}`, but the containers stopped for it did not all start again",
-            source.name
-        )
+            e
+        }
     })?;
     eprintln!(
         "restored {} into `{into}`: {} statements in {:.1}s",
         source.name,
-        summary.statements,
+        outcome.summary.statements,
         started.elapsed().as_secs_f64()
     );
-    if let Some(snap) = snap {
+    if let Some(snap) = outcome.snapshot {
         let into_arg = if into == db.name {
             String::new()
         } else {

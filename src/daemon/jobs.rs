@@ -73,6 +73,15 @@ pub enum JobError {
     Full(#[from] FullError),
 }
 
+impl From<open::PrepareError> for JobError {
+    fn from(e: open::PrepareError) -> Self {
+        match e {
+            open::PrepareError::Locate(e) => JobError::Locate(e),
+            open::PrepareError::Read(e) => JobError::Verify(e),
+        }
+    }
+}
+
 /// The error and its sources on one line, skipping a source whose text is
 /// already in the message.
 pub fn error_line(e: &(dyn StdError + 'static)) -> String {
@@ -311,8 +320,14 @@ impl Jobs {
             }
             Kind::Drill => {
                 let s = &self.settings;
-                let source = open::locate("latest", &s.prefix, &self.targets).await?;
-                open::verify(&source, s.passphrase.as_ref()).await?;
+                let (source, _) = open::prepare(
+                    "latest",
+                    &s.prefix,
+                    &self.targets,
+                    None,
+                    s.passphrase.as_ref(),
+                )
+                .await?;
                 let db = s.db().map_err(BackupError::from)?;
                 let report = drill::run(
                     &source,

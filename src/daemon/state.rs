@@ -147,7 +147,7 @@ impl State {
         .expect("the state serialises");
         body.push(b'\n');
         let write = || -> io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::format::catalog::create_private(&tmp)?;
             f.write_all(&body)?;
             f.sync_all()?;
             drop(f);

@@ -144,6 +144,12 @@ pub fn write_tar<W: Write>(out: W, spec: &ArchiveSettings) -> Result<ArchiveSumm
         if !seen.insert(base.clone()) {
             return Err(ArchiveError::Clash(base));
         }
+        // A listed path that is itself excluded (`/opt/app/nginx/ssl`) stays out
+        // too, as it would with `tar --exclude nginx/ssl /opt/app/nginx/ssl`.
+        if excluded(root, spec) {
+            tracing::warn!(path = %root.display(), "listed for the archive but excluded (CONFIG_EXCLUDE): left out");
+            continue;
+        }
         let meta = fs::symlink_metadata(root).map_err(|source| ArchiveError::Read {
             path: root.clone(),
             source,
@@ -152,7 +158,6 @@ pub fn write_tar<W: Write>(out: W, spec: &ArchiveSettings) -> Result<ArchiveSumm
             &mut builder,
             root,
             Path::new(&base),
-            Path::new(""),
             &meta,
             spec,
             &mut files,
@@ -167,13 +172,29 @@ pub fn write_tar<W: Write>(out: W, spec: &ArchiveSettings) -> Result<ArchiveSumm
     })
 }
 
-fn excluded(rel: &Path, spec: &ArchiveSettings) -> bool {
-    let rel = rel.to_string_lossy();
+/// Whether `path` is excluded: an exclusion matches, as `tar --exclude`
+/// does, a run of whole components anywhere in the path, and everything
+/// below it (`nginx/ssl` leaves out `config/nginx/ssl/privkey.pem` and
+/// `nginx/ssl`, not `nginx/ssl.conf`). Matching the path inside the
+/// archive, not the path below a listed directory, keeps the private keys
+/// out however `CONFIG_PATHS` lists them (`/config` or `/opt/app/nginx`).
+fn excluded(path: &Path, spec: &ArchiveSettings) -> bool {
+    let comps: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
     spec.exclude.iter().any(|p| {
-        rel == p.as_str()
-            || rel
-                .strip_prefix(p.as_str())
-                .is_some_and(|r| r.starts_with('/'))
+        let pat: Vec<&std::ffi::OsStr> = Path::new(p)
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        !pat.is_empty() && comps.windows(pat.len()).any(|w| w == pat.as_slice())
     })
 }
 
@@ -201,7 +222,6 @@ fn add<W: Write>(
     b: &mut tar::Builder<W>,
     fs_path: &Path,
     name: &Path,
-    rel: &Path,
     meta: &fs::Metadata,
     spec: &ArchiveSettings,
     files: &mut Vec<FileEntry>,
@@ -223,8 +243,8 @@ fn add<W: Write>(
             .map_err(read_err)?;
         children.sort_by_key(|e| e.file_name());
         for c in children {
-            let child_rel = rel.join(c.file_name());
-            if excluded(&child_rel, spec) {
+            let child_name = name.join(c.file_name());
+            if excluded(&child_name, spec) {
                 tracing::info!(path = %c.path().display(), "excluded from the archive");
                 continue;
             }
@@ -233,15 +253,7 @@ fn add<W: Write>(
                     path: c.path(),
                     source,
                 })?;
-            add(
-                b,
-                &c.path(),
-                &name.join(c.file_name()),
-                &child_rel,
-                &child_meta,
-                spec,
-                files,
-            )?;
+            add(b, &c.path(), &child_name, &child_meta, spec, files)?;
         }
     } else if ft.is_symlink() {
         let target = fs::read_link(fs_path).map_err(read_err)?;
@@ -730,8 +742,15 @@ mod tests {
     #[rstest]
     #[case("nginx/ssl", true)]
     #[case("nginx/ssl/key.pem", true)]
+    #[case("config/nginx/ssl", true)]
+    #[case("config/nginx/ssl/key.pem", true)]
+    #[case("/opt/app/nginx/ssl", true)]
     #[case("nginx/ssl.conf", false)]
+    #[case("config/nginx/ssl.conf", false)]
     #[case("nginx", false)]
+    #[case("ssl", false)]
+    #[case("config/ssl/nginx", false)]
+    #[case("config/my-nginx/ssl", false)]
     fn exclusions(#[case] rel: &str, #[case] out: bool) {
         let spec = ArchiveSettings {
             prefix: "x".into(),

@@ -10,6 +10,7 @@
 //! does not read backup contents.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -374,6 +375,21 @@ pub enum LockError {
     },
 }
 
+/// Create (or truncate) `path` for writing with mode 0600 whatever the
+/// umask: what we write into `BACKUP_DIR` (state, records, decrypted
+/// output) is for the backup's owner only. An existing file of another
+/// mode is tightened too.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
 /// An exclusive lock on `BACKUP_DIR`, released when dropped (or when the
 /// process dies, even by `kill -9`: it is an `flock`).
 #[derive(Debug)]
@@ -391,11 +407,28 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|source| LockError::Open {
             path: path.clone(),
             source,
         })?;
+    // A lock file left by an older version may be 0666: tighten it.
+    let mode = file
+        .metadata()
+        .map_err(|source| LockError::Open {
+            path: path.clone(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
+    }
     match file.try_lock() {
         Ok(()) => Ok(DirLock { _file: file }),
         Err(TryLockError::WouldBlock) => Err(LockError::Busy(path)),

@@ -550,7 +550,7 @@ impl AppControl {
 fn write_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::format::catalog::create_private(&tmp)?;
     f.write_all(body)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -3,7 +3,8 @@
 //! A drill restores a verified backup into a scratch database on the same
 //! server (a fresh name, `selmai_drill_<UTC time>_<random>`, refused if it
 //! exists), reads every table back with the dump's own SELECT
-//! ([`dump::table_fingerprint`]) and compares row counts and fingerprints
+//! ([`dump::table_fingerprint`], history rows of system-versioned tables
+//! included) and compares row counts and fingerprints
 //! with those the manifest recorded inside the dump's snapshot, then
 //! compares the names of views, triggers, routines and events. The scratch
 //! database is always dropped, whatever happened.
@@ -24,8 +25,7 @@ use crate::config::{DbSettings, Secret};
 use crate::db::{self, ident, literal, query_strings, DbError};
 use crate::dump;
 use crate::restore::definer::Definer;
-use crate::restore::open::{self, Source};
-use crate::restore::RestoreError;
+use crate::restore::open::Source;
 
 /// Prefix of every scratch database a drill creates.
 pub const SCRATCH_PREFIX: &str = "selmai_drill_";
@@ -50,7 +50,7 @@ pub enum DrillError {
         scratch: String,
         /// Why.
         #[source]
-        source: Box<RestoreError>,
+        source: Box<super::RunError>,
     },
     /// Creating, reading or dropping the scratch database failed.
     #[error(transparent)]
@@ -76,6 +76,11 @@ pub struct TableCheck {
     pub expected_rows: u64,
     /// Rows found after the restore (`None`: the table is missing).
     pub found_rows: Option<u64>,
+    /// History rows of a system-versioned table the manifest recorded
+    /// (absent for other tables and in old manifests).
+    pub expected_history: Option<u64>,
+    /// History rows found after the restore (read only when expected).
+    pub found_history: Option<u64>,
     /// Fingerprint the manifest recorded (absent in old manifests).
     pub expected_fingerprint: Option<String>,
     /// Fingerprint of the restored table.
@@ -99,6 +104,23 @@ impl TableCheck {
                 "table `{}` has {found} rows, the dump had {}",
                 self.name, self.expected_rows
             ));
+        }
+        if let Some(e) = self.expected_history {
+            match self.found_history {
+                Some(f) if f == e => {}
+                Some(f) => {
+                    return Some(format!(
+                        "system-versioned table `{}` has {f} history rows, the dump had {e}",
+                        self.name
+                    ))
+                }
+                None => {
+                    return Some(format!(
+                        "table `{}` lost its system versioning and its {e} history rows",
+                        self.name
+                    ))
+                }
+            }
         }
         match (&self.expected_fingerprint, &self.found_fingerprint) {
             (Some(e), Some(f)) if e != f => Some(format!(
@@ -397,13 +419,26 @@ async fn restore_and_compare(
     definer: Definer,
 ) -> Result<Compared, DrillError> {
     let manifest = source.manifest.as_ref().expect("checked by the caller");
-    let summary = open::apply_with(source, passphrase, db, scratch, definer)
+    // The one restore operation, without the app's containers (a scratch
+    // database is not the app's) and without a safety snapshot (nothing
+    // is replaced).
+    let plan = super::Plan {
+        source,
+        passphrase,
+        db,
+        into: scratch,
+        definer,
+        apps: None,
+        snapshot: None,
+    };
+    let summary = super::run(plan, std::future::pending(), |_| {})
         .await
         .map_err(|e| DrillError::Restore {
             file: source.name.clone(),
             scratch: scratch.to_owned(),
             source: Box::new(e),
-        })?;
+        })?
+        .summary;
     let mut conn = db::connect(db, Some(scratch)).await?;
     let result = match disable_events(&mut conn, scratch).await {
         Ok(()) => compare(&mut conn, manifest, scratch).await,
@@ -435,14 +470,21 @@ async fn compare(
             kind: t.kind.clone(),
             expected_rows: t.rows,
             found_rows: None,
+            expected_history: t.history_rows,
+            found_history: None,
             expected_fingerprint: t.fingerprint.clone(),
             found_fingerprint: None,
         };
         if present.contains(&t.name) {
             if t.kind == "table" {
-                let (rows, fp) = dump::table_fingerprint(conn, scratch, &t.name).await?;
-                check.found_rows = Some(rows);
-                check.found_fingerprint = Some(fp.hex());
+                // Read as the manifest was written: with the history
+                // when it recorded history rows.
+                let read =
+                    dump::table_fingerprint(conn, scratch, &t.name, t.history_rows.is_some())
+                        .await?;
+                check.found_rows = Some(read.rows);
+                check.found_history = read.history_rows;
+                check.found_fingerprint = Some(read.fingerprint.hex());
             } else {
                 check.found_rows = Some(t.rows);
             }
@@ -540,6 +582,8 @@ mod tests {
             kind: "table".into(),
             expected_rows: 2,
             found_rows: rows,
+            expected_history: None,
+            found_history: None,
             expected_fingerprint: Some("aa".into()),
             found_fingerprint: fp.map(str::to_owned),
         }

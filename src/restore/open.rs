@@ -1,10 +1,10 @@
 //! Opening a stored backup: find it ([`locate`]), bring a bucket-only copy
 //! to the volume ([`fetch_to_volume`]), read it to the end against its
-//! manifest ([`verify`]), and execute it into a database ([`apply`]).
+//! manifest ([`verify`]), and execute it into a database ([`apply_with`]).
 //!
 //! Target -> meter (SHA-256, progress) -> decrypt -> decompress -> split.
 //! [`verify`] reads a backup to the end without touching any database;
-//! [`apply`] executes it and is only called after [`verify`] succeeded.
+//! [`apply_with`] executes it and is only called after [`verify`] succeeded.
 //! Not responsible for writing backups (`crate::backup::pipeline`) or for
 //! the order of a whole restore (stopping the app, the safety snapshot:
 //! [`crate::restore::run`]).
@@ -330,18 +330,40 @@ pub async fn verify(
     })
 }
 
-/// Execute `source` into database `into` (created when missing). Call only
-/// after [`verify`] succeeded on the same source.
-pub async fn apply(
-    source: &Source,
-    passphrase: Option<&Secret>,
-    db: &DbSettings,
-    into: &str,
-) -> Result<ExecSummary, RestoreError> {
-    apply_with(source, passphrase, db, into, Definer::Keep).await
+/// Why a backup could not be prepared for a restore.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Not found.
+    #[error(transparent)]
+    Locate(#[from] LocateError),
+    /// Not fetched, or not read to the end.
+    #[error(transparent)]
+    Read(#[from] RestoreError),
 }
 
-/// [`apply`], handling `DEFINER` clauses as `definer` says (`RESTORE_DEFINER`).
+/// Locate `spec` in `targets`, copy it into `fetch_to` when it is only in
+/// a remote target and `fetch_to` is given, and [`verify`] it: the steps
+/// before every restore and drill.
+pub async fn prepare(
+    spec: &str,
+    prefix: &str,
+    targets: &[Arc<dyn Target>],
+    fetch_to: Option<&Arc<dyn Target>>,
+    passphrase: Option<&Secret>,
+) -> Result<(Source, VerifyReport), PrepareError> {
+    let source = locate(spec, prefix, targets).await?;
+    let source = match fetch_to {
+        Some(volume) => fetch_to_volume(source, volume).await?,
+        None => source,
+    };
+    let report = verify(&source, passphrase).await?;
+    Ok((source, report))
+}
+
+/// Execute `source` into database `into` (created when missing), handling
+/// `DEFINER` clauses as `definer` says (`RESTORE_DEFINER`). Call only after
+/// [`verify`] succeeded on the same source; restores call it through
+/// [`crate::restore::run`].
 pub async fn apply_with(
     source: &Source,
     passphrase: Option<&Secret>,

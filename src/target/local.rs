@@ -8,6 +8,7 @@
 //! the backup lock. This module does not decide which names are backups.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -140,13 +141,19 @@ impl Target for LocalTarget {
     async fn create(&self, name: &str) -> Result<Box<dyn Upload>, TargetError> {
         Self::check_name(name)?;
         let temp = self.dir.join(format!(".{name}{PARTIAL_SUFFIX}"));
+        // Backups hold the whole database: 0600 whatever the umask, and
+        // also when a stale partial file of another mode is reused.
         let file = fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&temp)
             .await
             .map_err(|e| TargetError::from_io(LABEL, "creating", name, e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .await
+            .map_err(|e| TargetError::from_io(LABEL, "setting the mode of", name, e))?;
         Ok(Box::new(LocalUpload {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             temp,
@@ -176,6 +183,10 @@ impl Target for LocalTarget {
 
     async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
         self.remove_stale_partials().await
+    }
+
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.path_of(name))
     }
 }
 

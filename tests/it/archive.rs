@@ -201,6 +201,56 @@ async fn archive_leaves_nginx_ssl_out_unless_the_operator_opts_in() {
         .any(|f| f.path == "config/nginx/ssl/privkey.pem"));
 }
 
+/// The runbook's layout, each item listed on its own
+/// (`CONFIG_PATHS=/opt/selmai/.env,/opt/selmai/docker-compose.prod.yml,/opt/selmai/nginx`):
+/// the archive path of the keys is `nginx/ssl/...`, and the default
+/// exclusion matches it as `tar --exclude nginx/ssl` would. Listing the key
+/// directory itself leaves it out too.
+#[tokio::test]
+async fn archive_leaves_nginx_ssl_out_when_the_items_are_listed_one_by_one() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = src.path().join("selmai");
+    fs::create_dir_all(app.join("nginx/ssl")).unwrap();
+    fs::write(app.join(".env"), "APP_KEY=x").unwrap();
+    fs::write(app.join("docker-compose.prod.yml"), "services: {}").unwrap();
+    fs::write(app.join("nginx/ssl/privkey.pem"), "PRIVATE KEY").unwrap();
+    fs::write(app.join("nginx/ssl.conf"), "ssl_protocols TLSv1.3;").unwrap();
+    fs::write(app.join("nginx/nginx.conf"), "events {}").unwrap();
+
+    let listed = [
+        app.join(".env"),
+        app.join("docker-compose.prod.yml"),
+        app.join("nginx"),
+    ];
+    let refs: Vec<&Path> = listed.iter().map(PathBuf::as_path).collect();
+    let s = settings(dir.path(), &refs, &[]);
+    let o = backup(&s, ArchiveKind::Config).await;
+    let paths: Vec<&str> = o.manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            ".env",
+            "docker-compose.prod.yml",
+            "nginx",
+            "nginx/nginx.conf",
+            "nginx/ssl.conf"
+        ]
+    );
+    let to = tempfile::tempdir().unwrap();
+    extract(&s, &o.file, to.path()).await.unwrap();
+    assert!(!to.path().join("nginx/ssl").exists());
+
+    // The key directory (or the key) listed by name stays out as well.
+    let keys = app.join("nginx/ssl");
+    let key = app.join("nginx/ssl/privkey.pem");
+    let env = app.join(".env");
+    let s = settings(dir.path(), &[&env, &keys, &key], &[]);
+    let o = backup(&s, ArchiveKind::Config).await;
+    let paths: Vec<&str> = o.manifest.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, [".env"]);
+}
+
 #[tokio::test]
 async fn archive_encrypted_round_trip_needs_the_passphrase() {
     let src = tempfile::tempdir().unwrap();

@@ -190,6 +190,81 @@ fn truncated_file_exits_5_before_touching_the_database() {
     });
 }
 
+/// Mode bits of `p`.
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Backups hold the whole database: whatever the umask (here 000, the
+/// worst), every file the tool writes into BACKUP_DIR (dumps, manifests,
+/// archives, safety snapshots, the lock and the run history) and the
+/// output of `decrypt` is 0600.
+#[test]
+fn every_file_written_is_0600_even_under_umask_000() {
+    let db = small_db("cli_umask");
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("app.conf"), "x = 1\n").unwrap();
+    let config_paths = config.path().display().to_string();
+    for pass in [None, Some("umask test passphrase")] {
+        let mut extra = vec![("CONFIG_PATHS", config_paths.as_str())];
+        if let Some(p) = pass {
+            extra.push(("BACKUP_PASSPHRASE", p));
+        }
+        let vars = tool::vars_with(&db.name, dir.path(), &extra);
+        for args in [
+            &["backup"][..],
+            &["backup", "--kind", "config"],
+            // A restore over a database with tables takes a safety snapshot first.
+            &["restore", "latest", "--yes"],
+        ] {
+            let (code, _, err) = tool::outcome(&tool::run_with_umask(&vars, "000", args));
+            assert_eq!(code, 0, "{args:?}: {err}");
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        selmai_backup::format::catalog::LOCK_FILE,
+        selmai_backup::daemon::state::STATE_FILE,
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    for prefix in ["selmai_backup_", "selmai_config_", "selmai_prerestore_"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(prefix) && n.ends_with(".manifest.json")),
+            "{prefix}* in {names:?}"
+        );
+    }
+    for n in &names {
+        assert_eq!(mode(&dir.path().join(n)), 0o600, "{n} in {names:?}");
+    }
+
+    let enc = names
+        .iter()
+        .find(|n| n.starts_with("selmai_backup_") && n.ends_with(".sql.gz.enc"))
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plain = out.path().join("plain.sql.gz");
+    let vars = tool::vars_with(
+        &db.name,
+        dir.path(),
+        &[("BACKUP_PASSPHRASE", "umask test passphrase")],
+    );
+    let (code, _, err) = tool::outcome(&tool::run_with_umask(
+        &vars,
+        "000",
+        &["decrypt", enc, plain.to_str().unwrap()],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode(&plain), 0o600);
+}
+
 #[test]
 fn help_texts_match_their_snapshots() {
     let dir = tool::vars("x", Path::new("/nonexistent"));

@@ -156,6 +156,50 @@ async fn drill_of_altered_data_fails_naming_the_table() {
     assert_scratch_gone(scratch);
 }
 
+/// A drill covers the history of system-versioned tables: a backup with
+/// history passes; a file that restores the same current rows but none of
+/// the history the manifest recorded fails, naming the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_fails_when_the_history_of_a_versioned_table_is_missing() {
+    let src = TestDb::new("drill_history");
+    src.exec(
+        "CREATE TABLE audit (id INT PRIMARY KEY, v VARCHAR(20)) WITH SYSTEM VERSIONING;
+         INSERT INTO audit VALUES (1, 'a'), (2, 'b');
+         CREATE TABLE plain (id INT PRIMARY KEY); INSERT INTO plain VALUES (1);",
+    );
+    src.exec("UPDATE audit SET v = 'a2' WHERE id = 1");
+    src.exec("DELETE FROM audit WHERE id = 2");
+    let dir = tempfile::tempdir().unwrap();
+    let with_history = tool::backup(&src.name, dir.path()).await;
+    let report = drill(&src.name, dir.path(), &with_history.file).await;
+    assert!(report.passed(), "{report}");
+
+    // The same current rows without their history, under the first
+    // backup's record of the tables.
+    src.exec("DELETE HISTORY FROM audit");
+    let without = tool::backup(&src.name, dir.path()).await;
+    let manifest = |file: &str| {
+        dir.path()
+            .join(selmai_backup::format::manifest::name_for(file))
+    };
+    let first: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest(&with_history.file)).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifest(&without.file)).unwrap()).unwrap();
+    m["tables"] = first["tables"].clone();
+    std::fs::write(
+        manifest(&without.file),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+
+    let report = drill(&src.name, dir.path(), &without.file).await;
+    assert!(!report.passed(), "{report}");
+    let problems = report.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("`audit`"), "{problems:?}");
+}
+
 /// Names in `dir` with the safety snapshot prefix (data files only).
 fn snapshots(dir: &Path) -> Vec<String> {
     tool::files(dir)

@@ -113,6 +113,92 @@ fn decrypt_gives_a_sql_gz_that_gunzip_and_mariadb_restore() {
     assert_same_database(&src, &dst);
 }
 
+/// Temporary files (`*.partial`) left in `dir`.
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect()
+}
+
+/// `decrypt` never destroys what it reads nor what is in its way: OUT = IN
+/// is refused by any path (the same path, another spelling, a hard link,
+/// the name in BACKUP_DIR); an existing OUT is replaced only with
+/// `--force`; a missing OUT directory is named in the error; nothing is
+/// left under a temporary name.
+#[test]
+fn decrypt_refuses_to_overwrite_its_input_or_an_existing_file_without_force() {
+    let db = TestDb::new("enc_decrypt_out");
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1,'row')");
+    let dir = tempfile::tempdir().unwrap();
+    let vars = with_pass(&db.name, dir.path());
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["backup"]));
+    assert_eq!(code, 0, "{err}");
+    let enc = std::path::PathBuf::from(out.trim());
+    let name = enc.file_name().unwrap().to_str().unwrap().to_owned();
+    let original = std::fs::read(&enc).unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let linked = other.path().join("linked.enc");
+    std::fs::hard_link(&enc, &linked).unwrap();
+    let dir_name = dir.path().file_name().unwrap().to_str().unwrap();
+    let respelled = dir
+        .path()
+        .join(format!("../{dir_name}/./{name}"))
+        .display()
+        .to_string();
+    let enc_s = enc.display().to_string();
+    let linked_s = linked.display().to_string();
+    for (input, output) in [
+        (enc_s.as_str(), enc_s.as_str()),
+        (enc_s.as_str(), respelled.as_str()),
+        (enc_s.as_str(), linked_s.as_str()),
+        (name.as_str(), enc_s.as_str()),
+    ] {
+        for force in [false, true] {
+            let mut args = vec!["decrypt", input, output];
+            if force {
+                args.push("--force");
+            }
+            let (code, _, err) = tool::outcome(&tool::run(&vars, &args));
+            assert_eq!(code, 7, "{args:?}: {err}");
+            assert!(
+                err.contains(output) && err.contains("input"),
+                "{args:?}: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert_eq!(std::fs::read(&enc).unwrap(), original, "{args:?}");
+        }
+    }
+
+    // An existing OUT stays as it is without --force, is replaced with it.
+    let plain = other.path().join("plain.sql.gz");
+    std::fs::write(&plain, "keep me").unwrap();
+    let plain_s = plain.display().to_string();
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["decrypt", &enc_s, &plain_s]));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains(&plain_s) && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&plain).unwrap(), b"keep me");
+    let (code, _, err) =
+        tool::outcome(&tool::run(&vars, &["decrypt", &enc_s, &plain_s, "--force"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(tool::gunzip(&plain).starts_with(b"-- selmai-backup"));
+
+    // A missing directory is named.
+    let missing = other.path().join("no/such/dir/out.sql.gz");
+    let missing_s = missing.display().to_string();
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["decrypt", &enc_s, &missing_s]));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&missing_s)
+            && err.contains(&other.path().join("no/such/dir").display().to_string()),
+        "{err}"
+    );
+    assert!(!missing.exists());
+    assert!(partials(other.path()).is_empty() && partials(dir.path()).is_empty());
+}
+
 #[test]
 fn wrong_or_missing_passphrase_exits_6_writes_no_plaintext_and_touches_nothing() {
     let db = TestDb::new("enc_wrong");
@@ -137,7 +223,12 @@ fn wrong_or_missing_passphrase_exits_6_writes_no_plaintext_and_touches_nothing()
         let (code, stdout, err) =
             tool::outcome(&tool::run(&vars, &["decrypt", &enc, out.to_str().unwrap()]));
         assert_eq!(code, 6, "{label}: {err}");
-        assert!(!out.exists() && !Path::new(&format!("{}.partial", out.display())).exists());
+        assert!(!out.exists());
+        assert!(
+            partials(dir.path()).is_empty(),
+            "{:?}",
+            partials(dir.path())
+        );
         assert!(!stdout.contains("secret row"));
     }
     assert_eq!(mariadb_dump(&db), before);

@@ -14,6 +14,7 @@ mod full;
 mod harness;
 mod layout;
 mod preflight;
+mod rollback;
 mod roundtrip;
 mod s3_faults;
 mod support;

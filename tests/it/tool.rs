@@ -9,8 +9,8 @@ use std::sync::Arc;
 use selmai_backup::backup::pipeline::{self, BackupError, BackupOutcome};
 use selmai_backup::config::Settings;
 use selmai_backup::dump::{DumpHooks, DumpOptions, NoHooks};
-use selmai_backup::restore::open;
-use selmai_backup::restore::{ExecSummary, RestoreError};
+use selmai_backup::restore::definer::Definer;
+use selmai_backup::restore::{self, open, ExecSummary, RestoreError, RunError};
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::Target;
 
@@ -78,11 +78,27 @@ pub async fn try_restore_with(
     extra: &[(&str, &str)],
 ) -> Result<ExecSummary, RestoreError> {
     let s = settings(into, dir, extra);
-    let source = open::locate(spec, &s.prefix, &volume(dir))
-        .await
-        .unwrap_or_else(|e| panic!("locating {spec}: {e}"));
-    open::verify(&source, s.passphrase.as_ref()).await?;
-    open::apply(&source, s.passphrase.as_ref(), &s.db().unwrap(), into).await
+    let (source, _) =
+        match open::prepare(spec, &s.prefix, &volume(dir), None, s.passphrase.as_ref()).await {
+            Ok(prepared) => prepared,
+            Err(open::PrepareError::Read(e)) => return Err(e),
+            Err(e) => panic!("locating {spec}: {e}"),
+        };
+    let db = s.db().unwrap();
+    let plan = restore::Plan {
+        source: &source,
+        passphrase: s.passphrase.as_ref(),
+        db: &db,
+        into,
+        definer: Definer::Keep,
+        apps: None,
+        snapshot: None,
+    };
+    match restore::run(plan, std::future::pending(), |_| {}).await {
+        Ok(outcome) => Ok(outcome.summary),
+        Err(RunError::Apply(e)) => Err(e),
+        Err(e) => panic!("restore of {spec} into {into}: {e}"),
+    }
 }
 
 /// [`try_restore`] that panics on failure.
@@ -110,6 +126,23 @@ pub fn run(vars: &[(String, String)], args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running selmai-backup")
+}
+
+/// Run the binary to completion under `umask` (through `sh`, which sets
+/// it for the process it then becomes).
+pub fn run_with_umask(vars: &[(String, String)], umask: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("sh");
+    c.env_clear();
+    if let Ok(p) = std::env::var("PATH") {
+        c.env("PATH", p);
+    }
+    c.envs(vars.iter().map(|(k, v)| (k, v)));
+    c.stdin(Stdio::null());
+    c.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_selmai-backup"))
+        .args(args);
+    c.output().expect("running selmai-backup")
 }
 
 /// Exit code, stdout and stderr of a finished run, for assertions.
