@@ -22,8 +22,11 @@
 //! - [`full`]: full backups: the dump and both archives under one timestamp,
 //!   one set manifest naming every part, verified whole before a restore.
 //! - [`target`]: storage targets behind one trait (the volume in `target::local`,
-//!   an S3-compatible bucket in `target::s3`).
+//!   an S3-compatible bucket in `target::s3`), and the run's time budget on an
+//!   off-site target in `target::budget`.
 //! - [`pipeline`]: composes the stages into "back up now" and "open for restore".
+//! - [`offsite`]: copies from the volume to the off-site targets, and the
+//!   catch-up of the copies a run could not make.
 //! - [`drill`]: restore drills: restore into a scratch database, compare the
 //!   fingerprints and objects with the manifest, drop it, report.
 //! - [`docker`]: stopping the labelled app containers during a restore (Docker API).
@@ -57,6 +60,7 @@ pub mod jobs;
 pub mod manifest;
 pub mod metrics;
 pub mod notify;
+pub mod offsite;
 pub mod pipeline;
 pub mod preflight;
 pub mod progress;

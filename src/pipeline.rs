@@ -4,12 +4,13 @@
 //!
 //! Backup: the dumper writes SQL into an in-memory pipe; an encoder on a
 //! blocking thread compresses it into a bounded channel of chunks; the store
-//! loop hashes each chunk once and writes it to every target's upload. The
-//! first target (the volume) is primary: if it fails the backup fails and
-//! nothing is published anywhere; a failing secondary target (the bucket)
-//! is dropped and reported, and the local backup still counts. The manifest
-//! is written to each target after the data. Memory is bounded by the pipe,
-//! the channel and each upload's buffer, whatever the database size.
+//! loop hashes each chunk once and writes it to the volume's upload, the
+//! manifest after the data. If the volume fails the backup fails and
+//! nothing is published. Once the backup is complete on the volume, it is
+//! copied from there to each off-site target (`offsite`), so an off-site
+//! target never delays or fails the local backup: a failed copy is
+//! reported, and a later run's catch-up makes it. Memory is bounded by the
+//! pipe, the channel and the upload's buffer, whatever the database size.
 //!
 //! Restore: target -> meter (SHA-256, progress) -> decompress -> split.
 //! [`verify`] reads a backup to the end without touching any database;
@@ -60,14 +61,7 @@ pub enum BackupError {
     Archive(#[from] ArchiveError),
 }
 
-/// A secondary target that could not take its copy.
-#[derive(Debug)]
-pub struct TargetFailure {
-    /// Which target.
-    pub target: &'static str,
-    /// Why.
-    pub error: TargetError,
-}
+pub use crate::offsite::TargetFailure;
 
 /// One backup's uploads, one per target, the first target primary. Every
 /// stage (start, write, commit) reports a target's failure through
@@ -241,7 +235,7 @@ pub async fn backup_db_as(
     let compression = settings.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(&db), "backup started");
-    let encoded = encode_and_store(settings, targets, &name, |sql_w| async {
+    let encoded = encode_and_store(settings, volume_of(targets), &name, |sql_w| async {
         Ok(dump::dump_database(&db, sql_w, opts, hooks).await?)
     })
     .await?;
@@ -257,7 +251,7 @@ pub async fn backup_db_as(
     let sql_bytes = summary.sql_bytes;
     let tables = summary.tables.len();
     let size = encoded.size;
-    let (stored, failed) = publish(&name, &manifest, encoded).await?;
+    publish(&name, &manifest, encoded).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -267,6 +261,7 @@ pub async fn backup_db_as(
         seconds = format!("{:.1}", elapsed.as_secs_f64()),
         "backup finished"
     );
+    let (stored, failed) = copy_offsite(targets, &name).await;
     Ok(BackupOutcome {
         file: name,
         manifest,
@@ -306,7 +301,7 @@ pub async fn backup_archive_as(
     let compression = settings.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
-    let encoded = encode_and_store(settings, targets, &name, |w| async move {
+    let encoded = encode_and_store(settings, volume_of(targets), &name, |w| async move {
         // The file system is read with blocking calls: a blocking thread
         // writes the tar into the pipe through a bridge.
         let bridge = tokio_util::io::SyncIoBridge::new(w);
@@ -331,7 +326,7 @@ pub async fn backup_archive_as(
     let size = encoded.size;
     let entries = summary.files.len();
     let changed = summary.files.iter().filter(|f| f.changed).count();
-    let (stored, failed) = publish(&name, &manifest, encoded).await?;
+    publish(&name, &manifest, encoded).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -341,6 +336,7 @@ pub async fn backup_archive_as(
         seconds = format!("{:.1}", elapsed.as_secs_f64()),
         "archive finished"
     );
+    let (stored, failed) = copy_offsite(targets, &name).await;
     Ok(BackupOutcome {
         file: name,
         manifest,
@@ -348,6 +344,20 @@ pub async fn backup_archive_as(
         failed,
         elapsed,
     })
+}
+
+/// The volume alone: a backup is made there first, and counts once it is.
+fn volume_of(targets: &[Arc<dyn Target>]) -> &[Arc<dyn Target>] {
+    &targets[..targets.len().min(1)]
+}
+
+/// Copy the backup `name`, now complete on the volume, to every off-site
+/// target; a failed copy is left to the next run's catch-up.
+async fn copy_offsite(
+    targets: &[Arc<dyn Target>],
+    name: &str,
+) -> (Vec<&'static str>, Vec<TargetFailure>) {
+    crate::offsite::copy_backup(targets, &crate::offsite::Unit::single(name, Utc::now())).await
 }
 
 fn compression_name(c: Compression) -> &'static str {
@@ -440,14 +450,14 @@ where
     }
 }
 
-/// Commit every upload and write the manifest beside it. Returns the
-/// targets holding a complete copy and the secondary targets that failed.
+/// Commit every upload and write the manifest beside it.
 async fn publish<T>(
     name: &str,
     manifest: &Manifest,
     encoded: Encoded<'_, T>,
-) -> Result<(Vec<&'static str>, Vec<TargetFailure>), BackupError> {
-    Ok(encoded.fan.commit(name, &manifest.to_json()).await?)
+) -> Result<(), BackupError> {
+    encoded.fan.commit(name, &manifest.to_json()).await?;
+    Ok(())
 }
 
 /// A name no target holds yet (two backups in the same second get the next second).
@@ -455,7 +465,7 @@ async fn free_name(
     targets: &[Arc<dyn Target>],
     make: impl Fn(chrono::DateTime<Utc>) -> String,
 ) -> Result<String, TargetError> {
-    let when = free_time(targets, |when| {
+    let when = free_time(volume_of(targets), |when| {
         let name = make(when);
         vec![manifest::name_for(&name), name]
     })
@@ -643,31 +653,52 @@ pub async fn locate(
         let t: Arc<dyn Target> = Arc::new(target::local::LocalTarget::new(dir));
         return source_in(t, &name, dir.display().to_string(), Vec::new()).await;
     }
-    let mut all: Vec<(Arc<dyn Target>, Entry)> = Vec::new();
-    for t in targets {
-        for e in catalog::list_db(t.as_ref(), prefix).await? {
-            // Off the volume, a backup exists only once its manifest does
-            // (the manifest is uploaded after the data).
-            if e.has_manifest || t.label() == LocalTarget::LABEL {
-                all.push((t.clone(), e));
-            }
-        }
-    }
-    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
     let place = targets
         .iter()
         .map(|t| t.label())
         .collect::<Vec<_>>()
         .join(" and ");
+    let Some((volume, others)) = targets.split_first() else {
+        return Err(LocateError::Empty(place));
+    };
+    // The volume first: a backup found there is used without waiting on
+    // any off-site target, which may be the thing that is down.
+    if spec != "latest" && volume.metadata(spec).await?.is_some() {
+        return source_in(volume.clone(), spec, place, Vec::new()).await;
+    }
+    let mut all: Vec<(Arc<dyn Target>, Entry)> = complete(volume, prefix).await?;
+    let mut unread = Vec::new();
+    // For `latest` with backups on the volume, a target that does not
+    // answer at once is left out (and named). A name not on the volume, or
+    // an empty volume, leaves the off-site targets as the only hope: they
+    // get their full retries.
+    let patient = spec != "latest" || all.is_empty();
+    for t in others {
+        if !patient {
+            if let Err(e) = target::reachable(t.as_ref(), target::PATIENCE).await {
+                unread.push((t.label(), e));
+                continue;
+            }
+        }
+        match complete(t, prefix).await {
+            Ok(found) => all.extend(found),
+            Err(e) if !patient => unread.push((t.label(), e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
     if spec == "latest" {
         let (t, e) = all
             .into_iter()
             .next()
             .ok_or_else(|| LocateError::Empty(place.clone()))?;
+        for (label, error) in &unread {
+            tracing::warn!(target = label, error = %error, "the {label} could not be read: it might hold a backup newer than {}", e.name);
+        }
         return source_in(t, &e.name, place, Vec::new()).await;
     }
     let newest: Vec<String> = all.iter().take(5).map(|(_, e)| e.name.clone()).collect();
-    for t in targets {
+    for t in others {
         if t.metadata(spec).await?.is_some() {
             return source_in(t.clone(), spec, place, newest).await;
         }
@@ -677,6 +708,20 @@ pub async fn locate(
         place,
         newest,
     })
+}
+
+/// The complete backups in `t` (off the volume, a backup exists only once
+/// its manifest does: the manifest is copied after the data).
+async fn complete(
+    t: &Arc<dyn Target>,
+    prefix: &str,
+) -> Result<Vec<(Arc<dyn Target>, Entry)>, TargetError> {
+    Ok(catalog::list_db(t.as_ref(), prefix)
+        .await?
+        .into_iter()
+        .filter(|e| e.has_manifest || t.label() == LocalTarget::LABEL)
+        .map(|e| (t.clone(), e))
+        .collect())
 }
 
 /// The backup `name` in target `t`, with its manifest when there is one.

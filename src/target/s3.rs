@@ -1240,7 +1240,7 @@ fn describe(ctx: &ErrorContext<'_>, action: &'static str, name: &str, f: &Failed
             // The server's own words, kept in every 403 message.
             let said = match (code, message) {
                 ("", "") => format!("HTTP {status}"),
-                (c, "") => format!("{c}"),
+                (c, "") => c.to_string(),
                 ("", m) => format!("HTTP {status}: {m}"),
                 (c, m) => format!("{c}: {m}"),
             };
