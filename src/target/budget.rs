@@ -197,6 +197,11 @@ impl Target for Budgeted {
         )
         .await
     }
+
+    async fn answers(&self) -> Result<(), TargetError> {
+        self.within("reaching", "the target", self.inner.answers())
+            .await
+    }
 }
 
 /// Poll `inner` within the budget: a call that is ready at once passes

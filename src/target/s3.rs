@@ -392,6 +392,20 @@ impl Target for S3Target {
     async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
         self.abort_incomplete_uploads().await
     }
+
+    async fn answers(&self) -> Result<(), TargetError> {
+        let c = &self.client;
+        let key = key_of(&c.prefix, super::PROBE_NAME);
+        let once = RetryPolicy {
+            retries: 0,
+            ..c.retry
+        };
+        match retry(once, "reaching the bucket", || c.bucket.head_object(&key)).await {
+            Ok(_) => Ok(()),
+            Err(f) if status_of(&f.error) == Some(404) => Ok(()),
+            Err(f) => Err(c.error("reaching", &c.prefix, f)),
+        }
+    }
 }
 
 impl Client {

@@ -153,7 +153,7 @@ async fn a_backup_made_during_an_outage_reaches_the_bucket_on_the_next_run() {
     );
     // The state file records it as missing from the bucket (the health
     // rule on it is in `health`'s unit tests), and `health` names it.
-    let state = selmai_backup::state::State::load(dir.path()).unwrap();
+    let state = selmai_backup::daemon::state::State::load(dir.path()).unwrap();
     let missing: Vec<_> = state.offsite.iter().flat_map(|c| &c.missing).collect();
     assert_eq!(missing.len(), 1, "{state:?}");
     assert_eq!(
@@ -161,7 +161,7 @@ async fn a_backup_made_during_an_outage_reaches_the_bucket_on_the_next_run() {
         ("bucket", missed.as_str())
     );
     let later = chrono::Utc::now() + chrono::Duration::hours(27);
-    let why = selmai_backup::health::check(&settings, later).unwrap_err();
+    let why = selmai_backup::daemon::health::check(&settings, later).unwrap_err();
     assert!(why.contains(&missed), "{why}");
 
     // The next daily run, a day later (the backup is moved back a day:
@@ -208,8 +208,8 @@ async fn a_backup_made_during_an_outage_reaches_the_bucket_on_the_next_run() {
         );
         assert_eq!(r["local_only"], false, "{r}");
     }
-    selmai_backup::health::check(&settings, later).unwrap();
-    let state = selmai_backup::state::State::load(dir.path()).unwrap();
+    selmai_backup::daemon::health::check(&settings, later).unwrap();
+    let state = selmai_backup::daemon::state::State::load(dir.path()).unwrap();
     assert!(
         state.offsite.iter().all(|c| c.missing.is_empty()),
         "{state:?}"
