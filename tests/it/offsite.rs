@@ -264,3 +264,40 @@ async fn an_unanswering_bucket_costs_a_backup_one_budget_after_the_local_backup(
         "the local backup waited on the bucket"
     );
 }
+
+// The daemon catches up at start, before its first scheduled run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_copies_what_is_missing_off_site_at_start() {
+    use selmai_backup::daemon::{jobs::Jobs, metrics::Metrics, notify::Notifier};
+
+    let db = small_db("offsite_start");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = unique_bucket("start");
+    create_bucket(&bucket).await;
+    let down = bucket_vars(&db.name, dir.path(), "http://127.0.0.1:9", &bucket, &[]);
+    let (code, out, err, _) = run(&down, &["backup"]).await;
+    assert_eq!(code, 8, "{err}");
+    let missed = file_name(&out);
+
+    let up = bucket_vars(&db.name, dir.path(), &s3_endpoint(), &bucket, &[]);
+    let settings = Settings::from_vars(up).unwrap();
+    let jobs = Jobs::new(
+        std::sync::Arc::new(settings.clone()),
+        selmai_backup::cmd::targets(&settings).unwrap(),
+        Notifier::new(settings.notify.clone()),
+        Metrics::default(),
+    );
+    jobs.catch_up_at_start().await;
+    let raw = raw_bucket(&bucket);
+    for key in [missed.clone(), format!("{missed}.manifest.json")] {
+        assert!(
+            raw_exists(&raw, &format!("selmai/prod/{key}")).await,
+            "{key}"
+        );
+    }
+    let state = selmai_backup::daemon::state::State::load(dir.path()).unwrap();
+    assert!(
+        state.offsite.iter().all(|c| c.missing.is_empty()),
+        "{state:?}"
+    );
+}
