@@ -301,3 +301,32 @@ async fn the_daemon_copies_what_is_missing_off_site_at_start() {
         "{state:?}"
     );
 }
+
+// The same for a full backup: `verify latest-full` reads the set on the
+// volume without waiting on the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_backup_on_the_volume_is_verified_without_waiting_on_a_bucket_that_is_down() {
+    let db = small_db("offsite_full_down");
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (config, uploads) = (files.path().join("config"), files.path().join("uploads"));
+    for d in [&config, &uploads] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("a.txt"), b"some content").unwrap();
+    }
+    let (config, uploads) = (config.display().to_string(), uploads.display().to_string());
+    let paths = [
+        ("CONFIG_PATHS", config.as_str()),
+        ("UPLOADS_PATHS", uploads.as_str()),
+    ];
+    let vars = tool::vars_with(&db.name, dir.path(), &paths);
+    let (code, _, err, _) = run(&vars, &["backup", "--kind", "full"]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut down = paths.to_vec();
+    down.extend([("S3_RETRIES", "5")]);
+    let down = bucket_vars(&db.name, dir.path(), "http://127.0.0.1:9", "nowhere", &down);
+    let (code, _, err, took) = run(&down, &["verify", "latest-full"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(took < Duration::from_secs(2), "waited {took:?}: {err}");
+    assert!(err.contains("might hold a full backup newer than"), "{err}");
+}
