@@ -483,7 +483,10 @@ impl Jobs {
         }
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
-        for t in &self.targets {
+        // A shutdown is waiting: an off-site target gets the run's budget
+        // at most, not its retries.
+        let targets = budget::for_run(&self.targets, self.settings.offsite_timeout);
+        for t in &targets {
             if kind == Kind::Full {
                 // A set without its set manifest never finished: all of it goes.
                 match catalog::list_full(t.as_ref(), &self.settings.full_prefix).await {
