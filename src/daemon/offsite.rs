@@ -257,3 +257,35 @@ fn unknown(
         missing,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn unit(name: &str, hour: u32) -> Unit {
+        Unit::single(name, Utc.with_ymd_and_hms(2025, 1, 20, hour, 0, 0).unwrap())
+    }
+
+    #[test]
+    fn an_unlistable_target_lacks_what_it_lacked_and_everything_newer() {
+        let units = [unit("c", 9), unit("b", 5), unit("a", 2)];
+        let before = OffsiteCopies {
+            target: "bucket".into(),
+            checked: Some(Utc.with_ymd_and_hms(2025, 1, 20, 6, 0, 0).unwrap()),
+            missing: vec![Missing {
+                name: "a".into(),
+                taken: units[2].taken,
+                error: "old".into(),
+            }],
+        };
+        let now = unknown("bucket", &units, Some(&before), "down");
+        let names: Vec<_> = now.missing.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["c", "a"]);
+        assert!(now.missing.iter().all(|m| m.error == "down"));
+        assert_eq!(now.checked, before.checked);
+        // Never listed: every kept backup may be missing.
+        let never = unknown("bucket", &units, None, "down");
+        assert_eq!(never.missing.len(), 3);
+    }
+}
