@@ -60,6 +60,8 @@ pub use crate::backup::offsite::TargetFailure;
 /// stage (start, write, commit) reports a target's failure through
 /// [`FanOut::fail`], so the rule lives in one place: a failing primary fails
 /// the run, a failing secondary is dropped and recorded and the backup goes on.
+/// The backups of this module give it the volume alone (see
+/// [`volume_of`]): off-site copies are made from the volume afterwards.
 struct FanOut<'a> {
     /// The targets, in the order of `uploads`.
     targets: &'a [Arc<dyn Target>],
