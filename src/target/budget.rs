@@ -4,9 +4,11 @@
 //! gives up on it after `BACKUP_OFFSITE_TIMEOUT` without an answer, however
 //! many steps (list, upload, manifest, retention, catch-up copies) the run
 //! has: the budget is shared by every call of the run, not granted per
-//! step. Each answer from the target (a listing, a committed upload, the
-//! next bytes accepted after a wait) renews it, so a slow but working
-//! transfer of any size is never cut; once it has run out, every further
+//! step. It starts with the first call to the target (the local backup
+//! before it does not count). Each answer from the target (a listing, a
+//! committed upload, the next bytes accepted after a wait) renews it, so a
+//! slow but working transfer of any size is never cut; once it has run
+//! out, every further
 //! call fails at once, so an unreachable target costs a run the budget
 //! once. Inside the budget, the target's own retries (S3's back-off) go on
 //! as they would.
@@ -35,27 +37,29 @@ pub const VARIABLE: &str = "BACKUP_OFFSITE_TIMEOUT";
 #[derive(Debug)]
 pub struct Budget {
     limit: Duration,
-    /// When the target last answered (or the run started).
-    last_answer: Mutex<Instant>,
+    /// When the target last answered, or was first asked; `None` before
+    /// the first call (the dump before it does not count).
+    last_answer: Mutex<Option<Instant>>,
 }
 
 impl Budget {
-    /// A budget of `limit`, starting now.
+    /// A budget of `limit`, starting at the first call made under it.
     pub fn new(limit: Duration) -> Arc<Self> {
         Arc::new(Budget {
             limit,
-            last_answer: Mutex::new(Instant::now()),
+            last_answer: Mutex::new(None),
         })
     }
 
     /// The time after which a call without an answer is given up.
     fn deadline(&self) -> Instant {
-        *self.last_answer.lock().expect("budget lock") + self.limit
+        let mut last = self.last_answer.lock().expect("budget lock");
+        *last.get_or_insert_with(Instant::now) + self.limit
     }
 
     /// The target answered: the budget is whole again.
     fn answered(&self) {
-        *self.last_answer.lock().expect("budget lock") = Instant::now();
+        *self.last_answer.lock().expect("budget lock") = Some(Instant::now());
     }
 
     fn gave_up(&self, target: &'static str, action: &'static str, name: &str) -> TargetError {
@@ -371,6 +375,9 @@ mod tests {
             answers: false.into(),
         });
         let t = Budgeted::new(silent.clone(), Budget::new(Duration::from_secs(60)));
+        // The budget starts with the first call, not before (the local
+        // backup comes first and may take long).
+        tokio::time::advance(Duration::from_secs(600)).await;
         let start = Instant::now();
         let e = t.list("x").await.unwrap_err().to_string();
         assert!(
