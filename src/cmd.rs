@@ -353,11 +353,14 @@ fn db_code(d: &DbError) -> u8 {
 }
 
 /// Take the `BACKUP_DIR` lock and clean up what a killed run left behind
-/// (partial files, incomplete bucket uploads).
+/// on the volume (partial files). Off-site leftovers (incomplete bucket
+/// uploads) are cleaned after a backup, so that nothing waits on an
+/// off-site target here.
 pub async fn lock_and_clean(
     settings: &Settings,
 ) -> anyhow::Result<crate::format::catalog::DirLock> {
     let lock = crate::format::catalog::lock_dir(&settings.backup_dir)?;
-    crate::target::clean_interrupted_all(&targets(settings)?).await;
+    let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(&settings.backup_dir));
+    crate::target::clean_interrupted_all(&[volume]).await;
     Ok(lock)
 }

@@ -150,6 +150,7 @@ pub struct EnvConfig {
     full_schedule: Option<String>,
     drill_schedule: Option<String>,
     backup_catch_up: Option<String>,
+    backup_offsite_timeout: Option<u64>,
     retention_daily: Option<u32>,
     retention_weekly: Option<u32>,
     retention_monthly: Option<u32>,
@@ -157,6 +158,7 @@ pub struct EnvConfig {
     retention_config_weekly: Option<u32>,
     health_max_age_hours: Option<u64>,
     health_min_free_mb: Option<u64>,
+    health_max_offsite_delay_hours: Option<u64>,
     notify_on_success: Option<bool>,
     notify_webhook_url: Option<String>,
     notify_webhook_format: Option<String>,
@@ -226,6 +228,7 @@ pub const KNOWN: &[&str] = &[
     "FULL_PREFIX",
     "DRILL_SCHEDULE",
     "BACKUP_CATCH_UP",
+    "BACKUP_OFFSITE_TIMEOUT",
     "RETENTION_DAILY",
     "RETENTION_WEEKLY",
     "RETENTION_MONTHLY",
@@ -233,6 +236,7 @@ pub const KNOWN: &[&str] = &[
     "RETENTION_CONFIG_WEEKLY",
     "HEALTH_MAX_AGE_HOURS",
     "HEALTH_MIN_FREE_MB",
+    "HEALTH_MAX_OFFSITE_DELAY_HOURS",
     "NOTIFY_ON_SUCCESS",
     "NOTIFY_WEBHOOK_URL",
     "NOTIFY_WEBHOOK_FORMAT",
@@ -361,6 +365,9 @@ pub struct HealthSettings {
     /// Free space below this on `BACKUP_DIR` is unhealthy
     /// (`HEALTH_MIN_FREE_MB`); `None`: twice the last backup's size.
     pub min_free_bytes: Option<u64>,
+    /// A backup still missing from an off-site target this long after it
+    /// was taken is unhealthy (`HEALTH_MAX_OFFSITE_DELAY_HOURS`, default 26).
+    pub max_offsite_delay: Duration,
 }
 
 /// Sending mail (`NOTIFY_SMTP_*`).
@@ -416,6 +423,9 @@ pub struct Settings {
     pub passphrase: Option<Secret>,
     /// The bucket, when `S3_BUCKET` is set.
     pub s3: Option<S3Settings>,
+    /// How long one run waits on an off-site target that does not answer,
+    /// over all its steps (`BACKUP_OFFSITE_TIMEOUT`, default 60 s).
+    pub offsite_timeout: Duration,
     /// Logging.
     pub log: LogSettings,
     /// Schedules and time zone.
@@ -730,6 +740,16 @@ impl TryFrom<EnvConfig> for Settings {
         let health = HealthSettings {
             max_age: Duration::from_secs(max_age_hours.saturating_mul(3600)),
             min_free_bytes: e.health_min_free_mb.map(|mb| mb.saturating_mul(1_000_000)),
+            max_offsite_delay: Duration::from_secs(
+                in_range(
+                    "HEALTH_MAX_OFFSITE_DELAY_HOURS",
+                    e.health_max_offsite_delay_hours,
+                    26,
+                    1,
+                    24 * 366,
+                )?
+                .saturating_mul(3600),
+            ),
         };
         let smtp_password = secret(
             "NOTIFY_SMTP_PASSWORD",
@@ -846,6 +866,13 @@ impl TryFrom<EnvConfig> for Settings {
                 e.backup_passphrase_file,
             )?,
             s3,
+            offsite_timeout: Duration::from_secs(in_range(
+                "BACKUP_OFFSITE_TIMEOUT",
+                e.backup_offsite_timeout,
+                60,
+                1,
+                86_400,
+            )?),
             log: LogSettings {
                 level: e.log_level.unwrap_or_else(|| "info".into()),
                 json: log_json,

@@ -2,7 +2,7 @@
 //!
 //! Owns: cron schedules and the scheduler loop ([`schedule`]), one scheduled
 //! job start to finish ([`jobs`]), grandfather-father-son rotation
-//! ([`retention`]), the run history ([`state`]) and the health verdict read
+//! ([`retention`]), catching up missed off-site copies ([`offsite`]), the run history ([`state`]) and the health verdict read
 //! from it ([`health`]), alerts ([`notify`]) and the Prometheus listener
 //! ([`metrics`]).
 //!
@@ -14,6 +14,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
+pub mod offsite;
 pub mod retention;
 pub mod schedule;
 pub mod state;

@@ -25,11 +25,12 @@
 //!   and the tar archives of configuration and uploads ([`format::archive`]).
 //! - [`target`]: storage targets behind one trait (the volume in
 //!   `target::local`, an S3-compatible bucket in `target::s3`; room for
-//!   `target::sftp`).
+//!   `target::sftp`), and the run-wide time budget that wraps an off-site
+//!   target (`target::budget`).
 //!
 //! **Stages.**
-//! - [`backup`]: the write path (encode-and-store to every target), full
-//!   backups, and safety snapshots before a restore.
+//! - [`backup`]: the write path (encode-and-store to the volume, then a copy
+//!   to each off-site target), full backups, and safety snapshots before a restore.
 //! - [`restore`]: the read path: the statement executor, `DEFINER` handling,
 //!   stopping the app containers (Docker), restore drills.
 //! - Room for `binlog/`: the binlog archive and point-in-time replay will
@@ -37,7 +38,8 @@
 //!
 //! **Above the stages.**
 //! - [`daemon`]: schedules and the scheduler loop, one job start to finish,
-//!   retention, run history, health, alerts, metrics.
+//!   retention, catching up missed off-site copies, run history, health,
+//!   alerts, metrics.
 //! - [`preflight`]: privileges, `max_allowed_packet`, free space and server
 //!   version checked at `run` start and before a restore, as a report of findings.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.

@@ -9,6 +9,7 @@
 //! than living inside one. The shared conformance suite in
 //! `tests/it/target_conformance.rs` runs against every implementation.
 
+pub mod budget;
 pub mod local;
 pub mod s3;
 
@@ -160,6 +161,11 @@ pub trait Target: Send + Sync + fmt::Debug {
     async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
         Ok(Vec::new())
     }
+    /// One request that shows the target answers, without retries: a
+    /// target that is down says so at once. Used through [`reachable`].
+    async fn answers(&self) -> Result<(), TargetError> {
+        self.metadata(PROBE_NAME).await.map(|_| ())
+    }
 }
 
 /// [`Target::clean_interrupted`] on every target, logging what was removed;
@@ -176,6 +182,33 @@ pub async fn clean_interrupted_all(targets: &[std::sync::Arc<dyn Target>]) {
                 tracing::warn!(target = t.label(), error = %e, "cannot clean up after interrupted runs")
             }
         }
+    }
+}
+
+/// How long a command that found what it needs on the volume waits for an
+/// off-site target to answer at all before going on without it.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A name that is never one of ours: asking for it shows that a target answers.
+pub const PROBE_NAME: &str = "selmai-backup-reachable";
+
+/// Whether `target` answers within `patience` ([`Target::answers`], one
+/// request without retries). Used where the volume has already answered,
+/// so a target that is down costs at most `patience`, not its retries; a
+/// target that answers is then asked in full, however long that takes.
+pub async fn reachable(
+    target: &dyn Target,
+    patience: std::time::Duration,
+) -> Result<(), TargetError> {
+    match tokio::time::timeout(patience, target.answers()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(TargetError::Remote {
+            target: target.label(),
+            action: "reaching",
+            name: "the target".into(),
+            detail: format!("no answer within {} s", patience.as_secs_f64()),
+        }),
     }
 }
 

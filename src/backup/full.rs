@@ -191,7 +191,7 @@ pub async fn backup(
             warnings.push(w);
         }
     }
-    let taken = pipeline::free_time(targets, |when| {
+    let taken = pipeline::free_time(&targets[..targets.len().min(1)], |when| {
         let mut names = vec![catalog::full_set_name(prefix, when)];
         for &p in &parts {
             let n = catalog::full_part_name(prefix, when, p, ext, encrypted);
@@ -365,12 +365,34 @@ pub async fn locate(
         .collect::<Vec<_>>()
         .join(" and ");
     let mut complete = Vec::new();
-    for t in targets {
-        for s in catalog::list_full(t.as_ref(), prefix).await? {
-            if s.complete {
-                complete.push((t.clone(), s));
+    for (i, t) in targets.iter().enumerate() {
+        // The volume first: a set found there is used without waiting on
+        // an off-site target, which may be the thing that is down. For
+        // `latest-full`, an off-site target that does not answer at once
+        // is left out and named.
+        if i > 0 && !complete.is_empty() {
+            if name != catalog::LATEST_FULL
+                && complete
+                    .iter()
+                    .any(|(_, s): &(_, catalog::FullSetEntry)| s.name == name)
+            {
+                break;
+            }
+            if name == catalog::LATEST_FULL {
+                if let Err(e) = target::reachable(t.as_ref(), target::PATIENCE).await {
+                    tracing::warn!(target = t.label(), error = %e, "the {} could not be read: it might hold a full backup newer than {}", t.label(), complete[0].1.name);
+                    continue;
+                }
             }
         }
+        let mut sets: Vec<_> = catalog::list_full(t.as_ref(), prefix)
+            .await?
+            .into_iter()
+            .filter(|s| s.complete)
+            .map(|s| (t.clone(), s))
+            .collect();
+        sets.sort_by_key(|(_, s)| std::cmp::Reverse(s.taken));
+        complete.extend(sets);
     }
     // Newest first; for the same set the earlier target (the volume) wins.
     complete.sort_by_key(|(_, s)| std::cmp::Reverse(s.taken));

@@ -3,12 +3,13 @@
 //!
 //! Backup: the dumper writes SQL into an in-memory pipe; an encoder on a
 //! blocking thread compresses it into a bounded channel of chunks; the store
-//! loop hashes each chunk once and writes it to every target's upload. The
-//! first target (the volume) is primary: if it fails the backup fails and
-//! nothing is published anywhere; a failing secondary target (the bucket)
-//! is dropped and reported, and the local backup still counts. The manifest
-//! is written to each target after the data. Memory is bounded by the pipe,
-//! the channel and each upload's buffer, whatever the database size.
+//! loop hashes each chunk once and writes it to the volume's upload, the
+//! manifest after the data. If the volume fails the backup fails and
+//! nothing is published. Once the backup is complete on the volume, it is
+//! copied from there to each off-site target (`offsite`), so an off-site
+//! target never delays or fails the local backup: a failed copy is
+//! reported, and a later run's catch-up makes it. Memory is bounded by the
+//! pipe, the channel and the upload's buffer, whatever the database size.
 //!
 //! Reading a backup back is [`crate::restore::open`].
 
@@ -54,19 +55,14 @@ pub enum BackupError {
     Archive(#[from] ArchiveError),
 }
 
-/// A secondary target that could not take its copy.
-#[derive(Debug)]
-pub struct TargetFailure {
-    /// Which target.
-    pub target: &'static str,
-    /// Why.
-    pub error: TargetError,
-}
+pub use crate::backup::offsite::TargetFailure;
 
 /// One backup's uploads, one per target, the first target primary. Every
 /// stage (start, write, commit) reports a target's failure through
 /// [`FanOut::fail`], so the rule lives in one place: a failing primary fails
 /// the run, a failing secondary is dropped and recorded and the backup goes on.
+/// The backups of this module give it the volume alone (see
+/// [`volume_of`]): off-site copies are made from the volume afterwards.
 struct FanOut<'a> {
     /// The targets, in the order of `uploads`.
     targets: &'a [Arc<dyn Target>],
@@ -281,7 +277,7 @@ async fn dump_as(
     let compression = enc.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(db), "backup started");
-    let encoded = encode_and_store(enc, targets, &name, |sql_w| async {
+    let encoded = encode_and_store(enc, volume_of(targets), &name, |sql_w| async {
         Ok(dump::dump_database(db, sql_w, opts, hooks).await?)
     })
     .await?;
@@ -297,7 +293,7 @@ async fn dump_as(
     let sql_bytes = summary.sql_bytes;
     let tables = summary.tables.len();
     let size = encoded.size;
-    let (stored, failed) = publish(&name, &manifest, encoded).await?;
+    publish(&name, &manifest, encoded).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -307,6 +303,7 @@ async fn dump_as(
         seconds = format!("{:.1}", elapsed.as_secs_f64()),
         "backup finished"
     );
+    let (stored, failed) = copy_offsite(targets, &name).await;
     Ok(BackupOutcome {
         file: name,
         manifest,
@@ -346,7 +343,7 @@ pub async fn backup_archive_as(
     let compression = settings.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
-    let encoded = encode_and_store(&Encoding::of(settings), targets, &name, |w| async move {
+    let encoded = encode_and_store(&Encoding::of(settings), volume_of(targets), &name, |w| async move {
         // The file system is read with blocking calls: a blocking thread
         // writes the tar into the pipe through a bridge.
         let bridge = tokio_util::io::SyncIoBridge::new(w);
@@ -371,7 +368,7 @@ pub async fn backup_archive_as(
     let size = encoded.size;
     let entries = summary.files.len();
     let changed = summary.files.iter().filter(|f| f.changed).count();
-    let (stored, failed) = publish(&name, &manifest, encoded).await?;
+    publish(&name, &manifest, encoded).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -381,6 +378,7 @@ pub async fn backup_archive_as(
         seconds = format!("{:.1}", elapsed.as_secs_f64()),
         "archive finished"
     );
+    let (stored, failed) = copy_offsite(targets, &name).await;
     Ok(BackupOutcome {
         file: name,
         manifest,
@@ -388,6 +386,24 @@ pub async fn backup_archive_as(
         failed,
         elapsed,
     })
+}
+
+/// The volume alone: a backup is made there first, and counts once it is.
+fn volume_of(targets: &[Arc<dyn Target>]) -> &[Arc<dyn Target>] {
+    &targets[..targets.len().min(1)]
+}
+
+/// Copy the backup `name`, now complete on the volume, to every off-site
+/// target; a failed copy is left to the next run's catch-up.
+async fn copy_offsite(
+    targets: &[Arc<dyn Target>],
+    name: &str,
+) -> (Vec<&'static str>, Vec<TargetFailure>) {
+    crate::backup::offsite::copy_backup(
+        targets,
+        &crate::backup::offsite::Unit::single(name, Utc::now()),
+    )
+    .await
 }
 
 fn compression_name(c: Compression) -> &'static str {
@@ -480,14 +496,14 @@ where
     }
 }
 
-/// Commit every upload and write the manifest beside it. Returns the
-/// targets holding a complete copy and the secondary targets that failed.
+/// Commit every upload and write the manifest beside it.
 async fn publish<T>(
     name: &str,
     manifest: &Manifest,
     encoded: Encoded<'_, T>,
-) -> Result<(Vec<&'static str>, Vec<TargetFailure>), BackupError> {
-    Ok(encoded.fan.commit(name, &manifest.to_json()).await?)
+) -> Result<(), BackupError> {
+    encoded.fan.commit(name, &manifest.to_json()).await?;
+    Ok(())
 }
 
 /// A name no target holds yet (two backups in the same second get the next second).
@@ -495,7 +511,7 @@ async fn free_name(
     targets: &[Arc<dyn Target>],
     make: impl Fn(chrono::DateTime<Utc>) -> String,
 ) -> Result<String, TargetError> {
-    let when = free_time(targets, |when| {
+    let when = free_time(volume_of(targets), |when| {
         let name = make(when);
         vec![manifest::name_for(&name), name]
     })

@@ -48,7 +48,9 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         BackupKind::Full => Kind::Full,
     };
     health::space_for_backup(&settings.backup_dir, &known, kind)?;
-    let targets = super::targets(settings)?;
+    // One time budget per off-site target for the whole command.
+    let targets =
+        crate::target::budget::for_run(&super::targets(settings)?, settings.offsite_timeout);
     let started = Utc::now();
     let written = match args.kind {
         BackupKind::Db => Written::from(
@@ -74,6 +76,11 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             }
         }
     };
+    // Copies that earlier runs could not make off-site are made now.
+    let mut written = written;
+    written
+        .warnings
+        .extend(crate::daemon::offsite::catch_up_and_record(&targets, settings).await);
     finish(settings, kind, started, written)
 }
 

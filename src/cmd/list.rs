@@ -1,6 +1,8 @@
 //! `selmai-backup list`: the backups (database dumps, configuration and
 //! uploads archives, full backups with each of their parts) in every
-//! target, newest first.
+//! target, newest first; those not yet copied to a readable off-site
+//! target are marked local only. An off-site target that does not answer
+//! is named in one line and left out, so the volume's list never waits on it.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,8 @@ use crate::config::Settings;
 use crate::format::catalog::{self, FullObject, Part};
 use crate::format::manifest;
 use crate::progress::human_bytes;
+use crate::target::local::LocalTarget;
+use crate::target::{self, Target, TargetError};
 
 /// Arguments of `list`.
 #[derive(Debug, clap::Args)]
@@ -29,82 +33,70 @@ struct Row {
     age_hours: f64,
     locations: Vec<&'static str>,
     manifest: bool,
+    /// On the volume and in no off-site target that could be read.
+    local_only: bool,
+    #[serde(skip)]
+    offsite: bool,
+}
+
+/// One backup (or part) as one target holds it.
+struct Item {
+    name: String,
+    kind: &'static str,
+    taken: chrono::DateTime<Utc>,
+    size: u64,
+    manifest: bool,
+    location: &'static str,
 }
 
 /// Print the list.
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    for t in super::targets(settings)? {
+    let mut offsite_read = false;
+    for (i, t) in super::targets(settings)?.iter().enumerate() {
         let t = t.as_ref();
-        let kinds = [
-            ("db", catalog::list_db(t, &settings.prefix).await?),
-            (
-                "config",
-                catalog::list_archives(t, &settings.config_archive.prefix).await?,
-            ),
-            (
-                "uploads",
-                catalog::list_archives(t, &settings.uploads_archive.prefix).await?,
-            ),
-        ];
-        for (kind, e) in kinds
-            .into_iter()
-            .flat_map(|(k, es)| es.into_iter().map(move |e| (k, e)))
-        {
-            let row = rows.entry(e.name.clone()).or_insert_with(|| Row {
-                name: e.name.clone(),
-                kind,
-                taken: e.parsed.taken,
-                size: e.size,
-                age_hours: (Utc::now() - e.parsed.taken).num_seconds() as f64 / 3600.0,
-                locations: Vec::new(),
-                manifest: e.has_manifest,
-            });
-            row.locations.push(e.location);
-        }
-        for set in catalog::list_full(t, &settings.full_prefix).await? {
-            let names: std::collections::HashSet<&str> =
-                set.objects.iter().map(|o| o.name.as_str()).collect();
-            let mut add = |name: &str, kind: &'static str, size: u64, manifest: bool| {
-                let row = rows.entry(name.to_owned()).or_insert_with(|| Row {
-                    name: name.to_owned(),
-                    kind,
-                    taken: set.taken,
-                    size,
-                    age_hours: (Utc::now() - set.taken).num_seconds() as f64 / 3600.0,
-                    locations: Vec::new(),
-                    manifest,
-                });
-                row.locations.push(set.location);
+        // The volume is listed whatever else happens; an off-site target
+        // that does not answer at once, or fails, is named in one line
+        // rather than holding the list up or failing it.
+        let listed = if i == 0 {
+            items(t, settings).await?
+        } else {
+            let read = match target::reachable(t, target::PATIENCE).await {
+                Ok(()) => items(t, settings).await,
+                Err(e) => Err(e),
             };
-            if set.complete {
-                let parts = set
-                    .objects
-                    .iter()
-                    .filter(|o| {
-                        matches!(
-                            catalog::parse_full_object(&settings.full_prefix, &o.name),
-                            Some((_, FullObject::Part(_)))
-                        )
-                    })
-                    .map(|o| o.size)
-                    .sum();
-                add(&set.name, "full", parts, true);
-            }
-            for o in &set.objects {
-                if let Some((_, FullObject::Part(part))) =
-                    catalog::parse_full_object(&settings.full_prefix, &o.name)
-                {
-                    let kind = match part {
-                        Part::Db => "full:db",
-                        Part::Config => "full:config",
-                        Part::Uploads => "full:uploads",
-                    };
-                    let has_manifest = names.contains(manifest::name_for(&o.name).as_str());
-                    add(&o.name, kind, o.size, set.complete && has_manifest);
+            match read {
+                Ok(l) => {
+                    offsite_read = true;
+                    l
+                }
+                Err(e) => {
+                    eprintln!(
+                        "the {} could not be read, backups only there are not listed: {e}",
+                        t.label()
+                    );
+                    continue;
                 }
             }
+        };
+        for it in listed {
+            let row = rows.entry(it.name.clone()).or_insert_with(|| Row {
+                name: it.name.clone(),
+                kind: it.kind,
+                taken: it.taken,
+                size: it.size,
+                age_hours: (Utc::now() - it.taken).num_seconds() as f64 / 3600.0,
+                locations: Vec::new(),
+                manifest: it.manifest,
+                local_only: false,
+                offsite: false,
+            });
+            row.locations.push(it.location);
+            row.offsite |= i > 0 && it.manifest;
         }
+    }
+    for r in rows.values_mut() {
+        r.local_only = offsite_read && !r.offsite && r.locations.contains(&LocalTarget::LABEL);
     }
     let mut rows: Vec<Row> = rows.into_values().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.taken));
@@ -128,7 +120,11 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             human_bytes(r.size),
             age(r.age_hours),
             r.locations.join("+"),
-            if r.manifest { "" } else { " (no manifest)" }
+            match (r.manifest, r.local_only) {
+                (false, _) => " (no manifest)",
+                (true, true) => " (local only: not copied off-site yet)",
+                (true, false) => "",
+            }
         );
     }
     Ok(())
@@ -142,4 +138,75 @@ fn age(hours: f64) -> String {
     } else {
         format!("{:.1}d", hours / 24.0)
     }
+}
+
+/// Every backup, archive, full set and part that `t` holds.
+async fn items(t: &dyn Target, settings: &Settings) -> Result<Vec<Item>, TargetError> {
+    let mut out = Vec::new();
+    let kinds = [
+        ("db", catalog::list_db(t, &settings.prefix).await?),
+        (
+            "config",
+            catalog::list_archives(t, &settings.config_archive.prefix).await?,
+        ),
+        (
+            "uploads",
+            catalog::list_archives(t, &settings.uploads_archive.prefix).await?,
+        ),
+    ];
+    for (kind, e) in kinds
+        .into_iter()
+        .flat_map(|(k, es)| es.into_iter().map(move |e| (k, e)))
+    {
+        out.push(Item {
+            name: e.name,
+            kind,
+            taken: e.parsed.taken,
+            size: e.size,
+            manifest: e.has_manifest,
+            location: e.location,
+        });
+    }
+    for set in catalog::list_full(t, &settings.full_prefix).await? {
+        let names: std::collections::HashSet<&str> =
+            set.objects.iter().map(|o| o.name.as_str()).collect();
+        let mut add = |name: &str, kind: &'static str, size: u64, manifest: bool| {
+            out.push(Item {
+                name: name.to_owned(),
+                kind,
+                taken: set.taken,
+                size,
+                manifest,
+                location: set.location,
+            });
+        };
+        if set.complete {
+            let parts = set
+                .objects
+                .iter()
+                .filter(|o| {
+                    matches!(
+                        catalog::parse_full_object(&settings.full_prefix, &o.name),
+                        Some((_, FullObject::Part(_)))
+                    )
+                })
+                .map(|o| o.size)
+                .sum();
+            add(&set.name, "full", parts, true);
+        }
+        for o in &set.objects {
+            if let Some((_, FullObject::Part(part))) =
+                catalog::parse_full_object(&settings.full_prefix, &o.name)
+            {
+                let kind = match part {
+                    Part::Db => "full:db",
+                    Part::Config => "full:config",
+                    Part::Uploads => "full:uploads",
+                };
+                let has_manifest = names.contains(manifest::name_for(&o.name).as_str());
+                add(&o.name, kind, o.size, set.complete && has_manifest);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -27,7 +27,11 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let tz = settings.schedule.tz;
     let mut first_failure = None;
     let mut failures = 0;
-    for t in super::targets(settings)? {
+    // An off-site target that does not answer costs BACKUP_OFFSITE_TIMEOUT
+    // in all, not its retries at every step.
+    let targets =
+        crate::target::budget::for_run(&super::targets(settings)?, settings.offsite_timeout);
+    for t in targets {
         let t = t.as_ref();
         let s = settings;
         let kinds = [

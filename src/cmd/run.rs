@@ -145,7 +145,16 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         retention = %settings.retention,
         "selmai-backup daemon started"
     );
-    schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
+    // Copies an earlier run (or process) could not make off-site are made
+    // before the first scheduled run; a shutdown meanwhile stops them.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let stopped = tokio::select! {
+        () = runner.catch_up_at_start() => false,
+        _ = &mut shutdown => true,
+    };
+    if !stopped {
+        schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
+    }
     let _ = stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())

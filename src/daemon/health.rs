@@ -5,7 +5,10 @@
 //! 1. the state file is readable and records a successful database backup;
 //! 2. that backup started less than `HEALTH_MAX_AGE_HOURS` ago;
 //! 3. when a bucket is configured, its off-site copy succeeded;
-//! 4. free space on `BACKUP_DIR` is at least `HEALTH_MIN_FREE_MB`, or by
+//! 4. no backup that retention keeps has been missing from an off-site
+//!    target (as the last catch-up found) for longer than
+//!    `HEALTH_MAX_OFFSITE_DELAY_HOURS` after it was taken;
+//! 5. free space on `BACKUP_DIR` is at least `HEALTH_MIN_FREE_MB`, or by
 //!    default twice the size of that backup.
 //!
 //! [`verdict`] is a pure function of the state, the settings, the free
@@ -85,6 +88,9 @@ pub fn verdict(
             }
         }
     }
+    if let Some(why) = overdue_offsite(state, settings, now) {
+        return Err(why);
+    }
     let last_size = last.size.unwrap_or(0);
     let (need, why) = match settings.health.min_free_bytes {
         Some(b) => (b, "HEALTH_MIN_FREE_MB".to_owned()),
@@ -114,6 +120,26 @@ pub fn verdict(
         },
         human_bytes(free),
         last_drill(state)
+    ))
+}
+
+/// The oldest backup still missing from an off-site target longer than
+/// `HEALTH_MAX_OFFSITE_DELAY_HOURS` after it was taken, as the reason.
+fn overdue_offsite(state: &State, settings: &Settings, now: DateTime<Utc>) -> Option<String> {
+    let max = chrono::Duration::from_std(settings.health.max_offsite_delay)
+        .unwrap_or(chrono::Duration::MAX);
+    let (target, m) = state
+        .offsite
+        .iter()
+        .flat_map(|c| c.missing.iter().map(move |m| (&c.target, m)))
+        .filter(|(_, m)| now - m.taken > max)
+        .min_by_key(|(_, m)| m.taken)?;
+    Some(format!(
+        "the backup {} is still not in the {target} {} after it was taken, more than HEALTH_MAX_OFFSITE_DELAY_HOURS={}: {}",
+        m.name,
+        human_duration(now - m.taken),
+        settings.health.max_offsite_delay.as_secs() / 3600,
+        m.error
     ))
 }
 
@@ -222,7 +248,11 @@ mod tests {
     }
 
     fn state(runs: Vec<Run>) -> State {
-        State { version: 1, runs }
+        State {
+            version: 1,
+            runs,
+            offsite: Vec::new(),
+        }
     }
 
     #[rstest]
@@ -260,6 +290,38 @@ mod tests {
                 assert!(e.contains(w), "{e}");
                 assert!(!e.contains('\n'), "one line: {e}");
             }
+            (got, want) => panic!("got {got:?}, want error {want:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::recent(20, &[], None)]
+    #[case::overdue(27, &[], Some("the backup selmai_backup_old.sql.gz is still not in the bucket 1d 3h after it was taken, more than HEALTH_MAX_OFFSITE_DELAY_HOURS=26: bucket: gave up"))]
+    #[case::custom_delay(27, &[("HEALTH_MAX_OFFSITE_DELAY_HOURS", "48")], None)]
+    #[case::custom_delay_overdue(3, &[("HEALTH_MAX_OFFSITE_DELAY_HOURS", "2")], Some("selmai_backup_old.sql.gz is still not in the bucket 3h"))]
+    fn a_backup_missing_off_site_too_long_is_named(
+        #[case] hours_ago: i64,
+        #[case] extra: &[(&str, &str)],
+        #[case] want_err: Option<&str>,
+    ) {
+        let mut vars = vec![("S3_BUCKET", "b")];
+        vars.extend_from_slice(extra);
+        let mut st = state(vec![run(1, Outcome::Success, Offsite::Stored)]);
+        st.offsite = vec![crate::daemon::state::OffsiteCopies {
+            target: "bucket".into(),
+            checked: Some(now()),
+            missing: vec![crate::daemon::state::Missing {
+                name: "selmai_backup_old.sql.gz".into(),
+                taken: now() - chrono::Duration::hours(hours_ago),
+                error: "bucket: gave up".into(),
+            }],
+        }];
+        match (
+            verdict(&st, &settings(&vars), Ok(100 * MB), now()),
+            want_err,
+        ) {
+            (Ok(s), None) => assert!(s.starts_with("healthy"), "{s}"),
+            (Err(e), Some(w)) => assert!(e.contains(w), "{e}"),
             (got, want) => panic!("got {got:?}, want error {want:?}"),
         }
     }

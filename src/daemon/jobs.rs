@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::daemon::health::{self, SpaceError};
 use crate::daemon::metrics::Metrics;
 use crate::daemon::notify::{Event, EventKind, Notifier};
+use crate::daemon::offsite;
 use crate::daemon::retention;
 use crate::daemon::schedule::{Due, Kind, Runner, Trigger};
 use crate::daemon::state::{self, Offsite, Outcome, Run, State};
@@ -38,6 +39,7 @@ use crate::format::catalog::{self, DirLock, LockError};
 use crate::restore::drill::{self, DrillError};
 use crate::restore::open::{self, LocateError};
 use crate::restore::RestoreError;
+use crate::target::budget;
 use crate::target::local::LocalTarget;
 use crate::target::Target;
 
@@ -225,7 +227,11 @@ impl Jobs {
     ) -> Result<Run, (JobError, Option<DirLock>)> {
         let lock = self.lock(kind).await.map_err(|e| (e, None))?;
         let dir = &self.settings.backup_dir;
-        crate::target::clean_interrupted_all(&self.targets).await;
+        // One budget per run for each off-site target; the volume has none.
+        let targets = budget::for_run(&self.targets, self.settings.offsite_timeout);
+        // Off-site leftovers are cleaned after the local backup, which
+        // must not wait on them.
+        crate::target::clean_interrupted_all(&targets[..1]).await;
         let state = State::load(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the state file for the space check");
             State::default()
@@ -237,12 +243,20 @@ impl Jobs {
             }
         }
         *self.current.lock().expect("current lock") = Some(started);
-        let done = self.backup(kind).await;
+        let done = self.backup(kind, &targets).await;
         *self.current.lock().expect("current lock") = None;
-        let done = match done {
+        // After every run but a drill, failed or not: what earlier runs
+        // could not copy off-site is copied now.
+        let caught_up = if kind == Kind::Drill {
+            Vec::new()
+        } else {
+            self.catch_up_offsite(&targets).await
+        };
+        let mut done = match done {
             Ok(d) => d,
             Err(e) => return Err((e, Some(lock))),
         };
+        done.warnings.extend(caught_up);
         let run = Run {
             kind,
             trigger,
@@ -289,19 +303,35 @@ impl Jobs {
         }
     }
 
+    async fn catch_up_offsite(&self, targets: &[Arc<dyn Target>]) -> Vec<String> {
+        offsite::catch_up_and_record(targets, &self.settings).await
+    }
+
+    /// At start: catch up the off-site copies, unless a one-off `backup` or
+    /// `restore` holds the lock (the next run does it then).
+    pub async fn catch_up_at_start(&self) {
+        if self.targets.len() < 2 {
+            return;
+        }
+        let Ok(lock) = catalog::lock_dir(&self.settings.backup_dir) else {
+            return;
+        };
+        let targets = budget::for_run(&self.targets, self.settings.offsite_timeout);
+        for w in self.catch_up_offsite(&targets).await {
+            tracing::warn!("{w}");
+        }
+        drop(lock);
+    }
+
     /// The backup itself, then retention. One arm per kind.
-    async fn backup(&self, kind: Kind) -> Result<Done, JobError> {
+    async fn backup(&self, kind: Kind, targets: &[Arc<dyn Target>]) -> Result<Done, JobError> {
         match kind {
             Kind::Db => {
-                let outcome = pipeline::backup_db(
-                    &self.settings,
-                    &self.targets,
-                    &DumpOptions::default(),
-                    &NoHooks,
-                )
-                .await?;
+                let outcome =
+                    pipeline::backup_db(&self.settings, targets, &DumpOptions::default(), &NoHooks)
+                        .await?;
                 let mut done = self.done(outcome);
-                done.warnings.extend(self.prune(kind).await);
+                done.warnings.extend(self.prune(kind, targets).await);
                 Ok(done)
             }
             Kind::Config | Kind::Uploads => {
@@ -310,24 +340,18 @@ impl Jobs {
                 } else {
                     ArchiveKind::Uploads
                 };
-                let outcome =
-                    pipeline::backup_archive(&self.settings, &self.targets, archive).await?;
+                let outcome = pipeline::backup_archive(&self.settings, targets, archive).await?;
                 let changed = outcome.manifest.changed_file_warnings();
                 let mut done = self.done(outcome);
                 done.warnings.extend(changed);
-                done.warnings.extend(self.prune(kind).await);
+                done.warnings.extend(self.prune(kind, targets).await);
                 Ok(done)
             }
             Kind::Drill => {
                 let s = &self.settings;
-                let (source, _) = open::prepare(
-                    "latest",
-                    &s.prefix,
-                    &self.targets,
-                    None,
-                    s.passphrase.as_ref(),
-                )
-                .await?;
+                let (source, _) =
+                    open::prepare("latest", &s.prefix, targets, None, s.passphrase.as_ref())
+                        .await?;
                 let db = s.db().map_err(BackupError::from)?;
                 let report = drill::run(
                     &source,
@@ -348,16 +372,11 @@ impl Jobs {
                 })
             }
             Kind::Full => {
-                let o = full::backup(
-                    &self.settings,
-                    &self.targets,
-                    &DumpOptions::default(),
-                    &NoHooks,
-                )
-                .await?;
+                let o = full::backup(&self.settings, targets, &DumpOptions::default(), &NoHooks)
+                    .await?;
                 let mut done = self.done_of(o.set, o.manifest.size(), &o.stored, &o.failed);
                 done.warnings.extend(o.warnings);
-                done.warnings.extend(self.prune(kind).await);
+                done.warnings.extend(self.prune(kind, targets).await);
                 Ok(done)
             }
         }
@@ -405,10 +424,10 @@ impl Jobs {
     }
 
     /// Retention of `kind`'s backups on every target; returns what could not be done.
-    async fn prune(&self, kind: Kind) -> Vec<String> {
+    async fn prune(&self, kind: Kind, targets: &[Arc<dyn Target>]) -> Vec<String> {
         let s = &self.settings;
         let mut warnings = Vec::new();
-        for t in &self.targets {
+        for t in targets {
             let t = t.as_ref();
             let pruned = match kind {
                 Kind::Config | Kind::Uploads => {
@@ -474,7 +493,10 @@ impl Jobs {
         }
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
-        for t in &self.targets {
+        // A shutdown is waiting: an off-site target gets the run's budget
+        // at most, not its retries.
+        let targets = budget::for_run(&self.targets, self.settings.offsite_timeout);
+        for t in &targets {
             if kind == Kind::Full {
                 // A set without its set manifest never finished: all of it goes.
                 match catalog::list_full(t.as_ref(), &self.settings.full_prefix).await {

@@ -111,6 +111,32 @@ pub struct State {
     pub version: u32,
     /// Runs, oldest first.
     pub runs: Vec<Run>,
+    /// What each off-site target still lacks, as the last catch-up found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsite: Vec<OffsiteCopies>,
+}
+
+/// One off-site target's copies, as the last catch-up left them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffsiteCopies {
+    /// Which target ("bucket", "sftp").
+    pub target: String,
+    /// When its listing was last read; `None` if it never was.
+    pub checked: Option<DateTime<Utc>>,
+    /// Backups on the volume, kept by retention, that it does not hold.
+    #[serde(default)]
+    pub missing: Vec<Missing>,
+}
+
+/// A backup still missing from an off-site target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Missing {
+    /// The backup (for a full backup, its set manifest).
+    pub name: String,
+    /// When it was taken.
+    pub taken: DateTime<Utc>,
+    /// Why the last copy (or listing) failed.
+    pub error: String,
 }
 
 impl State {
@@ -143,6 +169,7 @@ impl State {
         let mut body = serde_json::to_vec_pretty(&State {
             version: VERSION,
             runs: self.runs.clone(),
+            offsite: self.offsite.clone(),
         })
         .expect("the state serialises");
         body.push(b'\n');
@@ -187,6 +214,16 @@ impl State {
 /// Load, append `run`, save. Call only while holding the `BACKUP_DIR` lock.
 /// A corrupt file is replaced (its runs are lost, the new one is kept).
 pub fn record(dir: &Path, run: Run) -> Result<(), StateError> {
+    update(dir, |state| state.push(run))
+}
+
+/// Load, replace what the off-site targets lack with `copies`, save. Call
+/// only while holding the `BACKUP_DIR` lock.
+pub fn record_offsite(dir: &Path, copies: Vec<OffsiteCopies>) -> Result<(), StateError> {
+    update(dir, |state| state.offsite = copies)
+}
+
+fn update(dir: &Path, change: impl FnOnce(&mut State)) -> Result<(), StateError> {
     let mut state = match State::load(dir) {
         Ok(s) => s,
         Err(e @ StateError::Corrupt { .. }) => {
@@ -195,7 +232,7 @@ pub fn record(dir: &Path, run: Run) -> Result<(), StateError> {
         }
         Err(e) => return Err(e),
     };
-    state.push(run);
+    change(&mut state);
     state.save(dir)
 }
 

@@ -91,31 +91,52 @@ pub async fn locate(
         let t: Arc<dyn Target> = Arc::new(target::local::LocalTarget::new(dir));
         return source_in(t, &name, dir.display().to_string(), Vec::new()).await;
     }
-    let mut all: Vec<(Arc<dyn Target>, Entry)> = Vec::new();
-    for t in targets {
-        for e in catalog::list_db(t.as_ref(), prefix).await? {
-            // Off the volume, a backup exists only once its manifest does
-            // (the manifest is uploaded after the data).
-            if e.has_manifest || t.label() == LocalTarget::LABEL {
-                all.push((t.clone(), e));
-            }
-        }
-    }
-    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
     let place = targets
         .iter()
         .map(|t| t.label())
         .collect::<Vec<_>>()
         .join(" and ");
+    let Some((volume, others)) = targets.split_first() else {
+        return Err(LocateError::Empty(place));
+    };
+    // The volume first: a backup found there is used without waiting on
+    // any off-site target, which may be the thing that is down.
+    if spec != "latest" && volume.metadata(spec).await?.is_some() {
+        return source_in(volume.clone(), spec, place, Vec::new()).await;
+    }
+    let mut all: Vec<(Arc<dyn Target>, Entry)> = complete(volume, prefix).await?;
+    let mut unread = Vec::new();
+    // For `latest` with backups on the volume, a target that does not
+    // answer at once is left out (and named). A name not on the volume, or
+    // an empty volume, leaves the off-site targets as the only hope: they
+    // get their full retries.
+    let patient = spec != "latest" || all.is_empty();
+    for t in others {
+        if !patient {
+            if let Err(e) = target::reachable(t.as_ref(), target::PATIENCE).await {
+                unread.push((t.label(), e));
+                continue;
+            }
+        }
+        match complete(t, prefix).await {
+            Ok(found) => all.extend(found),
+            Err(e) if !patient => unread.push((t.label(), e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
     if spec == "latest" {
         let (t, e) = all
             .into_iter()
             .next()
             .ok_or_else(|| LocateError::Empty(place.clone()))?;
+        for (label, error) in &unread {
+            tracing::warn!(target = label, error = %error, "the {label} could not be read: it might hold a backup newer than {}", e.name);
+        }
         return source_in(t, &e.name, place, Vec::new()).await;
     }
     let newest: Vec<String> = all.iter().take(5).map(|(_, e)| e.name.clone()).collect();
-    for t in targets {
+    for t in others {
         if t.metadata(spec).await?.is_some() {
             return source_in(t.clone(), spec, place, newest).await;
         }
@@ -125,6 +146,20 @@ pub async fn locate(
         place,
         newest,
     })
+}
+
+/// The complete backups in `t` (off the volume, a backup exists only once
+/// its manifest does: the manifest is copied after the data).
+async fn complete(
+    t: &Arc<dyn Target>,
+    prefix: &str,
+) -> Result<Vec<(Arc<dyn Target>, Entry)>, TargetError> {
+    Ok(catalog::list_db(t.as_ref(), prefix)
+        .await?
+        .into_iter()
+        .filter(|e| e.has_manifest || t.label() == LocalTarget::LABEL)
+        .map(|e| (t.clone(), e))
+        .collect())
 }
 
 /// The backup `name` in target `t`, with its manifest when there is one.

@@ -81,6 +81,8 @@ struct Client {
     concurrency: usize,
     retry: RetryPolicy,
     request_timeout: Duration,
+    /// Whether requests put the bucket in the path (else in the host name).
+    path_style: bool,
 }
 
 impl fmt::Debug for S3Target {
@@ -153,7 +155,11 @@ impl S3Target {
         })?;
         let mut bucket = Bucket::new(&s.bucket, region, credentials)
             .map_err(|e| config(format!("bucket {:?}: {e}", s.bucket)))?;
-        if s.path_style {
+        // Virtual-host addressing puts the bucket in the host name, which
+        // cannot work for an IP address or a name without a dot (a compose
+        // service such as `minio`): the AWS SDKs use path style there too.
+        let path_style = s.path_style || s.endpoint.as_deref().is_some_and(needs_path_style);
+        if path_style {
             bucket.set_path_style();
         }
         bucket.set_request_timeout(Some(s.request_timeout));
@@ -184,6 +190,7 @@ impl S3Target {
                     first_delay: s.retry_delay,
                 },
                 request_timeout: s.request_timeout,
+                path_style,
             }),
             list_page_size: LIST_PAGE,
         })
@@ -385,6 +392,20 @@ impl Target for S3Target {
     async fn clean_interrupted(&self) -> Result<Vec<String>, TargetError> {
         self.abort_incomplete_uploads().await
     }
+
+    async fn answers(&self) -> Result<(), TargetError> {
+        let c = &self.client;
+        let key = key_of(&c.prefix, super::PROBE_NAME);
+        let once = RetryPolicy {
+            retries: 0,
+            ..c.retry
+        };
+        match retry(once, "reaching the bucket", || c.bucket.head_object(&key)).await {
+            Ok(_) => Ok(()),
+            Err(f) if status_of(&f.error) == Some(404) => Ok(()),
+            Err(f) => Err(c.error("reaching", &c.prefix, f)),
+        }
+    }
 }
 
 impl Client {
@@ -436,6 +457,7 @@ impl Client {
                 bucket: &self.bucket.name,
                 prefix: &self.prefix,
                 timeout: self.request_timeout,
+                path_style: self.path_style,
             },
             action,
             name,
@@ -1101,8 +1123,9 @@ fn is_transient(e: &S3Error) -> bool {
                 )
         }
         // Connection refused or reset, timeouts, a body cut short: worth
-        // another try. Only a request we could not even build is not.
-        S3Error::Reqwest(r) => !r.is_builder(),
+        // another try. A request we could not even build, or a host name
+        // that does not resolve, will fail the same way every time.
+        S3Error::Reqwest(r) => !r.is_builder() && !is_dns_failure(r),
         S3Error::Io(_) => true,
         _ => false,
     }
@@ -1117,6 +1140,7 @@ struct ErrorContext<'a> {
     bucket: &'a str,
     prefix: &'a str,
     timeout: Duration,
+    path_style: bool,
 }
 
 fn status_of(e: &S3Error) -> Option<u16> {
@@ -1129,6 +1153,52 @@ fn status_of(e: &S3Error) -> Option<u16> {
 fn error_code_of(e: &S3Error) -> Option<&str> {
     match e {
         S3Error::HttpFailWithBody(_, body) => xml_field(body, "Code"),
+        _ => None,
+    }
+}
+
+/// Whether the host name of a request could not be resolved: a typo in
+/// `S3_ENDPOINT`, or a bucket name put in front of a host that only
+/// answers by its own name. Retrying does not help.
+fn is_dns_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let text = one_line(e).to_ascii_lowercase();
+    text.contains("dns error") || text.contains("failed to lookup address")
+}
+
+/// Whether `endpoint` (`scheme://host[:port][/...]`) needs path-style
+/// addressing: an IP address, or a host name without a dot (`minio`,
+/// `localhost`), cannot take the bucket name in front of it.
+fn needs_path_style(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.starts_with('[') {
+        return true; // an IPv6 literal
+    }
+    let host = host_port.split(':').next().unwrap_or("");
+    host.parse::<std::net::Ipv4Addr>().is_ok() || !host.contains('.')
+}
+
+/// What a server said about a refused request that points at the
+/// credentials rather than at the permissions: the secret (a bad
+/// signature) or the key id (unknown to the server). Garage, for one,
+/// answers both with `AccessDenied` and says which in the message.
+fn credential_problem(code: &str, message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    match code {
+        "SignatureDoesNotMatch" => Some("check S3_SECRET_ACCESS_KEY (and S3_ACCESS_KEY_ID)"),
+        "InvalidAccessKeyId" => Some("check S3_ACCESS_KEY_ID (and S3_SECRET_ACCESS_KEY)"),
+        "InvalidToken" | "ExpiredToken" | "InvalidSecurity" => {
+            Some("check S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY")
+        }
+        _ if m.contains("signature") => Some("check S3_SECRET_ACCESS_KEY (and S3_ACCESS_KEY_ID)"),
+        _ if m.contains("no such key")
+            || m.contains("unknown key")
+            || m.contains("access key")
+            || m.contains("key id") =>
+        {
+            Some("check S3_ACCESS_KEY_ID (and S3_SECRET_ACCESS_KEY)")
+        }
         _ => None,
     }
 }
@@ -1181,6 +1251,13 @@ fn describe(ctx: &ErrorContext<'_>, action: &'static str, name: &str, f: &Failed
         S3Error::HttpFailWithBody(status, body) => {
             let code = xml_field(body, "Code").unwrap_or("");
             let message = xml_field(body, "Message").unwrap_or("");
+            // The server's own words, kept in every 403 message.
+            let said = match (code, message) {
+                ("", "") => format!("HTTP {status}"),
+                (c, "") => c.to_string(),
+                ("", m) => format!("HTTP {status}: {m}"),
+                (c, m) => format!("{c}: {m}"),
+            };
             match (*status, code) {
                 (404, "NoSuchBucket") => remote(format!(
                     "bucket {bucket} does not exist at {endpoint}: create it or fix S3_BUCKET"
@@ -1189,23 +1266,21 @@ fn describe(ctx: &ErrorContext<'_>, action: &'static str, name: &str, f: &Failed
                     target: LABEL,
                     name,
                 },
-                (
-                    403,
-                    "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken"
-                    | "ExpiredToken" | "InvalidSecurity",
-                ) => denied(format!(
-                    "{endpoint} rejected the credentials ({code}): check S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"
-                )),
+                (403 | 401, _) if credential_problem(code, message).is_some() => {
+                    denied(format!(
+                        "{endpoint} rejected the credentials ({said}): {}",
+                        credential_problem(code, message).unwrap_or_default()
+                    ))
+                }
                 (403, "RequestTimeTooSkewed") => denied(format!(
-                    "the clock of this host differs too much from {endpoint}'s: synchronise it (NTP)"
+                    "the clock of this host differs too much from {endpoint}'s ({said}): synchronise it (NTP)"
                 )),
                 (403, _) if action == "deleting" => denied(format!(
-                    "the credentials may upload but not delete under {bucket}/{}: old backups stay in the bucket; grant s3:DeleteObject on that prefix, or expire them with a lifecycle rule",
+                    "the credentials may upload but not delete under {bucket}/{} ({said}): old backups stay in the bucket; grant s3:DeleteObject on that prefix, or expire them with a lifecycle rule",
                     ctx.prefix
                 )),
                 (403, _) => denied(format!(
-                    "access denied ({}) in bucket {bucket} at {endpoint}: the credentials need s3:ListBucket, s3:GetObject, s3:PutObject and s3:AbortMultipartUpload on the prefix {:?} (see the policy example in the README)",
-                    if code.is_empty() { "HTTP 403" } else { code },
+                    "access denied in bucket {bucket} at {endpoint} ({said}): the credentials need s3:ListBucket, s3:GetObject, s3:PutObject and s3:AbortMultipartUpload on the prefix {:?} (see the policy example in the README)",
                     ctx.prefix
                 )),
                 (_, "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")
@@ -1238,6 +1313,19 @@ fn describe(ctx: &ErrorContext<'_>, action: &'static str, name: &str, f: &Failed
             "no answer from {endpoint} within {} s{tries}: check the network, or raise S3_REQUEST_TIMEOUT",
             ctx.timeout.as_secs()
         )),
+        S3Error::Reqwest(r) if is_dns_failure(r) => {
+            let hint = if ctx.path_style {
+                String::new()
+            } else {
+                format!(
+                    "; requests go to {bucket}.<host>: if the service only answers by its own name, set S3_PATH_STYLE=true"
+                )
+            };
+            remote(format!(
+                "cannot resolve the host of {endpoint} ({}): check S3_ENDPOINT{hint}",
+                one_line(r)
+            ))
+        }
         S3Error::Reqwest(r) if r.is_connect() => remote(format!(
             "cannot connect to {endpoint}{tries} ({}): check S3_ENDPOINT and the network",
             one_line(r)
@@ -1297,6 +1385,7 @@ mod tests {
             bucket: "backups",
             prefix: "prod/",
             timeout: Duration::from_secs(120),
+            path_style: false,
         }
     }
 
@@ -1394,6 +1483,78 @@ mod tests {
             e.contains("S3_ACCESS_KEY_ID") && e.contains("S3_SECRET_ACCESS_KEY"),
             "{e}"
         );
+    }
+
+    fn http_said(status: u16, code: &str, message: &str) -> Failed {
+        Failed {
+            error: S3Error::HttpFailWithBody(
+                status,
+                format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>"),
+            ),
+            attempts: 1,
+        }
+    }
+
+    // Garage answers AccessDenied for a bad secret and for an unknown key
+    // id, and says which in the message; AWS has codes of their own.
+    #[rstest]
+    #[case("AccessDenied", "Forbidden: Invalid signature", "S3_SECRET_ACCESS_KEY")]
+    #[case(
+        "AccessDenied",
+        "Forbidden: No such key: GK31c2f218a2e44f485b94239e",
+        "S3_ACCESS_KEY_ID"
+    )]
+    #[case(
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match",
+        "S3_SECRET_ACCESS_KEY"
+    )]
+    #[case(
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist",
+        "S3_ACCESS_KEY_ID"
+    )]
+    fn rejected_credentials_keep_the_servers_words(
+        #[case] code: &str,
+        #[case] message: &str,
+        #[case] variable: &str,
+    ) {
+        let e = describe(&ctx(), "listing", "prod/", &http_said(403, code, message));
+        assert!(matches!(e, TargetError::Denied { .. }));
+        let e = e.to_string();
+        assert!(e.contains(&format!("{code}: {message}")), "{e}");
+        assert!(e.contains(&format!("check {variable}")), "{e}");
+        assert!(!e.contains("s3:ListBucket"), "{e}");
+    }
+
+    #[test]
+    fn a_policy_denial_keeps_the_servers_words_and_lists_the_permissions() {
+        let f = http_said(403, "AccessDenied", "Access Denied by bucket policy");
+        let e = describe(&ctx(), "uploading", "x", &f).to_string();
+        assert!(
+            e.contains("AccessDenied: Access Denied by bucket policy")
+                && e.contains("s3:PutObject")
+                && !e.contains("S3_SECRET_ACCESS_KEY"),
+            "{e}"
+        );
+        let e = describe(&ctx(), "deleting", "x", &f).to_string();
+        assert!(
+            e.contains("AccessDenied: Access Denied by bucket policy") && e.contains("not delete"),
+            "{e}"
+        );
+    }
+
+    #[rstest]
+    #[case("http://127.0.0.1:9000", true)]
+    #[case("http://minio:9000", true)]
+    #[case("http://localhost:9000/", true)]
+    #[case("http://[::1]:9000", true)]
+    #[case("https://garage", true)]
+    #[case("https://s3.fr-par.scw.cloud", false)]
+    #[case("https://minio.internal:9000", false)]
+    #[case("https://user@s3.example.net", false)]
+    fn path_style_is_chosen_for_hosts_that_need_it(#[case] endpoint: &str, #[case] path: bool) {
+        assert_eq!(needs_path_style(endpoint), path);
     }
 
     #[test]

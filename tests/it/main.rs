@@ -13,6 +13,7 @@ mod failures;
 mod full;
 mod harness;
 mod layout;
+mod offsite;
 mod preflight;
 mod rollback;
 mod roundtrip;

@@ -74,6 +74,8 @@ fn classify(method: &str, target: &str) -> Kind {
 enum Fault {
     /// Answer this status with this S3 error code, without asking moto.
     Status(u16, &'static str),
+    /// Answer this status, S3 error code and message, without asking moto.
+    Said(u16, &'static str, &'static str),
     /// Forward the head and this many body bytes, then close both sides.
     CutRequest(usize),
     /// Forward; pass this many bytes of the answer, then close.
@@ -250,10 +252,16 @@ async fn serve(
         }
         body.extend_from_slice(&chunk[..n]);
     }
+    let said = match fault {
+        Some(Fault::Status(status, code)) => Some((status, code, "injected by the test proxy")),
+        Some(Fault::Said(status, code, message)) => Some((status, code, message)),
+        _ => None,
+    };
     match fault {
-        Some(Fault::Status(status, code)) => {
+        Some(Fault::Status(..) | Fault::Said(..)) => {
+            let (status, code, message) = said.expect("a status fault");
             let xml = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
             );
             let body = if method == "HEAD" { "" } else { xml.as_str() };
             let resp = format!(
@@ -629,6 +637,114 @@ async fn rejected_credentials_name_the_variables() {
         "{msg}"
     );
     assert_eq!(proxy.count(Kind::List), 1, "a 403 is not retried");
+}
+
+// Garage answers a wrong secret and an unknown key id with AccessDenied
+// and says which in the message: both words reach the operator, with the
+// variable to check, and neither is retried.
+#[rstest::rstest]
+#[case("Forbidden: Invalid signature", "S3_SECRET_ACCESS_KEY")]
+#[case(
+    "Forbidden: No such key: GK0123456789abcdef01234567",
+    "S3_ACCESS_KEY_ID"
+)]
+#[tokio::test]
+async fn a_403_keeps_the_servers_code_and_message(
+    #[case] message: &'static str,
+    #[case] variable: &str,
+) {
+    let proxy = Proxy::start(vec![rule(
+        Kind::List,
+        1,
+        1000,
+        Fault::Said(403, "AccessDenied", message),
+    )])
+    .await;
+    let (t, _raw, _) = through(&proxy, "garage-403", 3).await;
+    let err = t.check().await.unwrap_err();
+    assert!(matches!(err, TargetError::Denied { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("AccessDenied: {message}"))
+            && msg.contains(&format!("check {variable}"))
+            && !msg.contains("s3:ListBucket"),
+        "{msg}"
+    );
+    assert_eq!(proxy.count(Kind::List), 1, "a 403 is not retried");
+}
+
+#[tokio::test]
+async fn a_policy_denial_keeps_the_servers_message_and_lists_the_permissions() {
+    let proxy = Proxy::start(vec![rule(
+        Kind::PutObject,
+        1,
+        1000,
+        Fault::Said(403, "AccessDenied", "Access Denied by bucket policy"),
+    )])
+    .await;
+    let (t, _raw, _) = through(&proxy, "policy-403", 3).await;
+    let msg = upload(&t, "small.sql.gz", b"tiny")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("AccessDenied: Access Denied by bucket policy")
+            && msg.contains("s3:PutObject")
+            && !msg.contains("S3_SECRET_ACCESS_KEY"),
+        "{msg}"
+    );
+    assert_eq!(proxy.count(Kind::PutObject), 1, "a 403 is not retried");
+}
+
+// A host name that does not resolve will not resolve a second later:
+// one attempt, and the message names the variable (issue: 125 s of
+// retries before a message with no hint).
+#[tokio::test]
+async fn a_host_that_does_not_resolve_is_not_retried() {
+    for (endpoint, path_style, hint) in [
+        // A single-label name (a compose service): path style by itself.
+        ("http://selmai-no-such-service:9000", false, false),
+        // A dotted name with virtual-host addressing: say which variable.
+        ("http://s3.selmai-test.invalid:9000", false, true),
+        ("http://s3.selmai-test.invalid:9000", true, false),
+    ] {
+        let mut s = s3_settings(endpoint, "any-bucket", "");
+        s.path_style = path_style;
+        s.retries = 5;
+        s.retry_delay = Duration::from_secs(1);
+        let t = S3Target::new(&s).unwrap();
+        let started = std::time::Instant::now();
+        let msg = t.check().await.unwrap_err().to_string();
+        // Retried, it would take 1 + 2 + 4 + 8 + 16 s; the bound leaves
+        // room for a slow resolver.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{endpoint}: retried for {:?}: {msg}",
+            started.elapsed()
+        );
+        assert!(
+            msg.contains(&format!("cannot resolve the host of {endpoint}"))
+                && msg.contains("S3_ENDPOINT")
+                && !msg.contains("attempts"),
+            "{msg}"
+        );
+        assert_eq!(msg.contains("S3_PATH_STYLE=true"), hint, "{msg}");
+    }
+}
+
+// `http://127.0.0.1:9000` cannot take the bucket in its host name: path
+// style is used without S3_PATH_STYLE, as the AWS SDKs do.
+#[tokio::test]
+async fn an_ip_address_endpoint_works_without_path_style() {
+    let name = unique_bucket("ip-endpoint");
+    create_bucket(&name).await;
+    let mut s = s3_settings(&s3_endpoint(), &name, "ip/");
+    s.path_style = false;
+    let t = S3Target::new(&s).unwrap();
+    t.check().await.unwrap();
+    upload(&t, "a.sql.gz", b"by address").await.unwrap();
+    assert_eq!(download(&t, "a.sql.gz").await.unwrap(), b"by address");
+    assert!(raw_exists(&raw_bucket(&name), "ip/a.sql.gz").await);
 }
 
 #[tokio::test]
