@@ -150,11 +150,16 @@ impl Interrupt {
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it (never, when the handlers
-/// cannot be installed).
-pub async fn interrupted() -> &'static str {
-    match Interrupt::install() {
-        Ok(mut i) => i.recv().await,
-        Err(_) => std::future::pending().await,
+/// cannot be installed). The handlers are installed when this is called,
+/// not when the future is first polled: a `select!` may poll its other
+/// branch first, and a signal in between would kill the process.
+pub fn interrupted() -> impl std::future::Future<Output = &'static str> {
+    let installed = Interrupt::install();
+    async move {
+        match installed {
+            Ok(mut i) => i.recv().await,
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 

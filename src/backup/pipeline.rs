@@ -343,15 +343,20 @@ pub async fn backup_archive_as(
     let compression = settings.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
-    let encoded = encode_and_store(&Encoding::of(settings), volume_of(targets), &name, |w| async move {
-        // The file system is read with blocking calls: a blocking thread
-        // writes the tar into the pipe through a bridge.
-        let bridge = tokio_util::io::SyncIoBridge::new(w);
-        tokio::task::spawn_blocking(move || archive::write_tar(bridge, &spec))
-            .await
-            .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))
-            .map_err(BackupError::from)
-    })
+    let encoded = encode_and_store(
+        &Encoding::of(settings),
+        volume_of(targets),
+        &name,
+        |w| async move {
+            // The file system is read with blocking calls: a blocking thread
+            // writes the tar into the pipe through a bridge.
+            let bridge = tokio_util::io::SyncIoBridge::new(w);
+            tokio::task::spawn_blocking(move || archive::write_tar(bridge, &spec))
+                .await
+                .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))
+                .map_err(BackupError::from)
+        },
+    )
     .await?;
     let summary = &encoded.value;
     let mut manifest = Manifest::for_archive(

@@ -50,6 +50,9 @@ async fn preflight(settings: &Settings) -> anyhow::Result<()> {
 
 /// Run the scheduler until a stop signal.
 pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
+    // Installed first, and kept for the whole run: a stop signal from here
+    // on (during the preflight's wait for the database too) stops cleanly.
+    let mut signals = super::Interrupt::install().context("cannot install the signal handlers")?;
     let settings = Arc::new(settings.clone());
     let tz = settings.schedule.tz;
     let now = Utc::now();
@@ -80,7 +83,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         // signal meanwhile must still stop us at once.
         tokio::select! {
             checked = preflight(&settings) => checked?,
-            signal = super::interrupted() => {
+            signal = signals.recv() => {
                 tracing::info!(signal, "received {signal} during the preflight: stopping");
                 return Ok(());
             }
@@ -126,9 +129,6 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         });
     }
 
-    // Installed now, not when the scheduler first polls the shutdown: a
-    // stop signal from here on stops the daemon cleanly.
-    let mut signals = super::Interrupt::install().context("cannot install the signal handlers")?;
     let shutdown = async move {
         let name = signals.recv().await;
         tracing::info!(signal = name, "received {name}: stopping");
