@@ -11,6 +11,7 @@ mod encryption;
 mod failures;
 mod full;
 mod harness;
+mod layout;
 mod preflight;
 mod roundtrip;
 mod s3_faults;
