@@ -81,7 +81,8 @@ if [ -e "$DIR" ]; then
 fi
 
 say "1. the images (selmai-backup:latest; the demo's database and app)"
-run "$REPO/scripts/build-image.sh"
+printf '   $ %s\n' "scripts/build-image.sh" >&2
+scripts/build-image.sh >/dev/null
 BASE=$(scripts/debian-image.sh)
 for part in mariadb:bookworm app:latest; do
   out=$(docker build -q --build-arg "BASE=$BASE" -t "selmai-demo/$part" "examples/demo/${part%%:*}" 2>&1) \
@@ -99,8 +100,10 @@ sed -e "s/^DB_PASSWORD=.*/DB_PASSWORD=$APP_PASSWORD/" \
     examples/selmai/.env.example >"$DIR/.env"
 echo "COMPOSE_PROJECT_NAME=$PROJECT" >>"$DIR/.env"
 sed -e "s/^DB_PASSWORD=.*/DB_PASSWORD=$APP_PASSWORD/" examples/selmai/backup.env.example >"$DIR/backup.env"
-chmod 600 "$DIR/.env" "$DIR/backup.env"
 printf '   (.env and backup.env from examples/selmai, with new passwords)\n' >&2
+# Secrets: readable by root and by the backup's group (the configuration
+# archive reads them from /config), not by other users.
+run "${SUDO}chgrp 10001 .env backup.env && chmod 640 .env backup.env"
 
 say "3. the backups directory, owned by uid 10001 (the image's user)"
 run "mkdir -p backups && ${SUDO}chown 10001:10001 backups"

@@ -131,9 +131,13 @@ step_demo() {
     || fail "the backup container is not healthy after the demo"
   grep -q '(healthy)' <<<"$out" || fail "the demo did not show the container (healthy)"
   grep -qE '^selmai_backup_[0-9]{8}_[0-9]{6}\.sql\.gz +' <<<"$out" || fail "the demo's \`list\` shows no backup"
+  # The configuration (.env and backup.env are secrets, yet readable by the
+  # backup's group) and the full set made at first start.
+  grep -qE '^selmai_config_[0-9]{8}_[0-9]{6}\.tar\.gz +' <<<"$out" || fail "the demo's \`list\` shows no configuration archive"
+  grep -qE '^selmai_full_[0-9]{8}_[0-9]{6}' <<<"$out" || fail "the demo's \`list\` shows no full backup"
   grep -qE 'restore latest' <<<"$out" && grep -q 'scripts/demo.sh down' <<<"$out" \
     || fail "the demo did not print the commands to restore and to tear down"
-  ok "demo: (healthy) after the first backup in ${DEMO_SECONDS}s, \`list\` shows it"
+  ok "demo: (healthy) after the first backups in ${DEMO_SECONDS}s, \`list\` shows them"
 }
 
 step_image() {
@@ -167,7 +171,7 @@ step_env_whole() {
   step "backup.env reaches the tool whole, the app's .env does not"
   local env want k
   env=$(docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$(id_of backup)")
-  want=$(grep -E '^[A-Z_]+=' "$DIR/backup.env" | cut -d= -f1)
+  want=$(grep -E '^[A-Z][A-Z0-9_]*=' "$DIR/backup.env" | cut -d= -f1)
   [ "$(wc -l <<<"$want")" -ge 15 ] || fail "backup.env has too few variables to prove anything"
   for k in $want; do
     grep -q "^$k=" <<<"$env" || fail "$k of backup.env did not reach the container"
@@ -211,7 +215,9 @@ step_restore_latest() {
   # it sees the record of stopped containers and must leave it alone (the
   # restore holds the BACKUP_DIR lock), so the app is started by the
   # restore at its end, not by a health check in the middle.
-  (while :; do docker exec "$(id_of backup)" /selmai-backup health >>"$WORK/health.log" 2>&1; sleep 0.5; done) &
+  local daemon
+  daemon=$(id_of backup)
+  (while :; do docker exec "$daemon" /selmai-backup health >>"$WORK/health.log" 2>&1; sleep 0.5; done) &
   checker=$!
   t0=$(date +%s.%N)
   restore latest --yes
