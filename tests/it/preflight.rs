@@ -7,6 +7,8 @@
 //! named (it only restores into a database of the same name). While
 //! `DRILL_SCHEDULE` is on, a user granted only on `DB_NAME` is warned that
 //! the drill fails, and it does (ERROR 1044) until the README's GRANT.
+//! A `BACKUP_DIR` nobody may write stops `run` at once (exit 8), before the
+//! database is waited for, with the chown that fixes it.
 //! And `DEFINER`s of an account that does not exist, restored by a user
 //! without SUPER / SET USER: `RESTORE_DEFINER=keep` fails saying to use
 //! rewrite, strip and rewrite restore objects that work, from our backups
@@ -238,11 +240,10 @@ async fn the_drill_is_judged_on_its_scratch_databases_while_it_is_scheduled() {
         tool::outcome(&tool::run(&vars, &["verify", "latest", "--restore-test"]));
     assert_eq!(code, 0, "{out}{err}");
 
-    // Not judged while the drill is off.
-    let off = [user.vars().to_vec(), vec![("DRILL_SCHEDULE", "off")]].concat();
-    let report = preflight::for_backup(&tool::settings(&db.name, dir.path(), &off))
-        .await
-        .unwrap();
+    // Not judged while the drill is off (DRILL_SCHEDULE=off).
+    let mut off = tool::settings(&db.name, dir.path(), &user.vars());
+    off.schedule.drill = None;
+    let report = preflight::for_backup(&off).await.unwrap();
     assert!(drill_finding(&report).is_empty(), "{report}");
 }
 
@@ -555,4 +556,36 @@ fn run_stops_at_once_when_signalled_while_the_preflight_waits_for_the_database()
     assert!(signalled.elapsed() < Duration::from_secs(5), "{log}");
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("during the preflight: stopping"), "{log}");
+}
+
+#[test]
+fn run_refuses_an_unwritable_backup_dir_at_once_saying_which_chown() {
+    use std::time::{Duration, Instant};
+
+    // Not even root may create a file in /proc/self (the tests run as
+    // root, to whom permission bits mean nothing); and the database is
+    // unreachable, to show it is not waited for.
+    let vars = tool::vars_with(
+        "nodb",
+        Path::new("/proc/self"),
+        &[("DB_PORT", "1"), ("DB_CONNECT_TIMEOUT", "60")],
+    );
+    let started = Instant::now();
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["run"]));
+    assert!(started.elapsed() < Duration::from_secs(20), "{err}");
+    assert_eq!(code, 8, "{err}");
+    let (uid, gid) = preflight::process_owner().unwrap();
+    assert!(
+        err.contains(&format!(
+            "BACKUP_DIR /proc/self is not writable by uid {uid} ("
+        )) && err.contains(&format!("sudo chown {uid}:{gid} backups")),
+        "{err}"
+    );
+    // `check` says the same, with the same exit code.
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["check"]));
+    assert_eq!(code, 8, "{err}");
+    assert!(
+        err.contains("BACKUP_DIR /proc/self is not writable"),
+        "{err}"
+    );
 }
