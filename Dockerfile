@@ -10,7 +10,7 @@
 # builds that binary on the host, makes a local Debian image from debootstrap
 # (scripts/debian-image.sh, tagged selmai-local/bookworm) for the first
 # stage, and runs
-#   docker build --build-arg BASE=selmai-local/bookworm:latest -t selmai-backup:dev CONTEXT
+#   docker build --build-arg BASE=selmai-local/bookworm:latest -t selmai-backup:latest CONTEXT
 # with a small context holding this file and dist/selmai-backup.
 #
 # How someone with a registry builds it: build the binary in the official

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the static binary and the container image, without any registry.
 #
-#   scripts/build-image.sh                 # tag selmai-backup:dev
+#   scripts/build-image.sh                 # tag selmai-backup:latest, what
+#                                          # docker-compose.backup.yml runs
 #   scripts/build-image.sh myrepo/selmai-backup:1.2.3
 #   SELMAI_BINARY=path/to/selmai-backup scripts/build-image.sh   # skip cargo
 #
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-TAG=${1:-selmai-backup:dev}
+TAG=${1:-selmai-backup:latest}
 TRIPLE=x86_64-unknown-linux-gnu
 log() { printf 'build-image: %s\n' "$*" >&2; }
 

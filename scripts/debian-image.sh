@@ -3,7 +3,8 @@
 # filesystem made by debootstrap, because no container registry can be
 # reached here (nothing can be pulled). It holds what the other images take
 # from it: CA certificates (for our scratch image), busybox-static (for the
-# e2e test's dummy app) and mariadb-server (for the e2e test's database).
+# demo's stand-in app) and mariadb-server (for the demo's database), see
+# examples/demo.
 #
 #   scripts/debian-image.sh            # prints the image name
 #   DEBIAN_IMAGE=name:tag scripts/debian-image.sh
@@ -62,8 +63,9 @@ fi
 if ! command -v debootstrap >/dev/null 2>&1; then
   log "installing debootstrap"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq debootstrap >/dev/null
+  # Waits for another apt run instead of failing on its lock.
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq debootstrap >/dev/null
 fi
 
 STATE=${SELMAI_TEST_STATE:-/var/tmp/selmai-backup-test}

@@ -45,8 +45,10 @@ cargo clippy --locked --all-targets -- -D warnings
 step "cargo test $*"
 cargo test --locked "$@"
 
-# The container on the real Docker engine (builds the images it needs, with
-# no registry). Skipped when arguments chose a subset of the tests.
+# The container on the real Docker engine: the README's first command
+# (scripts/demo.sh) and its recipes on the shipped compose files; builds
+# the images it needs, with no registry. Skipped when arguments chose a
+# subset of the tests.
 if [ $# -eq 0 ] || [ "${SELMAI_E2E:-}" = 1 ]; then
   step "end-to-end test of the image and compose files (tests/e2e.sh)"
   tests/e2e.sh

@@ -60,6 +60,14 @@
 //!    `REPLICATION`: SUPER or BINLOG REPLAY; `YES`: nobody). Fatal when the
 //!    server or the user cannot, since the restore would stop at the first
 //!    such table.
+//! 7. **`BACKUP_DIR` is writable**, first and before the database is waited
+//!    for, by creating and removing a probe file: free space said nothing
+//!    about it, and a bind mount Docker created is root's while the image
+//!    runs as uid 10001. Fatal, with the `chown` that fixes it.
+//! 8. **The restore drill's privileges** (backups, while `DRILL_SCHEDULE`
+//!    is on): the drill creates and drops a scratch database named
+//!    [`SCRATCH_PREFIX`]`...`, which a user granted only on `DB_NAME` may
+//!    not (ERROR 1044). A warning with the GRANT: backups work without it.
 //!
 //! Gathering the facts talks to the server; judging them is pure
 //! ([`judge_backup`], [`judge_restore`]), so the rules are unit tested.
@@ -78,6 +86,7 @@ use crate::daemon::state::State;
 use crate::db::{self, literal, query_strings, DbError};
 use crate::progress::human_bytes;
 use crate::restore::definer::Definer;
+use crate::restore::drill::SCRATCH_PREFIX;
 
 /// Oldest MariaDB release (major, minor) the test suite runs against.
 pub const TESTED_SINCE: (u32, u32) = (10, 5);
@@ -766,6 +775,8 @@ pub struct BackupContext {
     pub space: Result<u64, String>,
     /// Whether `space` failed because the directory is unusable (fatal) or short (warning).
     pub space_unusable: bool,
+    /// Whether the restore drill is scheduled (`DRILL_SCHEDULE` is not `off`).
+    pub drill: bool,
 }
 
 /// How many objects of each kind a backup holds (from its manifest).
@@ -936,6 +947,9 @@ pub fn judge_backup(facts: &Facts, ctx: &BackupContext) -> Report {
     } else if let Some(note) = inactive_roles(&g, &facts.current_user) {
         push(Severity::Warning, note);
     }
+    if ctx.drill {
+        r.findings.push(drill_privileges(&g, &facts.current_user));
+    }
     if !facts.self_qualified_views.is_empty() {
         r.findings.push(Finding::new(
             Severity::Warning,
@@ -954,6 +968,113 @@ pub fn judge_backup(facts: &Facts, ctx: &BackupContext) -> Report {
         Err(e) => Finding::new(Severity::Warning, Area::Space, e.clone()),
     });
     r
+}
+
+/// What a restore of one of our backups runs into its database, and what
+/// the drill adds (reading the tables back, dropping the database): the
+/// drill's GRANT on its scratch databases.
+const DRILL_PRIVILEGES: &[&str] = &[
+    "SELECT",
+    "INSERT",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "TRIGGER",
+    "EVENT",
+];
+
+/// The grant pattern matching every scratch database of the drill.
+fn drill_pattern() -> String {
+    format!("{}%", SCRATCH_PREFIX.replace('_', "\\_"))
+}
+
+/// Can the restore drill create, fill, read and drop its scratch database?
+fn drill_privileges(g: &Grants, current_user: &str) -> Finding {
+    // A name of the drill's form: grants on a pattern (`selmai\_drill\_%`)
+    // or on `*.*` match it, a grant on `DB_NAME` alone does not.
+    let sample = format!("{SCRATCH_PREFIX}20250101000000_00000000");
+    let pattern = db::ident(&drill_pattern());
+    let lacking: Vec<&str> = DRILL_PRIVILEGES
+        .iter()
+        .copied()
+        .filter(|p| !g.on_database(&sample, p))
+        .collect();
+    if lacking.is_empty() {
+        return Finding::new(
+            Severity::Ok,
+            Area::Privileges,
+            format!("{current_user} may run the restore drill in scratch databases {pattern}"),
+        );
+    }
+    Finding::new(
+        Severity::Warning,
+        Area::Privileges,
+        format!(
+            "{current_user} lacks {} on the restore drill's scratch databases {pattern}: backups work, but the drill (DRILL_SCHEDULE) fails at every run (ERROR 1044); GRANT {} ON {pattern}.* TO {}, or set DRILL_SCHEDULE=off",
+            lacking.join(", "),
+            DRILL_PRIVILEGES.join(", "),
+            account(current_user)
+        ),
+    )
+}
+
+/// Create and remove a probe file in `dir`: permission bits alone do not
+/// say whether this process may write there (ACLs, read-only mounts, user
+/// namespaces).
+pub fn probe_writable(dir: &Path) -> Result<(), String> {
+    let mut random = [0u8; 4];
+    // Two containers may both run as PID 1: the random part keeps their
+    // probes apart; without randomness the name is still unlikely to be taken.
+    let _ = getrandom::fill(&mut random);
+    let probe = dir.join(format!(".selmai-backup-probe-{}", hex::encode(random)));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| e.to_string())?;
+    std::fs::remove_file(&probe).map_err(|e| format!("removing {}: {e}", probe.display()))
+}
+
+/// This process's user and group (the owner of `/proc/self`), for the
+/// `chown` a message suggests.
+pub fn process_owner() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .ok()
+        .map(|m| (m.uid(), m.gid()))
+}
+
+/// Judge the probe of `dir` ([`probe_writable`]) run as `owner` (uid, gid).
+pub fn judge_writable(
+    dir: &Path,
+    probe: &Result<(), String>,
+    owner: Option<(u32, u32)>,
+) -> Finding {
+    match probe {
+        Ok(()) => Finding::new(
+            Severity::Ok,
+            Area::Space,
+            format!("BACKUP_DIR {} is writable", dir.display()),
+        ),
+        Err(e) => {
+            let (who, chown) = match owner {
+                Some((uid, gid)) => (format!("uid {uid}"), format!("{uid}:{gid}")),
+                None => ("this user".to_owned(), "10001:10001".to_owned()),
+            };
+            Finding::new(
+                Severity::Fatal,
+                Area::Space,
+                format!(
+                    "BACKUP_DIR {} is not writable by {who} ({e}): nothing can be backed up or restored; give the directory mounted there to {who} on the host, e.g. mkdir -p backups && sudo chown {chown} backups for the ./backups of docker-compose.backup.yml (Docker creates a missing one as root's)",
+                    dir.display()
+                ),
+            )
+        }
+    }
 }
 
 /// Judge the facts for a restore into `ctx.database`.
@@ -1241,9 +1362,17 @@ pub fn version(v: &str) -> Finding {
 
 // ---------------------------------------------------------------- entry points
 
-/// The preflight of a daemon start: connect, gather, judge for a backup of `DB_NAME`.
+/// The preflight of a daemon start: connect, gather, judge for a backup of
+/// `DB_NAME`. An unwritable `BACKUP_DIR` is the whole report: it is fatal
+/// whatever the database says, so the database is not waited for.
 pub async fn for_backup(settings: &Settings) -> Result<Report, PreflightError> {
     let db = settings.db()?;
+    let dir = dir_finding(&settings.backup_dir);
+    if dir.severity == Severity::Fatal {
+        return Ok(Report {
+            findings: vec![dir],
+        });
+    }
     let facts = connect_and_gather(&db, &db.name, true).await?;
     let state = State::load(&settings.backup_dir).unwrap_or_default();
     let (space, unusable) = match health::space_for_backup(&settings.backup_dir, &state, Kind::Db) {
@@ -1251,14 +1380,17 @@ pub async fn for_backup(settings: &Settings) -> Result<Report, PreflightError> {
         Err(e @ SpaceError::Io { .. }) => (Err(e.to_string()), true),
         Err(e) => (Err(e.to_string()), false),
     };
-    Ok(judge_backup(
+    let mut report = judge_backup(
         &facts,
         &BackupContext {
             database: db.name.clone(),
             space,
             space_unusable: unusable,
+            drill: settings.schedule.of(Kind::Drill).is_some(),
         },
-    ))
+    );
+    report.findings.insert(0, dir);
+    Ok(report)
 }
 
 /// The preflight of a restore of `source` into `into`.
@@ -1269,9 +1401,15 @@ pub async fn for_restore(
     source: &crate::restore::open::Source,
     snapshot: bool,
 ) -> Result<Report, PreflightError> {
+    let dir = dir_finding(&settings.backup_dir);
+    if dir.severity == Severity::Fatal {
+        return Ok(Report {
+            findings: vec![dir],
+        });
+    }
     let facts = connect_and_gather(db, into, false).await?;
     let objects = source.manifest.as_ref().map(Objects::of);
-    Ok(judge_restore(
+    let mut report = judge_restore(
         &facts,
         &RestoreContext {
             database: into.to_owned(),
@@ -1282,7 +1420,13 @@ pub async fn for_restore(
             snapshot,
             free: free(&settings.backup_dir),
         },
-    ))
+    );
+    report.findings.insert(0, dir);
+    Ok(report)
+}
+
+fn dir_finding(dir: &Path) -> Finding {
+    judge_writable(dir, &probe_writable(dir), process_owner())
 }
 
 fn free(dir: &Path) -> Result<u64, String> {
@@ -1446,6 +1590,7 @@ mod tests {
             database: "selmai".into(),
             space: Ok(1 << 30),
             space_unusable: false,
+            drill: false,
         }
     }
 
@@ -1574,6 +1719,118 @@ mod tests {
             r.to_string().contains("value sizes not checked in huge"),
             "{r}"
         );
+    }
+
+    const BACKUP_GRANTS: &str =
+        "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON `selmai`.* TO `backup`@`%`";
+
+    /// The drill finding of a backup preflight with the drill on, if any.
+    fn drill_finding(grants: &[&str]) -> Option<Finding> {
+        let mut ctx = backup_ctx();
+        ctx.drill = true;
+        judge_backup(&facts(grants), &ctx)
+            .findings
+            .into_iter()
+            .find(|f| f.message.contains("restore drill"))
+    }
+
+    #[rstest]
+    // The official image's grant to the app's user: not the drill's databases.
+    #[case::database_only(&[USAGE, "GRANT ALL PRIVILEGES ON `selmai`.* TO `backup`@`%`"], Severity::Warning)]
+    // As SHOW GRANTS prints the README's GRANT (escapes doubled).
+    #[case::drill_pattern(
+        &[USAGE, BACKUP_GRANTS, "GRANT ALL PRIVILEGES ON `selmai\\\\_drill\\\\_%`.* TO `backup`@`%`"],
+        Severity::Ok
+    )]
+    #[case::drill_pattern_listed(
+        &[USAGE, BACKUP_GRANTS, "GRANT SELECT, INSERT, CREATE, DROP, ALTER, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, TRIGGER, EVENT ON `selmai\\\\_drill\\\\_%`.* TO `backup`@`%`"],
+        Severity::Ok
+    )]
+    #[case::wider_pattern(&[USAGE, "GRANT ALL PRIVILEGES ON `selmai%`.* TO `backup`@`%`"], Severity::Ok)]
+    #[case::global(&["GRANT ALL PRIVILEGES ON *.* TO `backup`@`%`"], Severity::Ok)]
+    #[case::no_drop(
+        &[USAGE, BACKUP_GRANTS, "GRANT SELECT, INSERT, CREATE, ALTER, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, TRIGGER, EVENT ON `selmai\\\\_drill\\\\_%`.* TO `backup`@`%`"],
+        Severity::Warning
+    )]
+    fn drill_privileges_are_judged_on_its_scratch_databases(
+        #[case] grants: &[&str],
+        #[case] want: Severity,
+    ) {
+        let f = drill_finding(grants).expect("a drill finding");
+        assert_eq!(f.severity, want, "{f}");
+        assert_eq!(f.area, Area::Privileges);
+        if want == Severity::Warning {
+            assert!(f.message.contains("DRILL_SCHEDULE"), "{f}");
+            assert!(
+                f.message.contains("GRANT SELECT, INSERT, CREATE, DROP, ALTER, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, TRIGGER, EVENT ON `selmai\\_drill\\_%`.* TO 'backup'@'%', or set DRILL_SCHEDULE=off"),
+                "{f}"
+            );
+        } else {
+            assert!(!f.message.contains("DRILL_SCHEDULE"), "{f}");
+        }
+    }
+
+    #[test]
+    fn drill_privileges_name_what_is_missing_and_are_not_judged_when_it_is_off() {
+        let f = drill_finding(&[USAGE, BACKUP_GRANTS, "GRANT SELECT, INSERT, CREATE, ALTER, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, TRIGGER, EVENT ON `selmai\\\\_drill\\\\_%`.* TO `backup`@`%`"]).unwrap();
+        assert!(
+            f.message.starts_with("backup@% lacks DROP on the restore drill's scratch databases `selmai\\_drill\\_%`: backups work"),
+            "{f}"
+        );
+        let r = judge_backup(&facts(&[USAGE, BACKUP_GRANTS]), &backup_ctx());
+        assert!(!r.to_string().contains("drill"), "{r}");
+        // Never fatal: backups work without the drill's privileges.
+        let mut ctx = backup_ctx();
+        ctx.drill = true;
+        let r = judge_backup(
+            &facts(&[
+                USAGE,
+                BACKUP_GRANTS,
+                "GRANT SELECT ON `mysql`.`proc` TO `backup`@`%`",
+            ]),
+            &ctx,
+        );
+        assert!(r.clone().into_result().is_ok(), "{r}");
+    }
+
+    #[test]
+    fn an_unwritable_backup_dir_is_fatal_and_says_which_chown() {
+        let dir = Path::new("/backups");
+        let f = judge_writable(
+            dir,
+            &Err("Permission denied (os error 13)".into()),
+            Some((10001, 10001)),
+        );
+        assert_eq!((f.severity, f.area), (Severity::Fatal, Area::Space));
+        assert_eq!(
+            f.message,
+            "BACKUP_DIR /backups is not writable by uid 10001 (Permission denied (os error 13)): nothing can be backed up or restored; give the directory mounted there to uid 10001 on the host, e.g. mkdir -p backups && sudo chown 10001:10001 backups for the ./backups of docker-compose.backup.yml (Docker creates a missing one as root's)"
+        );
+        // Fatal for space: exit 8, like a full disk.
+        let err = Report { findings: vec![f] }.into_result().unwrap_err();
+        assert!(matches!(err, PreflightError::Space(_)), "{err}");
+        let f = judge_writable(dir, &Ok(()), Some((10001, 10001)));
+        assert_eq!(
+            (f.severity, f.message.as_str()),
+            (Severity::Ok, "BACKUP_DIR /backups is writable")
+        );
+    }
+
+    #[test]
+    fn the_probe_writes_and_removes_one_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        probe_writable(tmp.path()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "the probe file was left"
+        );
+        let err = probe_writable(&tmp.path().join("missing")).unwrap_err();
+        assert!(err.contains("No such file or directory"), "{err}");
+        // A file is no directory to write in.
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(probe_writable(&file).is_err());
     }
 
     #[test]

@@ -385,8 +385,15 @@ impl AppControl {
             .filter(|c| !self.is_own(&c.id))
             .collect();
         if containers.is_empty() {
-            tracing::info!(
-                "no running container of project {project} carries {STOP_LABEL}=true; none stopped"
+            // A restore into the app's database with nothing stopped: the
+            // app may write meanwhile, most often because its services lack
+            // the label. Loud enough to be read, not a refusal (the app may
+            // simply be down already).
+            tracing::warn!(
+                "no running container of compose project {project} carries the label \
+                 {STOP_LABEL}=true, so none is stopped and the app may write during \
+                 the restore; label the services that write to the database (README: \
+                 Stopping the app during a restore)"
             );
             return Ok(Some(Paused {
                 project,

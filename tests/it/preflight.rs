@@ -4,7 +4,11 @@
 //! SHOW VIEW fatal, `run` logs the warnings at start and keeps running, a
 //! user without SELECT is refused by `run` (exit 3), `check` prints both
 //! reports and exits as the job would, a view whose DEFINER is gone is
-//! named (it only restores into a database of the same name).
+//! named (it only restores into a database of the same name). While
+//! `DRILL_SCHEDULE` is on, a user granted only on `DB_NAME` is warned that
+//! the drill fails, and it does (ERROR 1044) until the README's GRANT.
+//! A `BACKUP_DIR` nobody may write stops `run` at once (exit 8), before the
+//! database is waited for, with the chown that fixes it.
 //! And `DEFINER`s of an account that does not exist, restored by a user
 //! without SUPER / SET USER: `RESTORE_DEFINER=keep` fails saying to use
 //! rewrite, strip and rewrite restore objects that work, from our backups
@@ -86,7 +90,7 @@ async fn select_only_user_is_warned_of_each_cost() {
         .map(ToString::to_string)
         .collect();
     let who = format!("'{}'@'localhost'", user.name);
-    assert_eq!(warnings.len(), 4, "{report}");
+    assert_eq!(warnings.len(), 5, "{report}");
     assert_eq!(
         warnings[0],
         format!(
@@ -107,9 +111,16 @@ async fn select_only_user_is_warned_of_each_cost() {
         warnings[3].contains(&format!("GRANT SELECT ON `mysql`.`proc` TO {who}")),
         "{report}"
     );
+    assert!(
+        warnings[4].contains("the drill (DRILL_SCHEDULE) fails at every run"),
+        "{report}"
+    );
     let text = report.to_string();
     assert!(
-        text.contains("ok: server MariaDB 1") && text.contains("free on BACKUP_DIR"),
+        text.starts_with(&format!(
+            "ok: BACKUP_DIR {} is writable\nok: server MariaDB 1",
+            dir.path().display()
+        )) && text.contains("free on BACKUP_DIR"),
         "{text}"
     );
     assert!(
@@ -167,6 +178,73 @@ async fn a_view_whose_definer_is_gone_is_named() {
         )),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drill_is_judged_on_its_scratch_databases_while_it_is_scheduled() {
+    let db = TestDb::new("pf_drill");
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2);");
+    // What the official MariaDB image gives the app's user.
+    let user = TestUser::new("pf_drill", &[format!("ALL PRIVILEGES ON `{}`.*", db.name)]);
+    let dir = tempfile::tempdir().unwrap();
+    let vars = tool::vars_with(&db.name, dir.path(), &user.vars());
+    let drill_finding = |report: &preflight::Report| {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.message.contains("restore drill"))
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let report = preflight::for_backup(&tool::settings(&db.name, dir.path(), &user.vars()))
+        .await
+        .unwrap();
+    let who = format!("'{}'@'localhost'", user.name);
+    assert_eq!(
+        drill_finding(&report),
+        [format!(
+            "warning: {}@localhost lacks SELECT, INSERT, CREATE, DROP, ALTER, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, TRIGGER, EVENT on the restore drill's scratch databases `selmai\\_drill\\_%`: backups work, but the drill (DRILL_SCHEDULE) fails at every run (ERROR 1044); GRANT SELECT, INSERT, CREATE, DROP, ALTER, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, TRIGGER, EVENT ON `selmai\\_drill\\_%`.* TO {who}, or set DRILL_SCHEDULE=off",
+            user.name
+        )],
+        "{report}"
+    );
+    // A warning only: backups work.
+    assert!(report.clone().into_result().is_ok(), "{report}");
+    // And it is true: the drill fails, creating its scratch database.
+    assert_eq!(tool::outcome(&tool::run(&vars, &["backup"])).0, 0);
+    let (code, out, err) =
+        tool::outcome(&tool::run(&vars, &["verify", "latest", "--restore-test"]));
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("1044"), "{err}");
+
+    // The README's GRANT for the app's user.
+    db_env().exec(
+        None,
+        &format!(
+            "GRANT ALL PRIVILEGES ON `selmai\\_drill\\_%`.* TO '{0}'@'localhost'; GRANT ALL PRIVILEGES ON `selmai\\_drill\\_%`.* TO '{0}'@'%';",
+            user.name
+        ),
+    );
+    let report = preflight::for_backup(&tool::settings(&db.name, dir.path(), &user.vars()))
+        .await
+        .unwrap();
+    assert_eq!(
+        drill_finding(&report),
+        [format!(
+            "ok: {}@localhost may run the restore drill in scratch databases `selmai\\_drill\\_%`",
+            user.name
+        )],
+        "{report}"
+    );
+    let (code, out, err) =
+        tool::outcome(&tool::run(&vars, &["verify", "latest", "--restore-test"]));
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Not judged while the drill is off (DRILL_SCHEDULE=off).
+    let mut off = tool::settings(&db.name, dir.path(), &user.vars());
+    off.schedule.drill = None;
+    let report = preflight::for_backup(&off).await.unwrap();
+    assert!(drill_finding(&report).is_empty(), "{report}");
 }
 
 #[test]
@@ -424,7 +502,10 @@ fn check_prints_both_reports_and_exits_as_the_job_would() {
     let (code, out, err) = tool::outcome(&tool::run(&vars, &["check"]));
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.starts_with("backup preflight:\nok: server MariaDB"),
+        out.starts_with(&format!(
+            "backup preflight:\nok: BACKUP_DIR {} is writable\nok: server MariaDB",
+            dir.path().display()
+        )),
         "{out}"
     );
     assert!(out.contains("warning: missing TRIGGER on"), "{out}");
@@ -475,4 +556,36 @@ fn run_stops_at_once_when_signalled_while_the_preflight_waits_for_the_database()
     assert!(signalled.elapsed() < Duration::from_secs(5), "{log}");
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("during the preflight: stopping"), "{log}");
+}
+
+#[test]
+fn run_refuses_an_unwritable_backup_dir_at_once_saying_which_chown() {
+    use std::time::{Duration, Instant};
+
+    // Not even root may create a file in /proc/self (the tests run as
+    // root, to whom permission bits mean nothing); and the database is
+    // unreachable, to show it is not waited for.
+    let vars = tool::vars_with(
+        "nodb",
+        Path::new("/proc/self"),
+        &[("DB_PORT", "1"), ("DB_CONNECT_TIMEOUT", "60")],
+    );
+    let started = Instant::now();
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["run"]));
+    assert!(started.elapsed() < Duration::from_secs(20), "{err}");
+    assert_eq!(code, 8, "{err}");
+    let (uid, gid) = preflight::process_owner().unwrap();
+    assert!(
+        err.contains(&format!(
+            "BACKUP_DIR /proc/self is not writable by uid {uid} ("
+        )) && err.contains(&format!("sudo chown {uid}:{gid} backups")),
+        "{err}"
+    );
+    // `check` says the same, with the same exit code.
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["check"]));
+    assert_eq!(code, 8, "{err}");
+    assert!(
+        err.contains("BACKUP_DIR /proc/self is not writable"),
+        "{err}"
+    );
 }

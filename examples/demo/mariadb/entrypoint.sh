@@ -1,7 +1,8 @@
 #!/bin/sh
-# Initialises the data directory on first start (the database and the user
-# from MARIADB_* variables, like the official image), then runs mariadbd in
-# the foreground as PID 1, so `docker stop` shuts it down cleanly.
+# Initialises the data directory on first start (the database, the user and
+# root's password from MARIADB_* variables, like the official image), then
+# runs mariadbd in the foreground as PID 1, so `docker stop` shuts it down
+# cleanly.
 set -eu
 DATADIR=/var/lib/mysql
 SOCKET=/run/mysqld/mysqld.sock
@@ -25,8 +26,13 @@ if [ ! -d "$DATADIR/mysql" ]; then
 CREATE DATABASE IF NOT EXISTS \`$MARIADB_DATABASE\`;
 CREATE USER '$MARIADB_USER'@'%' IDENTIFIED BY '$MARIADB_PASSWORD';
 GRANT ALL PRIVILEGES ON \`$MARIADB_DATABASE\`.* TO '$MARIADB_USER'@'%';
-FLUSH PRIVILEGES;
 SQL
+  if [ -n "${MARIADB_ROOT_PASSWORD:-}" ]; then
+    mariadb --protocol=socket -uroot <<SQL
+ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('$MARIADB_ROOT_PASSWORD');
+SQL
+  fi
+  mariadb --protocol=socket -uroot -e 'FLUSH PRIVILEGES'
   kill "$pid"
   wait "$pid" || true
 fi
