@@ -84,6 +84,8 @@ fn cases(file: &str) -> Vec<(&'static str, Reach, Vars)> {
         ("RETENTION_FULL_MONTHLY", Changes("9"), vec![]),
         ("HEALTH_MAX_AGE_HOURS", Changes("30"), vec![]),
         ("HEALTH_MIN_FREE_MB", Changes("100"), vec![]),
+        ("HEALTH_MAX_OFFSITE_DELAY_HOURS", Changes("5"), vec![]),
+        ("BACKUP_OFFSITE_TIMEOUT", Changes("15"), vec![]),
         ("NOTIFY_ON_SUCCESS", Changes("true"), vec![]),
         (
             "NOTIFY_WEBHOOK_URL",
