@@ -38,9 +38,12 @@
 //!   checked at `run` start and before a restore, as a report of findings.
 //! - [`notify`]: alerts by webhook, mail and healthchecks-style pings.
 //! - [`metrics`]: Prometheus counters and the tiny `/metrics` + `/healthz` listener.
+//! - [`binlog`]: the continuous binlog archive: the server's binlog received as a
+//!   replica, kept byte for byte in segments through the same encode stages and targets.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
 pub mod archive;
+pub mod binlog;
 pub mod catalog;
 pub mod cmd;
 pub mod codec;

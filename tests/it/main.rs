@@ -3,6 +3,7 @@
 //! (addresses in the `TEST_*` variables it exports).
 
 mod archive;
+mod binlog;
 mod bucket;
 mod cli;
 mod daemon;
@@ -11,6 +12,7 @@ mod encryption;
 mod failures;
 mod full;
 mod harness;
+mod own_server;
 mod preflight;
 mod roundtrip;
 mod s3_faults;
