@@ -321,7 +321,7 @@ fn steady_writes(
             };
             // Every tenth transaction carries two rows and 300 KiB, so
             // that cuts also land inside transactions.
-            let sql = if n % 10 == 0 {
+            let sql = if n.is_multiple_of(10) {
                 format!(
                     "BEGIN; INSERT INTO seq VALUES ({a}, REPEAT('p', 300000)); INSERT INTO seq VALUES ({b}, NULL); COMMIT;",
                     a = n * 2 + 1_000_000,
