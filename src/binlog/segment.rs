@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::event::{self, Format, Gtid, Header, Tracker, HEADER_LEN, MAGIC};
-use crate::manifest::EncryptionInfo;
+use crate::format::manifest::EncryptionInfo;
 
 /// Manifest format of segments written by this build.
 pub const FORMAT_VERSION: u32 = 1;

@@ -17,9 +17,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::segment::{self, SegmentManifest, Summary};
-use crate::codec::Compression;
-use crate::config::Secret;
-use crate::manifest::{self, EncryptionInfo};
+use crate::format::codec::Compression;
+use crate::format::manifest::{self, EncryptionInfo};
+use crate::secret::Secret;
 use crate::target::{self, Target, TargetError, Upload};
 
 /// Errors storing or reading segments.
@@ -188,12 +188,16 @@ async fn encode_file(
     };
     enum Out {
         Plain(Hashing),
-        Sealed(Box<crate::crypto::EncryptWriter<Hashing>>),
+        Sealed(Box<crate::format::crypto::EncryptWriter<Hashing>>),
     }
     let (mut out, encryption) = match &enc.passphrase {
         Some(p) => {
-            match crate::crypto::EncryptWriter::new(sink, p, crate::crypto::KdfParams::default())
-                .await
+            match crate::format::crypto::EncryptWriter::new(
+                sink,
+                p,
+                crate::format::crypto::KdfParams::default(),
+            )
+            .await
             {
                 Ok(w) => {
                     let info = EncryptionInfo::from(w.header_info());
@@ -351,7 +355,7 @@ pub async fn sync_copies(
 /// manifest once the reader reached its end).
 pub struct OpenedSegment {
     /// The plain segment (decrypted, decompressed).
-    pub reader: crate::codec::BoxRead,
+    pub reader: crate::format::codec::BoxRead,
     /// Stored bytes read.
     pub stored_bytes: crate::progress::Counter,
     /// SHA-256 of the stored bytes read.
@@ -366,7 +370,7 @@ pub async fn open_segment(
 ) -> Result<OpenedSegment, StoreError> {
     let raw = t.open(name).await?;
     let (metered, counter, hash) = crate::progress::MeteredReader::new(raw);
-    let (plain, _) = crate::crypto::decrypt_any(Box::new(metered), passphrase)
+    let (plain, _) = crate::format::crypto::decrypt_any(Box::new(metered), passphrase)
         .await
         .map_err(|e| StoreError::Encode {
             name: name.to_owned(),

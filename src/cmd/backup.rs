@@ -2,14 +2,14 @@
 
 use chrono::Utc;
 
-use crate::archive::ArchiveKind;
+use crate::backup::full;
+use crate::backup::pipeline;
 use crate::config::Settings;
+use crate::daemon::health;
+use crate::daemon::schedule::{Kind, Trigger};
+use crate::daemon::state::{self, Offsite, Outcome, Run, State};
 use crate::dump::{DumpOptions, NoHooks};
-use crate::full;
-use crate::health;
-use crate::pipeline;
-use crate::schedule::{Kind, Trigger};
-use crate::state::{self, Offsite, Outcome, Run, State};
+use crate::format::archive::ArchiveKind;
 
 /// The local backup succeeded but an off-site copy did not (exit code 8).
 #[derive(Debug, thiserror::Error)]

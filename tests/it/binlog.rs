@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use selmai_backup::binlog::{
     self, store, Encoding, NoHooks, Options, SegmentManifest, StartPoint, Status,
 };
-use selmai_backup::codec::Compression;
 use selmai_backup::config::Secret;
+use selmai_backup::format::codec::Compression;
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
 use selmai_backup::target::Target;

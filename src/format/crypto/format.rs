@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::CryptoError;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// First bytes of every encrypted file: 0x89 "SELMAI" LF. The high byte
 /// keeps it from looking like text (or SQL, gzip, zstd, OpenPGP); the LF
