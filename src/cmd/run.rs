@@ -13,10 +13,11 @@ use anyhow::Context as _;
 use chrono::Utc;
 
 use crate::config::Settings;
+use crate::daemon::binlog as daemon_binlog;
 use crate::daemon::jobs::Jobs;
 use crate::daemon::metrics::{self, Metrics};
 use crate::daemon::notify::Notifier;
-use crate::daemon::schedule::{self, Job, Kind, SystemClock};
+use crate::daemon::schedule::{self, Job, Kind, SystemClock, Trigger};
 use crate::daemon::state::State;
 use crate::preflight::{self, PreflightError};
 
@@ -134,19 +135,65 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!(signal = name, "received {name}: stopping");
     };
 
-    let runner = Jobs::new(
+    let targets = super::targets(&settings)?;
+    let runner = Arc::new(Jobs::new(
         settings.clone(),
-        super::targets(&settings)?,
+        targets.clone(),
         Notifier::new(settings.notify.clone()),
         metrics,
-    );
+    ));
+
+    // The binlog archive runs beside the scheduler; a gap it finds asks
+    // for a database dump at once.
+    let archive = tokio::select! {
+        decided = daemon_binlog::should_run(&settings) => decided.context("not starting: BINLOG_ARCHIVE=on and the binlog archive cannot work")?,
+        signal = super::interrupted() => {
+            tracing::info!(signal, "received {signal} during the preflight: stopping");
+            return Ok(());
+        }
+    };
+    let (archive_stop, archive_stopped) = tokio::sync::watch::channel(false);
+    let archive_task = archive.then(|| {
+        let (dump_tx, mut dump_rx) = tokio::sync::mpsc::unbounded_channel::<Kind>();
+        let gap_runner = runner.clone();
+        tokio::spawn(async move {
+            while let Some(kind) = dump_rx.recv().await {
+                tracing::info!(kind = %kind, "running a {kind} backup now: the binlog archive starts again from it");
+                gap_runner.run_once(kind, Trigger::Cli).await;
+            }
+        });
+        let hooks = daemon_binlog::DaemonHooks {
+            notifier: Notifier::new(settings.notify.clone()),
+            dump_now: dump_tx,
+        };
+        let mut stopped = archive_stopped;
+        tokio::spawn(daemon_binlog::run(
+            settings.clone(),
+            targets.clone(),
+            hooks,
+            Arc::new(std::sync::Mutex::new(crate::binlog::Status::default())),
+            async move {
+                let _ = stopped.changed().await;
+            },
+        ))
+    });
     tracing::info!(
         time_zone = tz.name(),
         retention = %settings.retention,
         "selmai-backup daemon started"
     );
-    schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
+    schedule::run(&jobs, tz, catch_up, runner.as_ref(), &SystemClock, shutdown).await;
     let _ = stop_tx.send(true);
+    if let Some(task) = archive_task {
+        // The open segment is closed and stored; what does not fit in the
+        // container's stop timeout is stored at the next start.
+        let _ = archive_stop.send(true);
+        match tokio::time::timeout(std::time::Duration::from_secs(7), task).await {
+            Ok(Ok(Err(e))) => tracing::error!("binlog archive: {e}"),
+            Err(_) => tracing::warn!("the binlog archive did not finish storing its last segment in time; it is stored at the next start"),
+            _ => {}
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

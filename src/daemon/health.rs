@@ -6,7 +6,10 @@
 //! 2. that backup started less than `HEALTH_MAX_AGE_HOURS` ago;
 //! 3. when a bucket is configured, its off-site copy succeeded;
 //! 4. free space on `BACKUP_DIR` is at least `HEALTH_MIN_FREE_MB`, or by
-//!    default twice the size of that backup.
+//!    default twice the size of that backup;
+//! 5. when the binlog archive runs (or `BINLOG_ARCHIVE=on`): it is at most
+//!    `HEALTH_MAX_BINLOG_LAG_SECONDS` behind the server, and no gap was
+//!    found after the newest database backup ([`binlog_verdict`]).
 //!
 //! [`verdict`] is a pure function of the state, the settings, the free
 //! space and the time; [`check`] gathers those from the disk. Neither
@@ -19,6 +22,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use crate::binlog::Status;
+use crate::config::binlog::ArchiveMode;
 use crate::config::Settings;
 use crate::daemon::schedule::{human_duration, Kind};
 use crate::daemon::state::{Offsite, State, STATE_FILE};
@@ -139,7 +144,63 @@ fn last_drill(state: &State) -> String {
 pub fn check(settings: &Settings, now: DateTime<Utc>) -> Verdict {
     let state = State::load(&settings.backup_dir).map_err(|e| e.to_string())?;
     let free = free_bytes(&settings.backup_dir).map_err(|e| e.to_string());
-    verdict(&state, settings, free, now)
+    let summary = verdict(&state, settings, free, now)?;
+    let status = Status::read(&crate::daemon::binlog::work_dir(settings));
+    let newest_dump = state.last_success(Kind::Db).map(|r| r.started);
+    let archive = binlog_verdict(status.as_ref(), settings, newest_dump, now)?;
+    Ok(format!("{summary}{archive}"))
+}
+
+/// The binlog archive's part of the verdict: `Ok` with a few words to add
+/// (empty when the archive is off), `Err` naming a gap after the newest
+/// dump or a lag over `HEALTH_MAX_BINLOG_LAG_SECONDS`.
+pub fn binlog_verdict(
+    status: Option<&Status>,
+    settings: &Settings,
+    newest_dump: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let mode = settings.binlog.mode;
+    let status = match (mode, status) {
+        (ArchiveMode::Off, _) => return Ok(String::new()),
+        (ArchiveMode::Auto, None) => return Ok(String::new()),
+        (ArchiveMode::On, None) => {
+            return Err(format!(
+                "the binlog archive has not reported (no {}/.binlog/status.json): it is not running; see the log of `run`",
+                settings.backup_dir.display()
+            ))
+        }
+        (_, Some(s)) => s,
+    };
+    if let Some(gap) = status
+        .gaps
+        .iter()
+        .rev()
+        .find(|g| newest_dump.is_none_or(|d| g.detected_at >= d))
+    {
+        return Err(format!(
+            "{gap}: point-in-time restore cannot reach past it until a new database backup succeeds"
+        ));
+    }
+    let max = settings.health.max_binlog_lag.as_secs() as i64;
+    let lag = status.lag_seconds(now).unwrap_or(0);
+    if lag > max {
+        let why = status
+            .last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "the binlog archive is {} behind the server, more than HEALTH_MAX_BINLOG_LAG_SECONDS={max}{why}",
+            human_duration(chrono::Duration::seconds(lag))
+        ));
+    }
+    let at = status
+        .archived
+        .as_ref()
+        .map(|p| format!(" at {p}"))
+        .unwrap_or_default();
+    Ok(format!("; binlog archive {lag}s behind{at}"))
 }
 
 /// Errors of the space check before a backup.
