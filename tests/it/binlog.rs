@@ -147,7 +147,17 @@ async fn check_chain(
     from: &StartPoint,
     to: &(String, u64),
 ) -> Vec<(SegmentManifest, Vec<u8>)> {
-    let chain = store::list_chain(t, "selmai").await.unwrap();
+    check_chain_prefixed(s, t, "selmai", from, to).await
+}
+
+async fn check_chain_prefixed(
+    s: &OwnServer,
+    t: &dyn Target,
+    prefix: &str,
+    from: &StartPoint,
+    to: &(String, u64),
+) -> Vec<(SegmentManifest, Vec<u8>)> {
+    let chain = store::list_chain(t, prefix).await.unwrap();
     assert!(!chain.is_empty(), "no segment in the {}", t.label());
     let mut out = Vec::new();
     let mut at = (from.file.clone(), from.position);
@@ -319,17 +329,19 @@ fn steady_writes(
                     }
                 },
             };
-            // Every tenth transaction carries two rows and 300 KiB, so
+            // Every tenth transaction carries two rows and 30 kB, so
             // that cuts also land inside transactions.
             let sql = if n.is_multiple_of(10) {
                 format!(
-                    "BEGIN; INSERT INTO seq VALUES ({a}, REPEAT('p', 300000)); INSERT INTO seq VALUES ({b}, NULL); COMMIT;",
+                    "BEGIN; INSERT INTO seq VALUES ({a}, REPEAT('p', 30000)); INSERT INTO seq VALUES ({b}, NULL); COMMIT;",
                     a = n * 2 + 1_000_000,
                     b = n * 2 + 1_000_001
                 )
             } else {
                 format!("INSERT INTO seq VALUES ({n}, NULL)")
             };
+            // About 100 transactions a second: a steady load, not a flood.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             match c.query_drop(sql).await {
                 Ok(()) => n += 1,
                 Err(_) => {
@@ -398,4 +410,309 @@ async fn a_killed_replication_connection_and_a_restarted_server_lose_and_duplica
         chain.iter().any(|(m, _)| m.file_complete),
         "no segment ends a file"
     );
+}
+
+/// The variables of `selmai-backup run` archiving `s` into `dir` and the
+/// bucket, with no scheduled backup (only the archive runs).
+fn daemon_vars(s: &OwnServer, dir: &Path, bucket: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let port = s.port.to_string();
+    let mut v: Vec<(&str, &str)> = vec![
+        ("DB_PORT", &port),
+        ("DB_NAME", "steady"),
+        ("BINLOG_ARCHIVE", "on"),
+        ("BINLOG_UPLOAD_SECONDS", "1"),
+        ("BINLOG_SEGMENT_MB", "1"),
+        ("BACKUP_SCHEDULE", "off"),
+        ("CONFIG_SCHEDULE", "off"),
+        ("UPLOADS_SCHEDULE", "off"),
+        ("FULL_SCHEDULE", "off"),
+        ("BACKUP_PASSPHRASE", PASS),
+        ("LOG_LEVEL", "info"),
+    ];
+    v.extend_from_slice(extra);
+    crate::bucket::bucket_vars("steady", dir, &s3_endpoint(), bucket, &v)
+}
+
+fn read_status(dir: &Path) -> Option<Status> {
+    Status::read(&dir.join(".binlog"))
+}
+
+/// Wait until the archive in `dir` (written by a daemon) has everything
+/// the server has on the volume (`stored`: in stored segments too), or
+/// panic after two minutes.
+fn wait_for_daemon(s: &OwnServer, dir: &Path, stored: bool) {
+    let (file, pos) = s.master_position();
+    let started = Instant::now();
+    loop {
+        let st = read_status(dir);
+        let a = st
+            .as_ref()
+            .and_then(|s| if stored { s.uploaded.clone() } else { s.archived.clone() });
+        if a.as_ref().is_some_and(|a| a.file == file && a.position >= pos) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the daemon's archive did not reach {file}:{pos}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `selmai-backup run` as a child that is killed if the test fails.
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(vars: &[(String, String)]) -> Daemon {
+        Daemon(
+            crate::tool::bin(vars)
+                .arg("run")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        sigterm(&mut self.0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    child.wait().unwrap()
+}
+
+/// Every segment in the bucket has its manifest (none is half there) and
+/// no multipart upload is left open.
+async fn bucket_has_only_whole_segments(bucket_name: &str, t: &dyn Target) {
+    let objects = t.list("selmai_backup_binlog_").await.unwrap();
+    let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    for o in &objects {
+        if !o.name.ends_with(".manifest.json") {
+            assert!(
+                names.contains(format!("{}.manifest.json", o.name).as_str()),
+                "{} is in the bucket without its manifest",
+                o.name
+            );
+        }
+    }
+    let open = crate::target_conformance::raw_bucket(bucket_name)
+        .list_multiparts_uploads(None, None)
+        .await
+        .unwrap();
+    let left: usize = open.iter().map(|r| r.uploads.len()).sum();
+    assert_eq!(left, 0, "multipart uploads left open in the bucket");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_archiver_ten_times_loses_and_duplicates_nothing_and_no_half_segment_goes_off_site() {
+    let s = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("binlog-kill9");
+    create_bucket(&bucket_name).await;
+    let vars = daemon_vars(&s, dir.path(), &bucket_name, &[]);
+    let (file, position) = s.master_position();
+    let from = StartPoint { file, position };
+    let mut child = Daemon::start(&vars);
+    // Writes start once the archive follows the server.
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), false));
+    let finish = writer(&s);
+    // Pseudo-random moments, the same on every run of the test.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..10 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let wait = Duration::from_millis(300 + x % 2500);
+        tokio::time::sleep(wait).await;
+        child.kill_9();
+        child = Daemon::start(&vars);
+    }
+    let committed = tokio::task::block_in_place(finish);
+    assert!(committed > 20, "only {committed} transactions committed");
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    let end = s.master_position();
+    let status = tokio::task::block_in_place(|| child.stop());
+    assert!(status.success(), "run exited with {status}");
+
+    let volume = LocalTarget::new(dir.path());
+    let bucket = S3Target::new(&s3_settings(&s3_endpoint(), &bucket_name, "selmai/prod/")).unwrap();
+    let on_volume = check_chain_prefixed(&s, &volume, "selmai_backup", &from, &end).await;
+    let in_bucket = check_chain_prefixed(&s, &bucket, "selmai_backup", &from, &end).await;
+    assert_eq!(on_volume.len(), in_bucket.len());
+    bucket_has_only_whole_segments(&bucket_name, &bucket).await;
+}
+
+/// A local HTTP listener that hands over the body of every POST it gets.
+fn webhook_sink() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = std::io::BufReader::new(&stream);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx.send(String::from_utf8_lossy(&body).into_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_alert_and_a_dump_at_once() {
+    let s = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = s.env();
+    env.exec(None, "CREATE DATABASE steady; CREATE TABLE steady.t (a INT PRIMARY KEY)");
+    let (hook, alerts) = webhook_sink();
+    let port = s.port.to_string();
+    let base: Vec<(&str, &str)> = vec![
+        ("DB_PORT", &port),
+        ("BINLOG_ARCHIVE", "on"),
+        ("BINLOG_UPLOAD_SECONDS", "1"),
+        ("BACKUP_SCHEDULE", "off"),
+        ("CONFIG_SCHEDULE", "off"),
+        ("UPLOADS_SCHEDULE", "off"),
+        ("FULL_SCHEDULE", "off"),
+        ("NOTIFY_WEBHOOK_URL", &hook),
+    ];
+    let vars = crate::tool::vars_with("steady", dir.path(), &base);
+    // A dump, then the archive from its snapshot.
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["backup"]));
+    assert_eq!(code, 0, "{err}");
+    let mut child = Daemon::start(&vars);
+    env.exec(Some("steady"), "INSERT INTO t VALUES (1)");
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    assert!(tokio::task::block_in_place(|| child.stop()).success());
+    let (code, out, _) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
+    assert_eq!(code, 0, "healthy before the purge: {out}");
+
+    // While it is stopped: more writes, new binlog files, and the server
+    // purges every file before the newest.
+    env.exec(Some("steady"), "INSERT INTO t VALUES (2)");
+    env.exec(None, "FLUSH BINARY LOGS");
+    env.exec(Some("steady"), "INSERT INTO t VALUES (3)");
+    env.exec(None, "FLUSH BINARY LOGS");
+    let (newest, _) = s.master_position();
+    env.exec(None, &format!("PURGE BINARY LOGS TO '{newest}'"));
+
+    // The dump the gap asks for must fail here (its database is gone), so
+    // that health shows the gap instead of racing the new dump.
+    let broken = crate::tool::vars_with("no_such_db", dir.path(), &base);
+    let mut child = Daemon::start(&broken);
+    let mut saw_gap = false;
+    let mut saw_dump = false;
+    let started = Instant::now();
+    while !(saw_gap && saw_dump) && started.elapsed() < Duration::from_secs(60) {
+        if let Ok(body) = alerts.recv_timeout(Duration::from_secs(1)) {
+            let ev: serde_json::Value = serde_json::from_str(&body).unwrap();
+            match ev["event"].as_str() {
+                Some("binlog_gap") => {
+                    let e = ev["error"].as_str().unwrap();
+                    assert!(e.contains("binlog gap from binlog.000001"), "{e}");
+                    assert!(e.contains(&newest), "{e}");
+                    saw_gap = true;
+                }
+                Some("backup_failed") => {
+                    assert_eq!(ev["kind"], "db");
+                    saw_dump = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(saw_gap, "no gap alert");
+    assert!(saw_dump, "no database dump was started after the gap");
+    let (code, out, _) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
+    assert_ne!(code, 0);
+    assert!(out.contains("binlog gap from binlog.000001"), "{out}");
+    // The archive goes on from where the server is now.
+    env.exec(Some("steady"), "INSERT INTO t VALUES (4)");
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    assert!(tokio::task::block_in_place(|| child.stop()).success());
+
+    // A new dump after the gap: healthy again.
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["backup"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
+    assert_eq!(code, 0, "healthy after a new dump: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rpo_the_bucket_holds_every_transaction_committed_more_than_the_upload_interval_before_a_crash() {
+    let mut s = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("binlog-rpo");
+    create_bucket(&bucket_name).await;
+    let vars = daemon_vars(&s, dir.path(), &bucket_name, &[("BINLOG_UPLOAD_SECONDS", "2")]);
+    let env = s.env();
+    env.exec(None, "CREATE DATABASE steady; CREATE TABLE steady.r (n INT PRIMARY KEY, at DATETIME(6))");
+    let mut child = Daemon::start(&vars);
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), false));
+    // One transaction every 100 ms for 8 s, each remembering when it committed.
+    let mut committed: Vec<(u32, Instant)> = Vec::new();
+    tokio::task::block_in_place(|| {
+        for n in 0..80u32 {
+            env.exec(Some("steady"), &format!("INSERT INTO r VALUES ({n}, NOW(6))"));
+            committed.push((n, Instant::now()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    // The disaster: the sidecar and the server die together.
+    let lost_at = Instant::now();
+    child.kill_9();
+    s.crash();
+    // The bucket alone: every row committed more than 2 s (plus a margin
+    // of 2 s) before the crash is in a stored segment's events.
+    let bucket = S3Target::new(&s3_settings(&s3_endpoint(), &bucket_name, "selmai/prod/")).unwrap();
+    let chain = store::list_chain(&bucket, "selmai_backup").await.unwrap();
+    let mut text = String::new();
+    for m in &chain {
+        let plain = store::read_verified(&bucket, m, Some(&Secret::new(PASS))).await.unwrap();
+        text.push_str(&mariadb_binlog_reads(&plain));
+    }
+    let margin = Duration::from_secs(2 + 2);
+    let must: Vec<u32> = committed
+        .iter()
+        .filter(|(_, t)| lost_at.duration_since(*t) > margin)
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(must.len() > 30, "too few old transactions to judge: {}", must.len());
+    for n in must {
+        assert!(
+            text.contains(&format!("INSERT INTO r VALUES ({n}, NOW(6))")),
+            "transaction {n}, committed more than {margin:?} before the crash, is not in the bucket"
+        );
+    }
 }
