@@ -643,14 +643,6 @@ async fn server_logs(db: &DbSettings) -> Result<(Vec<String>, StartPoint), Strin
     Ok((names, StartPoint { file, position }))
 }
 
-/// Whether segment `c` continues the stored segment `prev`.
-fn continues(prev: &SegmentManifest, file: &str, start: u64) -> bool {
-    (prev.binlog_file == file && prev.end_position == start)
-        || (prev.file_complete
-            && start == 4
-            && segment::file_index(file) == segment::file_index(&prev.binlog_file) + 1)
-}
-
 /// Store closed segments in order: on the volume, then copies elsewhere.
 /// A volume failure is retried (the plain file stays until it is stored).
 async fn upload_loop(
@@ -678,7 +670,7 @@ async fn upload_loop(
         if !done {
             let follows = chain
                 .last()
-                .filter(|p| continues(p, &c.binlog_file, c.summary.start_position))
+                .filter(|p| store::continues(p, &c.binlog_file, c.summary.start_position))
                 .map(|p| p.file.clone());
             let mut summary = c.summary.clone();
             summary.ends_file |= c.file_complete;

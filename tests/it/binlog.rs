@@ -707,10 +707,63 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
     assert!(tokio::task::block_in_place(|| child.stop()).success());
 
     // A new dump after the gap: healthy again.
+    let old_dump: Vec<String> = crate::tool::files(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".sql.gz"))
+        .collect();
+    assert_eq!(old_dump.len(), 1, "{old_dump:?}");
     let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["backup"]));
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
     assert_eq!(code, 0, "healthy after a new dump: {out}");
+
+    // `list` names the window: from the new dump on, the old one is cut off.
+    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["list"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("point-in-time restore of `steady` from the volume: any time from"),
+        "{out}"
+    );
+    assert!(out.contains("1 gap(s) earlier in the archive"), "{out}");
+    // verify --binlog: whole from the newest dump, a gap (exit 4) from the old one.
+    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", "--binlog"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok: binlog archive in the volume from binlog.000003"),
+        "{out}"
+    );
+    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+        &vars,
+        &["verify", "--binlog", &old_dump[0]],
+    ));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("gap between"), "{err}");
+
+    // Retention: once the old dump is gone, the segments before the new
+    // dump's snapshot go too, and the chain the new dump needs stays whole.
+    let volume = LocalTarget::new(dir.path());
+    let before = store::list_chain(&volume, "selmai_backup").await.unwrap();
+    volume.delete(&old_dump[0]).await.unwrap();
+    volume
+        .delete(&format!("{}.manifest.json", old_dump[0]))
+        .await
+        .unwrap();
+    let (deleted, failed) =
+        selmai_backup::daemon::retention::prune_binlog(&volume, "selmai_backup")
+            .await
+            .unwrap();
+    assert!(failed.is_empty());
+    let after = store::list_chain(&volume, "selmai_backup").await.unwrap();
+    assert!(!deleted.is_empty() && !after.is_empty());
+    assert_eq!(before.len(), deleted.len() + after.len());
+    assert!(
+        deleted
+            .iter()
+            .all(|d| d.contains("binlog.000001") || d.contains("binlog.000002")),
+        "{deleted:?}"
+    );
+    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", "--binlog"]));
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
