@@ -1819,4 +1819,69 @@ mod tests {
             0
         );
     }
+
+    fn binlog_facts(grants: &[&str]) -> BinlogFacts {
+        BinlogFacts {
+            current_user: "backup@%".into(),
+            grants: grants.iter().map(|g| g.to_string()).collect(),
+            log_bin: true,
+            binlog_format: "ROW".into(),
+            server_id: 1,
+            expire_seconds: 0,
+        }
+    }
+
+    #[test]
+    fn binlog_archive_needs_log_bin_both_grants_and_its_own_server_id() {
+        let ok = binlog_facts(&["GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO `backup`@`%`"]);
+        assert!(judge_binlog(&ok, 4242).into_result().is_ok());
+        let all = binlog_facts(&["GRANT ALL PRIVILEGES ON *.* TO `backup`@`%`"]);
+        assert!(judge_binlog(&all, 4242).into_result().is_ok());
+
+        let no_slave = binlog_facts(&["GRANT BINLOG MONITOR ON *.* TO `backup`@`%`"]);
+        let e = judge_binlog(&no_slave, 4242)
+            .into_result()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("REPLICATION SLAVE")
+                && e.contains("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.*"),
+            "{e}"
+        );
+
+        let off = BinlogFacts {
+            log_bin: false,
+            ..ok.clone()
+        };
+        let e = judge_binlog(&off, 4242)
+            .into_result()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--log-bin --server-id=1 --binlog-format=ROW"),
+            "{e}"
+        );
+
+        let clash = BinlogFacts {
+            server_id: 4242,
+            ..ok.clone()
+        };
+        let e = judge_binlog(&clash, 4242)
+            .into_result()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("BINLOG_SERVER_ID"), "{e}");
+
+        let stmt = BinlogFacts {
+            binlog_format: "MIXED".into(),
+            expire_seconds: 3600,
+            ..ok
+        };
+        let r = judge_binlog(&stmt, 4242);
+        let warnings: Vec<&Finding> = r.at_least(Severity::Warning).collect();
+        assert_eq!(warnings.len(), 2, "{r}");
+        assert!(r.to_string().contains("ROW records the rows"), "{r}");
+        assert!(r.to_string().contains("deletes binlogs after"), "{r}");
+        assert!(r.into_result().is_ok());
+    }
 }

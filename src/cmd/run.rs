@@ -3,7 +3,8 @@
 //! Runs the preflight ([`crate::preflight`]: privileges, packet size, free
 //! space, server version) and exits on a fatal finding; logs the
 //! schedules, decides the catch-up, starts the metrics listener when
-//! asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
+//! asked, starts the binlog archive beside the scheduler when
+//! `BINLOG_ARCHIVE` allows it, and runs the scheduler until SIGTERM or SIGINT. A backup in
 //! progress is then abandoned cleanly and the process exits 0, well within
 //! Docker's 10 s stop timeout.
 

@@ -342,4 +342,58 @@ mod tests {
         assert!(err.to_string().contains("the last backup took"), "{err}");
         space_for_backup(d.path(), &State::default(), Kind::Db).unwrap();
     }
+
+    #[test]
+    fn binlog_verdict_fails_on_a_gap_after_the_newest_dump_and_on_lag() {
+        use crate::binlog::{Gap, Position, Status};
+        let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        let s = settings(&[("BINLOG_ARCHIVE", "on")]);
+        let mut st = Status {
+            caught_up_at: Some(now - chrono::Duration::seconds(5)),
+            archived: Some(Position {
+                file: "binlog.000009".into(),
+                position: 1234,
+            }),
+            ..Status::default()
+        };
+        let dump = Some(now - chrono::Duration::hours(2));
+        let ok = binlog_verdict(Some(&st), &s, dump, now).unwrap();
+        assert!(ok.contains("5s behind at binlog.000009:1234"), "{ok}");
+        // `on` without a status: the archive is not running.
+        assert!(binlog_verdict(None, &s, dump, now)
+            .unwrap_err()
+            .contains("not running"));
+        // `auto` without a status, or `off`: nothing to say.
+        let auto = settings(&[]);
+        assert_eq!(binlog_verdict(None, &auto, dump, now).unwrap(), "");
+        // Lag over the limit.
+        st.caught_up_at = Some(now - chrono::Duration::seconds(301));
+        st.last_error = Some("connection refused".into());
+        let e = binlog_verdict(Some(&st), &s, dump, now).unwrap_err();
+        assert!(
+            e.contains("HEALTH_MAX_BINLOG_LAG_SECONDS=300") && e.contains("connection refused"),
+            "{e}"
+        );
+        st.caught_up_at = Some(now);
+        // A gap after the newest dump is unhealthy; before it, it is history.
+        st.gaps.push(Gap {
+            detected_at: now - chrono::Duration::hours(1),
+            after: Position {
+                file: "binlog.000003".into(),
+                position: 99,
+            },
+            server_oldest: "binlog.000007".into(),
+            resumed_at: Position {
+                file: "binlog.000007".into(),
+                position: 4,
+            },
+        });
+        let e = binlog_verdict(Some(&st), &s, dump, now).unwrap_err();
+        assert!(
+            e.contains("binlog gap from binlog.000003:99 to binlog.000007:4"),
+            "{e}"
+        );
+        let newer_dump = Some(now - chrono::Duration::minutes(30));
+        assert!(binlog_verdict(Some(&st), &s, newer_dump, now).is_ok());
+    }
 }
