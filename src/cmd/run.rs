@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::Utc;
 
+use crate::config::binlog::ArchiveMode;
 use crate::config::Settings;
 use crate::daemon::binlog as daemon_binlog;
 use crate::daemon::jobs::Jobs;
@@ -20,7 +21,7 @@ use crate::daemon::metrics::{self, Metrics};
 use crate::daemon::notify::Notifier;
 use crate::daemon::schedule::{self, Job, Kind, SystemClock, Trigger};
 use crate::daemon::state::State;
-use crate::preflight::{self, PreflightError};
+use crate::preflight::{self, PreflightError, Severity};
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -48,6 +49,64 @@ async fn preflight(settings: &Settings) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("not starting: backups cannot work"),
     }
     Ok(())
+}
+
+/// Whether the archive should run: `Ok(false)` when it is off or, with
+/// `auto`, when the server is not ready for it (warned once); `Err` with
+/// `on` and a fatal finding (the daemon exits 3).
+async fn binlog_should_run(settings: &Settings) -> Result<bool, PreflightError> {
+    let mode = settings.binlog.mode;
+    if mode == ArchiveMode::Off {
+        tracing::info!(
+            "the binlog archive is off (BINLOG_ARCHIVE=off): the recovery point is the newest dump"
+        );
+        let _ = std::fs::remove_file(
+            daemon_binlog::work_dir(settings).join(crate::binlog::status::STATUS_FILE),
+        );
+        return Ok(false);
+    }
+    let db = match settings.db() {
+        Ok(d) => d,
+        // Without database credentials there is nothing to archive; `on`
+        // says so, `auto` stays quiet (a files-only installation).
+        Err(_) if mode == ArchiveMode::Auto => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let report = match preflight::for_binlog(&db, settings.binlog.server_id).await {
+        Ok(r) => r,
+        // The database container may still be starting: the archive
+        // retries on its own and says what it finds.
+        Err(PreflightError::Db(e)) => {
+            tracing::warn!("binlog archive preflight not run: {e}");
+            return Ok(true);
+        }
+        Err(e) => return Err(e),
+    };
+    if mode == ArchiveMode::On {
+        report.log("the binlog archive");
+        report.into_result()?;
+        return Ok(true);
+    }
+    let fatal = report
+        .at_least(Severity::Fatal)
+        .next()
+        .map(|f| f.message.clone());
+    match fatal {
+        None => {
+            report.log("the binlog archive");
+            Ok(true)
+        }
+        Some(f) => {
+            tracing::warn!(
+                "the binlog archive is not running (BINLOG_ARCHIVE=auto): {}; the recovery point stays the newest dump. Set BINLOG_ARCHIVE=off to silence this",
+                f
+            );
+            let _ = std::fs::remove_file(
+                daemon_binlog::work_dir(settings).join(crate::binlog::status::STATUS_FILE),
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// Run the scheduler until a stop signal.
@@ -147,7 +206,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     // The binlog archive runs beside the scheduler; a gap it finds asks
     // for a database dump at once.
     let archive = tokio::select! {
-        decided = daemon_binlog::should_run(&settings) => decided.context("not starting: BINLOG_ARCHIVE=on and the binlog archive cannot work")?,
+        decided = binlog_should_run(&settings) => decided.context("not starting: BINLOG_ARCHIVE=on and the binlog archive cannot work")?,
         signal = super::interrupted() => {
             tracing::info!(signal, "received {signal} during the preflight: stopping");
             return Ok(());

@@ -1,6 +1,7 @@
-//! The binlog archive inside the daemon: whether it runs (`BINLOG_ARCHIVE`
-//! and the preflight), where it starts (the newest dump's snapshot), and
-//! what a gap sets off (an alert and a database dump at once).
+//! The binlog archive inside the daemon: where it starts (the newest
+//! dump's snapshot) and what a gap sets off (an alert and a database dump
+//! at once). Whether it runs (`BINLOG_ARCHIVE` and the preflight) is
+//! decided by `run`, above the preflight.
 //!
 //! Not here: the archive itself ([`crate::binlog`]) and the health and
 //! metrics that read its status file.
@@ -11,72 +12,16 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use crate::binlog::{self, Encoding, Gap, Options, StartPoint, Status};
-use crate::config::binlog::ArchiveMode;
 use crate::config::Settings;
 use crate::daemon::notify::{Event, EventKind, Notifier};
 use crate::daemon::schedule::Kind;
 use crate::format::{catalog, manifest};
-use crate::preflight::{self, PreflightError, Severity};
 use crate::target::{self, Target};
 
 /// The archive's work directory under `BACKUP_DIR` (hidden: never listed
 /// as a backup).
 pub fn work_dir(settings: &Settings) -> std::path::PathBuf {
     settings.backup_dir.join(".binlog")
-}
-
-/// Whether the archive should run: `Ok(false)` when it is off or, with
-/// `auto`, when the server is not ready for it (warned once); `Err` with
-/// `on` and a fatal finding (the daemon exits 3).
-pub async fn should_run(settings: &Settings) -> Result<bool, PreflightError> {
-    let mode = settings.binlog.mode;
-    if mode == ArchiveMode::Off {
-        tracing::info!(
-            "the binlog archive is off (BINLOG_ARCHIVE=off): the recovery point is the newest dump"
-        );
-        let _ = std::fs::remove_file(work_dir(settings).join(binlog::status::STATUS_FILE));
-        return Ok(false);
-    }
-    let db = match settings.db() {
-        Ok(d) => d,
-        // Without database credentials there is nothing to archive; `on`
-        // says so, `auto` stays quiet (a files-only installation).
-        Err(_) if mode == ArchiveMode::Auto => return Ok(false),
-        Err(e) => return Err(e.into()),
-    };
-    let report = match preflight::for_binlog(&db, settings.binlog.server_id).await {
-        Ok(r) => r,
-        // The database container may still be starting: the archive
-        // retries on its own and says what it finds.
-        Err(PreflightError::Db(e)) => {
-            tracing::warn!("binlog archive preflight not run: {e}");
-            return Ok(true);
-        }
-        Err(e) => return Err(e),
-    };
-    if mode == ArchiveMode::On {
-        report.log("the binlog archive");
-        report.into_result()?;
-        return Ok(true);
-    }
-    let fatal = report
-        .at_least(Severity::Fatal)
-        .next()
-        .map(|f| f.message.clone());
-    match fatal {
-        None => {
-            report.log("the binlog archive");
-            Ok(true)
-        }
-        Some(f) => {
-            tracing::warn!(
-                "the binlog archive is not running (BINLOG_ARCHIVE=auto): {}; the recovery point stays the newest dump. Set BINLOG_ARCHIVE=off to silence this",
-                f
-            );
-            let _ = std::fs::remove_file(work_dir(settings).join(binlog::status::STATUS_FILE));
-            Ok(false)
-        }
-    }
 }
 
 /// The binlog position of the newest dump with a manifest on the volume.
