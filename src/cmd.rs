@@ -222,6 +222,13 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if e.is::<crate::daemon::health::SpaceError>() {
         return Some(exit::STORAGE);
     }
+    if let Some(b) = e.downcast_ref::<crate::binlog::StoreError>() {
+        return Some(match b {
+            crate::binlog::StoreError::Gap(_) => exit::NOT_FOUND,
+            crate::binlog::StoreError::Encode { .. } => exit::CORRUPT,
+            crate::binlog::StoreError::Target(t) => target_code(t),
+        });
+    }
     if e.is::<health::Unhealthy>() {
         return Some(exit::FAILURE);
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+pub mod binlog;
 pub mod encoding;
 pub mod notify;
 pub mod restore;
@@ -50,6 +51,7 @@ pub const PREFIXES: &[&str] = &[
     "METRICS_",
     "UPLOADS_",
     "DRILL_",
+    "BINLOG_",
 ];
 
 /// Standard variables we read by their exact name. Unlike [`PREFIXES`],
@@ -182,6 +184,11 @@ pub struct EnvConfig {
     full_prefix: Option<String>,
     restore_snapshot_keep_days: Option<u32>,
     restore_definer: Option<String>,
+    binlog_archive: Option<String>,
+    binlog_server_id: Option<u32>,
+    binlog_upload_seconds: Option<u64>,
+    binlog_segment_mb: Option<u64>,
+    health_max_binlog_lag_seconds: Option<u64>,
 }
 
 /// Every variable we read, for the unknown-name check and its hints.
@@ -254,6 +261,11 @@ pub const KNOWN: &[&str] = &[
     "RESTORE_STOP_PROJECT",
     "RESTORE_SNAPSHOT_KEEP_DAYS",
     "RESTORE_DEFINER",
+    "BINLOG_ARCHIVE",
+    "BINLOG_SERVER_ID",
+    "BINLOG_UPLOAD_SECONDS",
+    "BINLOG_SEGMENT_MB",
+    "HEALTH_MAX_BINLOG_LAG_SECONDS",
 ];
 
 /// How to reach the database.
@@ -368,6 +380,9 @@ pub struct HealthSettings {
     /// A backup still missing from an off-site target this long after it
     /// was taken is unhealthy (`HEALTH_MAX_OFFSITE_DELAY_HOURS`, default 26).
     pub max_offsite_delay: Duration,
+    /// The binlog archive may be this far behind the server
+    /// (`HEALTH_MAX_BINLOG_LAG_SECONDS`, default 300).
+    pub max_binlog_lag: Duration,
 }
 
 /// Sending mail (`NOTIFY_SMTP_*`).
@@ -464,6 +479,8 @@ pub struct Settings {
     pub config_archive: ArchiveSettings,
     /// What the `uploads` archive holds (`UPLOADS_PATHS`, `UPLOADS_PREFIX`).
     pub uploads_archive: ArchiveSettings,
+    /// The binlog archive (`BINLOG_*`).
+    pub binlog: binlog::BinlogSettings,
 }
 
 /// The directories one kind of file archive holds.
@@ -750,6 +767,37 @@ impl TryFrom<EnvConfig> for Settings {
                 )?
                 .saturating_mul(3600),
             ),
+            max_binlog_lag: Duration::from_secs(in_range(
+                "HEALTH_MAX_BINLOG_LAG_SECONDS",
+                e.health_max_binlog_lag_seconds,
+                300,
+                1,
+                7 * 86_400,
+            )?),
+        };
+        let binlog = binlog::BinlogSettings {
+            mode: match e.binlog_archive {
+                None => binlog::ArchiveMode::Auto,
+                Some(s) => s.parse().map_err(|detail| ConfigError::Invalid {
+                    name: "BINLOG_ARCHIVE",
+                    detail,
+                })?,
+            },
+            server_id: in_range(
+                "BINLOG_SERVER_ID",
+                e.binlog_server_id,
+                binlog::DEFAULT_SERVER_ID,
+                1,
+                u32::MAX,
+            )?,
+            upload_after: Duration::from_secs(in_range(
+                "BINLOG_UPLOAD_SECONDS",
+                e.binlog_upload_seconds,
+                60,
+                1,
+                86_400,
+            )?),
+            segment_bytes: in_range("BINLOG_SEGMENT_MB", e.binlog_segment_mb, 64, 1, 1024)? << 20,
         };
         let smtp_password = secret(
             "NOTIFY_SMTP_PASSWORD",
@@ -899,6 +947,7 @@ impl TryFrom<EnvConfig> for Settings {
             hostname: None,
             config_archive,
             uploads_archive,
+            binlog,
         })
     }
 }

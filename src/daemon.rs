@@ -4,12 +4,13 @@
 //! job start to finish ([`jobs`]), grandfather-father-son rotation
 //! ([`retention`]), catching up missed off-site copies ([`offsite`]), the run history ([`state`]) and the health verdict read
 //! from it ([`health`]), alerts ([`notify`]) and the Prometheus listener
-//! ([`metrics`]).
+//! ([`metrics`]), and the binlog archive's place in the daemon ([`binlog`]).
 //!
 //! Does not own: how a backup is written (`crate::backup`) or read back
 //! (`crate::restore`); the daemon calls those stages, they never call it.
 //! Only the commands (`crate::cmd`) and the preflight report sit above it.
 
+pub mod binlog;
 pub mod health;
 pub mod jobs;
 pub mod metrics;

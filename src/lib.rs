@@ -33,8 +33,9 @@
 //!   to each off-site target), full backups, and safety snapshots before a restore.
 //! - [`restore`]: the read path: the statement executor, `DEFINER` handling,
 //!   stopping the app containers (Docker), restore drills.
-//! - Room for `binlog/`: the binlog archive and point-in-time replay will
-//!   sit on this floor, next to `backup` and `restore`.
+//! - [`binlog`]: the continuous binlog archive: the server's binlog received
+//!   as a replica, kept byte for byte in segments through the same encode
+//!   stages and targets (point-in-time replay will read it from here).
 //!
 //! **Above the stages.**
 //! - [`daemon`]: schedules and the scheduler loop, one job start to finish,
@@ -45,6 +46,7 @@
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
 pub mod backup;
+pub mod binlog;
 pub mod cmd;
 pub mod config;
 pub mod daemon;

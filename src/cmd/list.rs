@@ -127,7 +127,56 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             }
         );
     }
+    for t in super::targets(settings)? {
+        if let Some(line) = binlog_window(t.as_ref(), settings).await? {
+            println!("{line}");
+        }
+    }
     Ok(())
+}
+
+/// "point-in-time restore of DB from the volume: any time from ... to ...
+/// UTC, no gap", when the target holds binlog segments.
+async fn binlog_window(
+    t: &dyn crate::target::Target,
+    settings: &Settings,
+) -> anyhow::Result<Option<String>> {
+    let chain = crate::binlog::store::list_chain(t, &settings.prefix).await?;
+    if chain.is_empty() {
+        return Ok(None);
+    }
+    let mut dumps = Vec::new();
+    for e in catalog::list_db(t, &settings.prefix).await? {
+        if !e.has_manifest {
+            continue;
+        }
+        let name = manifest::name_for(&e.name);
+        let bytes = crate::target::get_bytes(t, &name).await?;
+        if let Ok(m) = manifest::Manifest::parse(&name, &bytes) {
+            if let Some(s) = m.snapshot {
+                dumps.push((m.started_at, s.file, s.position));
+            }
+        }
+    }
+    let db = settings.db_name();
+    let breaks = crate::binlog::store::breaks(&chain).len();
+    let gaps = match breaks {
+        0 => "no gap".to_owned(),
+        n => format!("{n} gap(s) earlier in the archive"),
+    };
+    Ok(Some(match crate::binlog::store::window(&chain, &dumps) {
+        Some((from, to)) => format!(
+            "point-in-time restore of `{db}` from the {}: any time from {} to {} UTC, {gaps}",
+            t.label(),
+            from.format("%Y-%m-%d %H:%M:%S"),
+            to.format("%Y-%m-%d %H:%M:%S")
+        ),
+        None => format!(
+            "point-in-time restore of `{db}` from the {}: not possible, no dump's snapshot is followed by an unbroken binlog chain ({} segments); take a dump",
+            t.label(),
+            chain.len()
+        ),
+    }))
 }
 
 fn age(hours: f64) -> String {

@@ -3,7 +3,8 @@
 //! Runs the preflight ([`crate::preflight`]: privileges, packet size, free
 //! space, server version) and exits on a fatal finding; logs the
 //! schedules, decides the catch-up, starts the metrics listener when
-//! asked, and runs the scheduler until SIGTERM or SIGINT. A backup in
+//! asked, starts the binlog archive beside the scheduler when
+//! `BINLOG_ARCHIVE` allows it, and runs the scheduler until SIGTERM or SIGINT. A backup in
 //! progress is then abandoned cleanly and the process exits 0, well within
 //! Docker's 10 s stop timeout.
 
@@ -12,13 +13,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::Utc;
 
+use crate::config::binlog::ArchiveMode;
 use crate::config::Settings;
+use crate::daemon::binlog as daemon_binlog;
 use crate::daemon::jobs::Jobs;
 use crate::daemon::metrics::{self, Metrics};
 use crate::daemon::notify::Notifier;
-use crate::daemon::schedule::{self, Job, Kind, SystemClock};
+use crate::daemon::schedule::{self, Job, Kind, SystemClock, Trigger};
 use crate::daemon::state::State;
-use crate::preflight::{self, PreflightError};
+use crate::preflight::{self, PreflightError, Severity};
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +49,64 @@ async fn preflight(settings: &Settings) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("not starting: backups cannot work"),
     }
     Ok(())
+}
+
+/// Whether the archive should run: `Ok(false)` when it is off or, with
+/// `auto`, when the server is not ready for it (warned once); `Err` with
+/// `on` and a fatal finding (the daemon exits 3).
+async fn binlog_should_run(settings: &Settings) -> Result<bool, PreflightError> {
+    let mode = settings.binlog.mode;
+    if mode == ArchiveMode::Off {
+        tracing::info!(
+            "the binlog archive is off (BINLOG_ARCHIVE=off): the recovery point is the newest dump"
+        );
+        let _ = std::fs::remove_file(
+            daemon_binlog::work_dir(settings).join(crate::binlog::status::STATUS_FILE),
+        );
+        return Ok(false);
+    }
+    let db = match settings.db() {
+        Ok(d) => d,
+        // Without database credentials there is nothing to archive; `on`
+        // says so, `auto` stays quiet (a files-only installation).
+        Err(_) if mode == ArchiveMode::Auto => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let report = match preflight::for_binlog(&db, settings.binlog.server_id).await {
+        Ok(r) => r,
+        // The database container may still be starting: the archive
+        // retries on its own and says what it finds.
+        Err(PreflightError::Db(e)) => {
+            tracing::warn!("binlog archive preflight not run: {e}");
+            return Ok(true);
+        }
+        Err(e) => return Err(e),
+    };
+    if mode == ArchiveMode::On {
+        report.log("the binlog archive");
+        report.into_result()?;
+        return Ok(true);
+    }
+    let fatal = report
+        .at_least(Severity::Fatal)
+        .next()
+        .map(|f| f.message.clone());
+    match fatal {
+        None => {
+            report.log("the binlog archive");
+            Ok(true)
+        }
+        Some(f) => {
+            tracing::warn!(
+                "the binlog archive is not running (BINLOG_ARCHIVE=auto): {}; the recovery point stays the newest dump. Set BINLOG_ARCHIVE=off to silence this",
+                f
+            );
+            let _ = std::fs::remove_file(
+                daemon_binlog::work_dir(settings).join(crate::binlog::status::STATUS_FILE),
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// Run the scheduler until a stop signal.
@@ -134,12 +195,48 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!(signal = name, "received {name}: stopping");
     };
 
-    let runner = Jobs::new(
+    let targets = super::targets(&settings)?;
+    let runner = Arc::new(Jobs::new(
         settings.clone(),
-        super::targets(&settings)?,
+        targets.clone(),
         Notifier::new(settings.notify.clone()),
         metrics,
-    );
+    ));
+
+    // The binlog archive runs beside the scheduler; a gap it finds asks
+    // for a database dump at once.
+    let archive = tokio::select! {
+        decided = binlog_should_run(&settings) => decided.context("not starting: BINLOG_ARCHIVE=on and the binlog archive cannot work")?,
+        signal = super::interrupted() => {
+            tracing::info!(signal, "received {signal} during the preflight: stopping");
+            return Ok(());
+        }
+    };
+    let (archive_stop, archive_stopped) = tokio::sync::watch::channel(false);
+    let archive_task = archive.then(|| {
+        let (dump_tx, mut dump_rx) = tokio::sync::mpsc::unbounded_channel::<Kind>();
+        let gap_runner = runner.clone();
+        tokio::spawn(async move {
+            while let Some(kind) = dump_rx.recv().await {
+                tracing::info!(kind = %kind, "running a {kind} backup now: the binlog archive starts again from it");
+                gap_runner.run_once(kind, Trigger::Cli).await;
+            }
+        });
+        let hooks = daemon_binlog::DaemonHooks {
+            notifier: Notifier::new(settings.notify.clone()),
+            dump_now: dump_tx,
+        };
+        let mut stopped = archive_stopped;
+        tokio::spawn(daemon_binlog::run(
+            settings.clone(),
+            targets.clone(),
+            hooks,
+            Arc::new(std::sync::Mutex::new(crate::binlog::Status::default())),
+            async move {
+                let _ = stopped.changed().await;
+            },
+        ))
+    });
     tracing::info!(
         time_zone = tz.name(),
         retention = %settings.retention,
@@ -153,9 +250,19 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         _ = &mut shutdown => true,
     };
     if !stopped {
-        schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
+        schedule::run(&jobs, tz, catch_up, runner.as_ref(), &SystemClock, shutdown).await;
     }
     let _ = stop_tx.send(true);
+    if let Some(task) = archive_task {
+        // The open segment is closed and stored; what does not fit in the
+        // container's stop timeout is stored at the next start.
+        let _ = archive_stop.send(true);
+        match tokio::time::timeout(std::time::Duration::from_secs(7), task).await {
+            Ok(Ok(Err(e))) => tracing::error!("binlog archive: {e}"),
+            Err(_) => tracing::warn!("the binlog archive did not finish storing its last segment in time; it is stored at the next start"),
+            _ => {}
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

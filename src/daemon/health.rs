@@ -9,7 +9,10 @@
 //!    target (as the last catch-up found) for longer than
 //!    `HEALTH_MAX_OFFSITE_DELAY_HOURS` after it was taken;
 //! 5. free space on `BACKUP_DIR` is at least `HEALTH_MIN_FREE_MB`, or by
-//!    default twice the size of that backup.
+//!    default twice the size of that backup;
+//! 6. when the binlog archive runs (or `BINLOG_ARCHIVE=on`): it is at most
+//!    `HEALTH_MAX_BINLOG_LAG_SECONDS` behind the server, and no gap was
+//!    found after the newest database backup ([`binlog_verdict`]).
 //!
 //! [`verdict`] is a pure function of the state, the settings, the free
 //! space and the time; [`check`] gathers those from the disk. Neither
@@ -22,6 +25,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use crate::binlog::Status;
+use crate::config::binlog::ArchiveMode;
 use crate::config::Settings;
 use crate::daemon::schedule::{human_duration, Kind};
 use crate::daemon::state::{Offsite, State, STATE_FILE};
@@ -165,7 +170,63 @@ fn last_drill(state: &State) -> String {
 pub fn check(settings: &Settings, now: DateTime<Utc>) -> Verdict {
     let state = State::load(&settings.backup_dir).map_err(|e| e.to_string())?;
     let free = free_bytes(&settings.backup_dir).map_err(|e| e.to_string());
-    verdict(&state, settings, free, now)
+    let summary = verdict(&state, settings, free, now)?;
+    let status = Status::read(&crate::daemon::binlog::work_dir(settings));
+    let newest_dump = state.last_success(Kind::Db).map(|r| r.started);
+    let archive = binlog_verdict(status.as_ref(), settings, newest_dump, now)?;
+    Ok(format!("{summary}{archive}"))
+}
+
+/// The binlog archive's part of the verdict: `Ok` with a few words to add
+/// (empty when the archive is off), `Err` naming a gap after the newest
+/// dump or a lag over `HEALTH_MAX_BINLOG_LAG_SECONDS`.
+pub fn binlog_verdict(
+    status: Option<&Status>,
+    settings: &Settings,
+    newest_dump: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let mode = settings.binlog.mode;
+    let status = match (mode, status) {
+        (ArchiveMode::Off, _) => return Ok(String::new()),
+        (ArchiveMode::Auto, None) => return Ok(String::new()),
+        (ArchiveMode::On, None) => {
+            return Err(format!(
+                "the binlog archive has not reported (no {}/.binlog/status.json): it is not running; see the log of `run`",
+                settings.backup_dir.display()
+            ))
+        }
+        (_, Some(s)) => s,
+    };
+    if let Some(gap) = status
+        .gaps
+        .iter()
+        .rev()
+        .find(|g| newest_dump.is_none_or(|d| g.detected_at >= d))
+    {
+        return Err(format!(
+            "{gap}: point-in-time restore cannot reach past it until a new database backup succeeds"
+        ));
+    }
+    let max = settings.health.max_binlog_lag.as_secs() as i64;
+    let lag = status.lag_seconds(now).unwrap_or(0);
+    if lag > max {
+        let why = status
+            .last_error
+            .as_deref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "the binlog archive is {} behind the server, more than HEALTH_MAX_BINLOG_LAG_SECONDS={max}{why}",
+            human_duration(chrono::Duration::seconds(lag))
+        ));
+    }
+    let at = status
+        .archived
+        .as_ref()
+        .map(|p| format!(" at {p}"))
+        .unwrap_or_default();
+    Ok(format!("; binlog archive {lag}s behind{at}"))
 }
 
 /// Errors of the space check before a backup.
@@ -342,5 +403,59 @@ mod tests {
         let err = space_for_backup(d.path(), &state(vec![r]), Kind::Db).unwrap_err();
         assert!(err.to_string().contains("the last backup took"), "{err}");
         space_for_backup(d.path(), &State::default(), Kind::Db).unwrap();
+    }
+
+    #[test]
+    fn binlog_verdict_fails_on_a_gap_after_the_newest_dump_and_on_lag() {
+        use crate::binlog::{Gap, Position, Status};
+        let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        let s = settings(&[("BINLOG_ARCHIVE", "on")]);
+        let mut st = Status {
+            caught_up_at: Some(now - chrono::Duration::seconds(5)),
+            archived: Some(Position {
+                file: "binlog.000009".into(),
+                position: 1234,
+            }),
+            ..Status::default()
+        };
+        let dump = Some(now - chrono::Duration::hours(2));
+        let ok = binlog_verdict(Some(&st), &s, dump, now).unwrap();
+        assert!(ok.contains("5s behind at binlog.000009:1234"), "{ok}");
+        // `on` without a status: the archive is not running.
+        assert!(binlog_verdict(None, &s, dump, now)
+            .unwrap_err()
+            .contains("not running"));
+        // `auto` without a status, or `off`: nothing to say.
+        let auto = settings(&[]);
+        assert_eq!(binlog_verdict(None, &auto, dump, now).unwrap(), "");
+        // Lag over the limit.
+        st.caught_up_at = Some(now - chrono::Duration::seconds(301));
+        st.last_error = Some("connection refused".into());
+        let e = binlog_verdict(Some(&st), &s, dump, now).unwrap_err();
+        assert!(
+            e.contains("HEALTH_MAX_BINLOG_LAG_SECONDS=300") && e.contains("connection refused"),
+            "{e}"
+        );
+        st.caught_up_at = Some(now);
+        // A gap after the newest dump is unhealthy; before it, it is history.
+        st.gaps.push(Gap {
+            detected_at: now - chrono::Duration::hours(1),
+            after: Position {
+                file: "binlog.000003".into(),
+                position: 99,
+            },
+            server_oldest: "binlog.000007".into(),
+            resumed_at: Position {
+                file: "binlog.000007".into(),
+                position: 4,
+            },
+        });
+        let e = binlog_verdict(Some(&st), &s, dump, now).unwrap_err();
+        assert!(
+            e.contains("binlog gap from binlog.000003:99 to binlog.000007:4"),
+            "{e}"
+        );
+        let newer_dump = Some(now - chrono::Duration::minutes(30));
+        assert!(binlog_verdict(Some(&st), &s, newer_dump, now).is_ok());
     }
 }

@@ -462,6 +462,24 @@ impl Jobs {
                 }
                 Err(e) => warnings.push(format!("retention could not list the {}: {e}", t.label())),
             }
+            if kind == Kind::Db {
+                match retention::prune_binlog(t, &s.prefix).await {
+                    Ok((_, failed)) => {
+                        for f in failed {
+                            warnings.push(format!(
+                                "retention could not delete {} from the {}: {}",
+                                f.name,
+                                t.label(),
+                                f.error
+                            ));
+                        }
+                    }
+                    Err(e) => warnings.push(format!(
+                        "binlog retention could not list the {}: {e}",
+                        t.label()
+                    )),
+                }
+            }
         }
         warnings
     }

@@ -201,11 +201,12 @@ async fn answer(
             let free = tokio::task::spawn_blocking(move || health::free_bytes(&dir).ok())
                 .await
                 .unwrap_or(None);
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                metrics.render(free),
-            )
+            let status = crate::binlog::Status::read(&crate::daemon::binlog::work_dir(settings));
+            let mut text = metrics.render(free);
+            if let Some(st) = status {
+                text.push_str(&render_binlog(&st, Utc::now()));
+            }
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
         }
         ("GET", "/healthz") => {
             let s = settings.clone();
@@ -234,6 +235,56 @@ async fn answer(
     );
     stream.write_all(resp.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The binlog archive's metrics, from the status it writes every second.
+pub fn render_binlog(st: &crate::binlog::Status, now: chrono::DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let mut one = |name: &str, help: &str, kind: &str, v: Option<f64>| {
+        if let Some(v) = v {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    };
+    one(
+        "selmai_backup_binlog_lag_seconds",
+        "How far the binlog archive is behind the server.",
+        "gauge",
+        st.lag_seconds(now).map(|l| l as f64),
+    );
+    one(
+        "selmai_backup_binlog_last_event_timestamp_seconds",
+        "Time stamp of the newest archived binlog event (Unix time).",
+        "gauge",
+        st.last_event_time.map(|t| t.timestamp() as f64),
+    );
+    one(
+        "selmai_backup_binlog_bytes_total",
+        "Binlog bytes archived since the daemon started.",
+        "counter",
+        Some(st.bytes as f64),
+    );
+    one(
+        "selmai_backup_binlog_segments_total",
+        "Binlog segments stored since the daemon started.",
+        "counter",
+        Some(st.segments as f64),
+    );
+    one(
+        "selmai_backup_binlog_connected",
+        "1 while the replication stream is up.",
+        "gauge",
+        Some(if st.connected { 1.0 } else { 0.0 }),
+    );
+    one(
+        "selmai_backup_binlog_gaps",
+        "Gaps found in the binlog archive (binlogs purged before they were read).",
+        "gauge",
+        Some(st.gaps.len() as f64),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -295,5 +346,28 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("selmai_backup_free_bytes"));
+    }
+
+    #[test]
+    fn binlog_metrics_show_lag_bytes_segments_and_gaps() {
+        let now = Utc::now();
+        let st = crate::binlog::Status {
+            caught_up_at: Some(now - chrono::Duration::seconds(7)),
+            last_event_time: Some(now - chrono::Duration::seconds(9)),
+            bytes: 1234,
+            segments: 5,
+            connected: true,
+            ..Default::default()
+        };
+        let text = render_binlog(&st, now);
+        assert!(
+            text.contains("selmai_backup_binlog_lag_seconds 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("selmai_backup_binlog_bytes_total 1234\n"));
+        assert!(text.contains("selmai_backup_binlog_segments_total 5\n"));
+        assert!(text.contains("selmai_backup_binlog_connected 1\n"));
+        assert!(text.contains("selmai_backup_binlog_gaps 0\n"));
+        assert!(text.contains("# TYPE selmai_backup_binlog_bytes_total counter"));
     }
 }

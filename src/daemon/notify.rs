@@ -40,6 +40,9 @@ pub enum EventKind {
     BackupWarning,
     /// No backup was made. Always sent.
     BackupFailed,
+    /// The server purged binlogs the archive never read: point-in-time
+    /// restore cannot cross the gap; a new dump starts at once. Always sent.
+    BinlogGap,
 }
 
 impl EventKind {
@@ -48,6 +51,7 @@ impl EventKind {
             EventKind::BackupSucceeded => "succeeded",
             EventKind::BackupWarning => "succeeded with warnings",
             EventKind::BackupFailed => "FAILED",
+            EventKind::BinlogGap => "has a GAP",
         }
     }
 }
@@ -77,6 +81,7 @@ impl Event {
     /// One line: "selmai-backup on HOST: db backup FAILED: ...".
     pub fn title(&self) -> String {
         let what = match self.kind {
+            _ if self.event == EventKind::BinlogGap => "binlog archive".to_owned(),
             Kind::Drill => "restore drill".to_owned(),
             k => format!("{k} backup"),
         };
@@ -141,7 +146,7 @@ pub fn webhook_request(event: &Event, format: WebhookFormat) -> WebhookRequest {
             let icon = match event.event {
                 EventKind::BackupSucceeded => ":white_check_mark:",
                 EventKind::BackupWarning => ":warning:",
-                EventKind::BackupFailed => ":x:",
+                EventKind::BackupFailed | EventKind::BinlogGap => ":x:",
             };
             WebhookRequest {
                 content_type: "application/json",
@@ -153,7 +158,7 @@ pub fn webhook_request(event: &Event, format: WebhookFormat) -> WebhookRequest {
             let (priority, tags) = match event.event {
                 EventKind::BackupSucceeded => ("default", "white_check_mark"),
                 EventKind::BackupWarning => ("high", "warning"),
-                EventKind::BackupFailed => ("urgent", "rotating_light"),
+                EventKind::BackupFailed | EventKind::BinlogGap => ("urgent", "rotating_light"),
             };
             // Headers must be ASCII; the title is (host names are).
             let title: String = event
@@ -247,7 +252,7 @@ impl Notifier {
         if let (Some(url), Kind::Db) = (&self.settings.ping, event.kind) {
             let base = url.expose().trim_end_matches('/');
             let r = match event.event {
-                EventKind::BackupFailed => {
+                EventKind::BackupFailed | EventKind::BinlogGap => {
                     self.ping(&format!("{base}/fail"), Some(event.text())).await
                 }
                 _ => self.ping(base, Some(event.text())).await,

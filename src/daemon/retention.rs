@@ -16,6 +16,10 @@
 //! failed instead of stopping (credentials that may put but not delete must
 //! not fail a backup). Deciding *when* to prune (only after a successful
 //! backup) is the caller's business.
+//!
+//! [`prune_binlog`] deletes the binlog segments a point-in-time restore can
+//! no longer use: those that end before the snapshot of the oldest dump
+//! kept on the same target. Never one a kept dump needs.
 
 use std::fmt;
 
@@ -357,6 +361,61 @@ async fn apply(
         deleted,
         failed,
     })
+}
+
+/// Delete from `target` the binlog segments that end before the snapshot
+/// of the oldest dump kept there (call after [`prune`]); returns the names
+/// deleted and the deletes that failed. Nothing is deleted when the oldest
+/// dump has no binlog position or the chain does not hold it.
+pub async fn prune_binlog(
+    target: &dyn Target,
+    prefix: &str,
+) -> Result<(Vec<String>, Vec<DeleteFailure>), TargetError> {
+    let mut dumps = catalog::list_db(target, prefix).await?;
+    dumps.retain(|e| e.has_manifest);
+    dumps.sort_by_key(|e| e.parsed.taken);
+    let Some(oldest) = dumps.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let name = manifest::name_for(&oldest.name);
+    let bytes = crate::target::get_bytes(target, &name).await?;
+    let Some(snap) = manifest::Manifest::parse(&name, &bytes)
+        .ok()
+        .and_then(|m| m.snapshot)
+    else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let chain = match crate::binlog::store::list_chain(target, prefix).await {
+        Ok(c) => c,
+        Err(crate::binlog::StoreError::Target(e)) => return Err(e),
+        Err(e) => {
+            tracing::warn!(target = target.label(), error = %e, "binlog retention skipped");
+            return Ok((Vec::new(), Vec::new()));
+        }
+    };
+    let Some(keep_from) = crate::binlog::store::segment_at(&chain, &snap.file, snap.position)
+    else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let (mut deleted, mut failed) = (Vec::new(), Vec::new());
+    for m in &chain[..keep_from] {
+        // Data first: a manifest without its segment is left out of the chain.
+        let r = match target.delete(&m.file).await {
+            Ok(()) => target.delete(&manifest::name_for(&m.file)).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {
+                tracing::info!(target = target.label(), file = %m.file, "binlog segment deleted by retention (before the oldest kept dump)");
+                deleted.push(m.file.clone());
+            }
+            Err(error) => failed.push(DeleteFailure {
+                name: m.file.clone(),
+                error,
+            }),
+        }
+    }
+    Ok((deleted, failed))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! (addresses in the `TEST_*` variables it exports).
 
 mod archive;
+mod binlog;
 mod bucket;
 mod cli;
 mod config;
@@ -14,6 +15,7 @@ mod full;
 mod harness;
 mod layout;
 mod offsite;
+mod own_server;
 mod preflight;
 mod rollback;
 mod roundtrip;

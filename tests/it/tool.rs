@@ -27,6 +27,10 @@ pub fn vars(db: &str, dir: &Path) -> Vec<(String, String)> {
         ("DB_NAME", db.to_owned()),
         ("DB_CONNECT_TIMEOUT", "5".to_owned()),
         ("BACKUP_DIR", dir.display().to_string()),
+        // The shared test server has --log-bin: with the default `auto`
+        // every daemon would also archive its binlog. Tests of the archive
+        // set it on.
+        ("BINLOG_ARCHIVE", "off".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
