@@ -298,9 +298,14 @@ fn db_code(d: &DbError) -> u8 {
 }
 
 /// Take the `BACKUP_DIR` lock and clean up what a killed run left behind
-/// (partial files, incomplete bucket uploads).
+/// on every target (partial files, incomplete bucket uploads, manifests
+/// whose backup was never stored).
 pub async fn lock_and_clean(settings: &Settings) -> anyhow::Result<crate::catalog::DirLock> {
     let lock = crate::catalog::lock_dir(&settings.backup_dir)?;
-    crate::target::clean_interrupted_all(&targets(settings)?).await;
+    crate::pipeline::clean_interrupted(
+        &targets(settings)?,
+        &crate::pipeline::our_prefixes(settings),
+    )
+    .await;
     Ok(lock)
 }

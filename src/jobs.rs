@@ -10,8 +10,9 @@
 //! A run dropped half-way by a shutdown is tidied by
 //! [`Jobs::clean_up_abandoned`]: dropping the backup future already drops
 //! the uploads (whose `Drop` removes their partial files) and the dump
-//! connection; what can remain is a backup renamed to its final name whose
-//! manifest was never written, and that is deleted here.
+//! connection; what can remain is a manifest whose data was never
+//! published (the manifest is stored first, the data last) and the parts
+//! of an unfinished full backup, and those are deleted here.
 //!
 //! Not here: when runs happen (`schedule`), how a backup is made
 //! (`pipeline`), which backups to keep (`retention`).
@@ -37,7 +38,6 @@ use crate::restore::RestoreError;
 use crate::retention;
 use crate::schedule::{Due, Kind, Runner, Trigger};
 use crate::state::{self, Offsite, Outcome, Run, State};
-use crate::target::local::LocalTarget;
 use crate::target::Target;
 
 /// Why a run made no backup.
@@ -215,14 +215,16 @@ impl Jobs {
     ) -> Result<Run, (JobError, Option<DirLock>)> {
         let lock = self.lock(kind).await.map_err(|e| (e, None))?;
         let dir = &self.settings.backup_dir;
-        crate::target::clean_interrupted_all(&self.targets).await;
+        pipeline::clean_interrupted(&self.targets, &pipeline::our_prefixes(&self.settings)).await;
         let state = State::load(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the state file for the space check");
             State::default()
         });
         // A drill writes nothing into BACKUP_DIR.
         if kind != Kind::Drill {
-            if let Err(e) = health::space_for_backup(dir, &state, kind) {
+            if let Err(e) =
+                health::space_for_backup(dir, &state, kind, self.settings.health.min_free_bytes)
+            {
                 return Err((e.into(), Some(lock)));
             }
         }
@@ -437,8 +439,9 @@ impl Jobs {
         }
     }
 
-    /// After a shutdown dropped a run: delete what it published without a
-    /// manifest, remove partial files, record it as abandoned.
+    /// After a shutdown dropped a run: remove what it left (partial files,
+    /// incomplete uploads, a manifest without its data, the parts of an
+    /// unfinished full backup), record it as abandoned.
     pub async fn clean_up_abandoned(&self, kind: Kind, trigger: Trigger) {
         let Some(started) = self.current.lock().expect("current lock").take() else {
             return; // it was still waiting for the lock, or already done
@@ -450,12 +453,9 @@ impl Jobs {
                 return;
             }
         };
-        if let Err(e) = LocalTarget::new(&self.settings.backup_dir)
-            .remove_stale_partials()
-            .await
-        {
-            tracing::warn!(error = %e, "cannot clear partial files");
-        }
+        // Partial files, incomplete uploads, and a manifest whose data was
+        // never published (the manifest goes first).
+        pipeline::clean_interrupted(&self.targets, &pipeline::our_prefixes(&self.settings)).await;
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
         for t in &self.targets {

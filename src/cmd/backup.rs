@@ -47,7 +47,12 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         BackupKind::Uploads => Kind::Uploads,
         BackupKind::Full => Kind::Full,
     };
-    health::space_for_backup(&settings.backup_dir, &known, kind)?;
+    health::space_for_backup(
+        &settings.backup_dir,
+        &known,
+        kind,
+        settings.health.min_free_bytes,
+    )?;
     let targets = super::targets(settings)?;
     let started = Utc::now();
     let written = match args.kind {

@@ -11,6 +11,7 @@ use crate::catalog::{self, FullObject, Part};
 use crate::config::Settings;
 use crate::manifest;
 use crate::progress::human_bytes;
+use crate::target::local::LocalTarget;
 
 /// Arguments of `list`.
 #[derive(Debug, clap::Args)]
@@ -50,6 +51,10 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         for (kind, e) in kinds
             .into_iter()
             .flat_map(|(k, es)| es.into_iter().map(move |e| (k, e)))
+            // Off the volume, data without its manifest is not a backup of
+            // ours (ours store the manifest first); on the volume it is a
+            // file of the old shell script, shown with "(no manifest)".
+            .filter(|(_, e)| e.has_manifest || t.label() == LocalTarget::LABEL)
         {
             let row = rows.entry(e.name.clone()).or_insert_with(|| Row {
                 name: e.name.clone(),

@@ -5,12 +5,14 @@
 mod archive;
 mod bucket;
 mod cli;
+mod commit_point;
 mod daemon;
 mod drill;
 mod encryption;
 mod failures;
 mod full;
 mod harness;
+mod one_off;
 mod preflight;
 mod roundtrip;
 mod s3_faults;
