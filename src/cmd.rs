@@ -54,6 +54,10 @@ pub mod exit {
     pub const REFUSED: u8 = 7;
     /// Storage failed (disk full, permission denied, bucket error).
     pub const STORAGE: u8 = 8;
+    /// Interrupted by SIGINT (128 + 2), after cleaning up.
+    pub const SIGINT: u8 = 130;
+    /// Interrupted by SIGTERM (128 + 15), after cleaning up.
+    pub const SIGTERM: u8 = 143;
 }
 
 /// selmai-backup: backups of a MariaDB database under docker compose.
@@ -88,6 +92,19 @@ pub enum Command {
     Prune(prune::Args),
     /// Run the preflight: privileges, max_allowed_packet, free space and server version.
     Check(check::Args),
+}
+
+/// Stopped by SIGINT or SIGTERM after cleaning up: exit 130 or 143, as a
+/// shell reports a process those signals ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} was interrupted by {signal}: {after}")]
+pub struct Interrupted {
+    /// "SIGINT" or "SIGTERM".
+    pub signal: &'static str,
+    /// What was interrupted.
+    pub what: String,
+    /// The state it left.
+    pub after: &'static str,
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -158,6 +175,13 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
         return Some(match e.downcast_ref::<LockError>() {
             Some(LockError::Open { .. }) => exit::STORAGE,
             _ => exit::REFUSED,
+        });
+    }
+    if let Some(i) = e.downcast_ref::<Interrupted>() {
+        return Some(if i.signal == "SIGINT" {
+            exit::SIGINT
+        } else {
+            exit::SIGTERM
         });
     }
     if e.is::<backup::OffsiteFailed>() {

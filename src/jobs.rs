@@ -103,6 +103,18 @@ struct Done {
     size: u64,
     offsite: Offsite,
     warnings: Vec<String>,
+    written: Written,
+}
+
+/// What a successful run wrote, for the one-off `backup`'s output and exit
+/// code (the daemon only records the [`Run`]).
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The files written, in order (a full backup's parts, then its set manifest).
+    pub files: Vec<String>,
+    /// Why a copy to an off-site target failed, when one did (the local
+    /// backup still counts).
+    pub offsite_failed: Option<String>,
 }
 
 /// Runs backups for the daemon.
@@ -113,6 +125,8 @@ pub struct Jobs {
     metrics: Metrics,
     lock_wait: Duration,
     lock_poll: Duration,
+    /// Apply retention after a success (`backup --no-prune` turns it off).
+    prune: bool,
     /// Start of the run in progress, for the clean-up after an abandon.
     current: Mutex<Option<DateTime<Utc>>>,
 }
@@ -132,8 +146,15 @@ impl Jobs {
             metrics,
             lock_wait: Duration::from_secs(3600),
             lock_poll: Duration::from_secs(5),
+            prune: true,
             current: Mutex::new(None),
         }
+    }
+
+    /// Whether retention runs after a successful backup (default yes).
+    pub fn with_prune(mut self, prune: bool) -> Self {
+        self.prune = prune;
+        self
     }
 
     /// How long a run waits for a one-off `backup` or `restore` holding
@@ -153,11 +174,22 @@ impl Jobs {
     /// retention, state, metrics, alerts. Never fails: the returned record
     /// says how it went.
     pub async fn run_once(&self, kind: Kind, trigger: Trigger) -> Run {
+        self.run_reporting(kind, trigger).await.0
+    }
+
+    /// [`Jobs::run_once`], also handing back what was written, or the
+    /// error itself (the one-off `backup` maps it to an exit code). The
+    /// record, the metrics and the alerts are the same.
+    pub async fn run_reporting(
+        &self,
+        kind: Kind,
+        trigger: Trigger,
+    ) -> (Run, Result<Written, JobError>) {
         let started = Utc::now();
         self.notifier.started(kind).await;
         let result = self.locked_run(kind, trigger, started).await;
-        let run = match result {
-            Ok(r) => r,
+        let (run, result) = match result {
+            Ok((r, w)) => (r, Ok(w)),
             Err((e, lock)) => {
                 let error = error_line(&e);
                 tracing::error!(kind = %kind, error = %error, "{kind} backup failed");
@@ -183,7 +215,7 @@ impl Jobs {
                 if lock.is_some() {
                     self.save(&run);
                 }
-                run
+                (run, Err(e))
             }
         };
         self.metrics.record(&run);
@@ -202,7 +234,7 @@ impl Jobs {
             host: self.notifier.host().to_owned(),
         };
         self.notifier.finished(&event).await;
-        run
+        (run, result)
     }
 
     /// The part of a run that holds the lock; on error, says whether the
@@ -212,7 +244,7 @@ impl Jobs {
         kind: Kind,
         trigger: Trigger,
         started: DateTime<Utc>,
-    ) -> Result<Run, (JobError, Option<DirLock>)> {
+    ) -> Result<(Run, Written), (JobError, Option<DirLock>)> {
         let lock = self.lock(kind).await.map_err(|e| (e, None))?;
         let dir = &self.settings.backup_dir;
         pipeline::clean_interrupted(&self.targets, &pipeline::our_prefixes(&self.settings)).await;
@@ -249,7 +281,7 @@ impl Jobs {
         };
         self.save(&run);
         drop(lock);
-        Ok(run)
+        Ok((run, done.written))
     }
 
     /// Take the lock, waiting up to `lock_wait` for another process.
@@ -331,6 +363,7 @@ impl Jobs {
                     file: report.file,
                     offsite: Offsite::NotConfigured,
                     warnings: Vec::new(),
+                    written: Written::default(),
                 })
             }
             Kind::Full => {
@@ -342,6 +375,10 @@ impl Jobs {
                 )
                 .await?;
                 let mut done = self.done_of(o.set, o.manifest.size(), &o.stored, &o.failed);
+                // The parts first, then the set manifest that completes them.
+                let set = done.written.files.pop();
+                done.written.files = o.manifest.parts.iter().map(|p| p.file.clone()).collect();
+                done.written.files.extend(set);
                 done.warnings.extend(o.warnings);
                 done.warnings.extend(self.prune(kind).await);
                 Ok(done)
@@ -382,7 +419,17 @@ impl Jobs {
             }
             Offsite::Failed { error }
         };
+        let offsite_failed = failed.first().map(|f| {
+            format!(
+                "{file} was written to the volume, but the copy to the {} failed: {}",
+                f.target, f.error
+            )
+        });
         Done {
+            written: Written {
+                files: vec![file.clone()],
+                offsite_failed,
+            },
             file,
             size,
             offsite,
@@ -390,10 +437,15 @@ impl Jobs {
         }
     }
 
-    /// Retention of `kind`'s backups on every target; returns what could not be done.
+    /// Retention of `kind`'s backups on every target (unless turned off by
+    /// [`Jobs::with_prune`]); returns what could not be done.
     async fn prune(&self, kind: Kind) -> Vec<String> {
         let s = &self.settings;
         let mut warnings = Vec::new();
+        if !self.prune {
+            tracing::info!(kind = %kind, "retention not applied (--no-prune)");
+            return warnings;
+        }
         for t in &self.targets {
             let t = t.as_ref();
             let pruned = match kind {
