@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use selmai_backup::catalog;
@@ -78,8 +78,8 @@ fn assert_no_orphan_manifest(names: &BTreeSet<String>, place: &str) {
     }
 }
 
-/// 100 `kill -9`s of `backup` at random instants (most of them late in the
-/// run, where the commit happens), checking after each that no backup is
+/// 100 `kill -9`s of `backup` at random instants (a third anywhere, a third
+/// late in the run, a third right as a new name appears on the volume), checking after each that no backup is
 /// visible without its manifest; then a normal run cleans what the kills
 /// left and `list`/`latest` see complete backups only.
 async fn kill_9_a_hundred_times(tag: &str, bucket: Option<&str>) {
@@ -102,22 +102,50 @@ async fn kill_9_a_hundred_times(tag: &str, bucket: Option<&str>) {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let r = (seed >> 33) as f64 / (1u64 << 31) as f64;
-        // A third anywhere in the run, two thirds in its last 40%.
-        let at = if round % 3 == 0 { r } else { 0.6 + 0.4 * r };
-        let delay = full.mul_f64(at * 1.05);
         let mut child = tool::bin(&vars)
             .arg("backup")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(delay).await;
+        let how = match round % 3 {
+            // Anywhere in the run.
+            0 => {
+                let delay = full.mul_f64(r * 1.05);
+                tokio::time::sleep(delay).await;
+                format!("after {delay:?}")
+            }
+            // Late in the run, where it publishes.
+            1 => {
+                let delay = full.mul_f64((0.6 + 0.4 * r) * 1.05);
+                tokio::time::sleep(delay).await;
+                format!("after {delay:?}")
+            }
+            // The instant a new backup name shows on the volume, plus up
+            // to a millisecond: the commit point itself.
+            _ => {
+                let before = volume_names(dir.path());
+                let began = Instant::now();
+                while child.try_wait().unwrap().is_none() && began.elapsed() < full * 2 {
+                    let now = volume_names(dir.path());
+                    if now
+                        .iter()
+                        .any(|n| !before.contains(n) && catalog::parse_db_name(PREFIX, n).is_some())
+                    {
+                        std::thread::sleep(Duration::from_micros((r * 1000.0) as u64));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                format!("{:?} in, as a new name appeared", began.elapsed())
+            }
+        };
         if child.try_wait().unwrap().is_none() {
             interrupted += 1;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let when = format!("kill {round} after {delay:?}");
+        let when = format!("kill {round} {how}");
         assert_every_backup_has_its_manifest(&volume_names(dir.path()), "volume", &when);
         if let Some(b) = bucket {
             assert_every_backup_has_its_manifest(&bucket_names(b).await, "bucket", &when);
