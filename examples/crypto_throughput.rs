@@ -11,7 +11,7 @@ use std::time::Instant;
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use selmai_backup::config::Secret;
-use selmai_backup::crypto::{decrypt_reader, encrypt_writer, KdfParams};
+use selmai_backup::format::crypto::{decrypt_reader, encrypt_writer, KdfParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rate(bytes: usize, secs: f64) -> String {
@@ -35,7 +35,7 @@ async fn main() {
     let total = mib * 1024 * 1024;
     println!(
         "aes crate uses hardware AES: {}",
-        selmai_backup::crypto::aes_hardware_accelerated()
+        selmai_backup::format::crypto::aes_hardware_accelerated()
     );
     println!(
         "CPU features detected at run time: aes={} pclmulqdq={} avx2={} vaes={}",
@@ -149,7 +149,7 @@ async fn decrypt_file(path: &str, pass: &str) {
     let file = tokio::fs::File::open(path).await.unwrap();
     let size = file.metadata().await.unwrap().len() as usize;
     let start = Instant::now();
-    let (mut r, kind) = selmai_backup::crypto::decrypt_any(
+    let (mut r, kind) = selmai_backup::format::crypto::decrypt_any(
         Box::new(tokio::io::BufReader::new(file)),
         Some(&Secret::new(pass)),
     )

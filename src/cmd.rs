@@ -16,17 +16,18 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::archive::ArchiveError;
-use crate::catalog::LockError;
+use crate::backup::full::FullError;
+use crate::backup::pipeline::BackupError;
 use crate::config::{ConfigError, Settings};
-use crate::crypto::CryptoError;
 use crate::db::DbError;
-use crate::docker::AppControl;
-use crate::drill::DrillError;
 use crate::dump::DumpError;
-use crate::full::FullError;
-use crate::pipeline::{BackupError, LocateError};
+use crate::format::archive::ArchiveError;
+use crate::format::catalog::LockError;
+use crate::format::crypto::CryptoError;
 use crate::preflight::PreflightError;
+use crate::restore::docker::AppControl;
+use crate::restore::drill::DrillError;
+use crate::restore::open::LocateError;
 use crate::restore::RestoreError;
 use crate::sql::SplitError;
 use crate::target::local::LocalTarget;
@@ -116,12 +117,14 @@ pub struct Refused(pub String);
 /// restore which died left stopped.
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let apps = AppControl::new(&settings);
-    apps.recover(|| match crate::catalog::lock_dir(&settings.backup_dir) {
-        Ok(lock) => Some(Some(lock)),
-        // A restore is running: the record is its own.
-        Err(LockError::Busy(_)) => None,
-        Err(LockError::Open { .. }) => Some(None),
-    })
+    apps.recover(
+        || match crate::format::catalog::lock_dir(&settings.backup_dir) {
+            Ok(lock) => Some(Some(lock)),
+            // A restore is running: the record is its own.
+            Err(LockError::Busy(_)) => None,
+            Err(LockError::Open { .. }) => Some(None),
+        },
+    )
     .await;
     match cli.command {
         Command::Backup(a) => backup::run(a, &settings).await,
@@ -133,6 +136,42 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Health(a) => health::run(a, &settings).await,
         Command::Prune(a) => prune::run(a, &settings).await,
         Command::Check(a) => check::run(a, &settings).await,
+    }
+}
+
+/// SIGINT and SIGTERM, for every command: the daemon's shutdown, and the
+/// interruption of a restore, a restore test or the daemon's preflight.
+/// One mechanism (tokio's), installed before it is awaited.
+pub struct Interrupt {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    /// Install the handlers; from now on these signals no longer kill the process.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Interrupt {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM, naming it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it (never, when the handlers
+/// cannot be installed).
+pub async fn interrupted() -> &'static str {
+    match Interrupt::install() {
+        Ok(mut i) => i.recv().await,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -199,7 +238,7 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(t) = e.downcast_ref::<TargetError>() {
         return Some(target_code(t));
     }
-    if e.is::<crate::health::SpaceError>() {
+    if e.is::<crate::daemon::health::SpaceError>() {
         return Some(exit::STORAGE);
     }
     if e.is::<health::Unhealthy>() {
@@ -324,11 +363,13 @@ fn db_code(d: &DbError) -> u8 {
 /// Take the `BACKUP_DIR` lock and clean up what a killed run left behind
 /// on every target (partial files, incomplete bucket uploads, manifests
 /// whose backup was never stored).
-pub async fn lock_and_clean(settings: &Settings) -> anyhow::Result<crate::catalog::DirLock> {
-    let lock = crate::catalog::lock_dir(&settings.backup_dir)?;
-    crate::pipeline::clean_interrupted(
+pub async fn lock_and_clean(
+    settings: &Settings,
+) -> anyhow::Result<crate::format::catalog::DirLock> {
+    let lock = crate::format::catalog::lock_dir(&settings.backup_dir)?;
+    crate::backup::pipeline::clean_interrupted(
         &targets(settings)?,
-        &crate::pipeline::our_prefixes(settings),
+        &crate::backup::pipeline::our_prefixes(settings),
     )
     .await;
     Ok(lock)

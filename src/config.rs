@@ -22,10 +22,17 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use crate::codec::Compression;
-use crate::notify::{SmtpTls, WebhookFormat};
-use crate::retention::Policy;
-use crate::schedule::{CatchUp, Kind, Schedule};
+pub mod encoding;
+pub mod notify;
+pub mod restore;
+pub mod retention;
+pub mod schedule;
+
+pub use crate::secret::Secret;
+use encoding::Compression;
+use notify::{SmtpTls, WebhookFormat};
+use retention::Policy;
+use schedule::{CatchUp, Kind, Schedule};
 
 /// Prefixes of the variables this tool owns; unknown names under them are errors.
 pub const PREFIXES: &[&str] = &[
@@ -98,32 +105,8 @@ pub enum ConfigError {
     Parse(String),
 }
 
-/// A secret value; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The value itself, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// File-name prefix of safety snapshots.
+pub const SNAPSHOT_PREFIX: &str = "selmai_prerestore";
 
 /// The raw environment, one field per variable (lower-cased by envy).
 #[derive(Debug, Default, Deserialize)]
@@ -461,7 +444,7 @@ pub struct Settings {
     /// Days pre-restore safety snapshots are kept (`RESTORE_SNAPSHOT_KEEP_DAYS`, default 7).
     pub restore_snapshot_keep_days: u32,
     /// `DEFINER` clauses at restore (`RESTORE_DEFINER`: keep, strip, rewrite; default keep).
-    pub restore_definer: crate::definer::Definer,
+    pub restore_definer: restore::Definer,
     /// The Docker engine (`DOCKER_HOST`, Docker's own variable; default the socket).
     pub docker_host: Option<String>,
     /// Our host name (`HOSTNAME`): in a container, its short id.
@@ -644,7 +627,7 @@ impl TryFrom<EnvConfig> for Settings {
             ("UPLOADS_PREFIX", &uploads_archive.prefix),
             ("FULL_PREFIX", &full_prefix),
         ] {
-            if p == crate::snapshot::PREFIX {
+            if p == SNAPSHOT_PREFIX {
                 return Err(ConfigError::Invalid {
                     name,
                     detail: format!(
@@ -887,7 +870,7 @@ impl TryFrom<EnvConfig> for Settings {
             restore_stop_project: e.restore_stop_project,
             restore_snapshot_keep_days,
             restore_definer: match e.restore_definer {
-                None => crate::definer::Definer::Keep,
+                None => restore::Definer::Keep,
                 Some(v) => v.parse().map_err(|detail| ConfigError::Invalid {
                     name: "RESTORE_DEFINER",
                     detail,
@@ -922,7 +905,9 @@ fn schedule(kind: Kind, value: Option<String>) -> Result<Option<Schedule>, Confi
 fn http_url(name: &'static str, value: String) -> Result<Secret, ConfigError> {
     // The value is not repeated in the message: it may hold a token.
     match reqwest::Url::parse(&value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(Secret(value)),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(Secret::new(value))
+        }
         _ => Err(ConfigError::Invalid {
             name,
             detail: "not an http:// or https:// URL".into(),
@@ -985,7 +970,7 @@ fn secret(
 ) -> Result<Option<Secret>, ConfigError> {
     match (value, file) {
         (Some(_), Some(_)) => Err(ConfigError::Ambiguous { name }),
-        (Some(v), None) => Ok(Some(Secret(v))),
+        (Some(v), None) => Ok(Some(Secret::new(v))),
         (None, Some(path)) => {
             let raw = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
                 name,
@@ -1000,7 +985,7 @@ fn secret(
                     detail: format!("{name}_FILE ({path}) is empty"),
                 });
             }
-            Ok(Some(Secret(trimmed.to_owned())))
+            Ok(Some(Secret::new(trimmed.to_owned())))
         }
         (None, None) => Ok(None),
     }
@@ -1110,7 +1095,7 @@ mod tests {
         assert_eq!(s.prefix, "selmai_backup");
         assert_eq!(
             s.compression,
-            Compression::Gzip(crate::codec::DEFAULT_GZIP_LEVEL)
+            Compression::Gzip(encoding::DEFAULT_GZIP_LEVEL)
         );
         assert!(s.s3.is_none() && s.passphrase.is_none());
     }
@@ -1399,14 +1384,11 @@ mod tests {
             err.to_string().contains("RESTORE_SNAPSHOT_KEEP_DAYS"),
             "{err}"
         );
-        let err = with(&[("BACKUP_PREFIX", crate::snapshot::PREFIX)]).unwrap_err();
+        let err = with(&[("BACKUP_PREFIX", SNAPSHOT_PREFIX)]).unwrap_err();
         assert!(err.to_string().contains("reserved"), "{err}");
         let err = with(&[("RESTORE_DEFINER", "drop")]).unwrap_err();
         assert!(err.to_string().contains("RESTORE_DEFINER"), "{err}");
-        assert_eq!(
-            with(&[]).unwrap().restore_definer,
-            crate::definer::Definer::Keep
-        );
+        assert_eq!(with(&[]).unwrap().restore_definer, restore::Definer::Keep);
     }
 
     #[test]

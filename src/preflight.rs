@@ -44,8 +44,8 @@
 //!    server's `max_allowed_packet` (fatal when larger: the value would be
 //!    lost).
 //! 3. **Free space** on `BACKUP_DIR`: for a backup, at least the size of
-//!    the last one ([`crate::health::space_for_backup`]; a warning) and
-//!    at least `HEALTH_MIN_FREE_MB` when set (fatal); before a restore,
+//!    the last one ([`crate::daemon::health::space_for_backup`]; a warning)
+//!    and at least `HEALTH_MIN_FREE_MB` when set (fatal); before a restore,
 //!    room for the safety snapshot, which is about the size of the backup
 //!    being restored (and at most about the database's data size).
 //! 4. **Server version**: MariaDB older than [`TESTED_SINCE`], or MySQL,
@@ -66,12 +66,12 @@ use std::path::Path;
 use mysql_async::Conn;
 
 use crate::config::{ConfigError, DbSettings, Settings};
+use crate::daemon::health::{self, SpaceError};
+use crate::daemon::schedule::Kind;
+use crate::daemon::state::State;
 use crate::db::{self, literal, query_strings, DbError};
-use crate::definer::Definer;
-use crate::health::{self, SpaceError};
 use crate::progress::human_bytes;
-use crate::schedule::Kind;
-use crate::state::State;
+use crate::restore::definer::Definer;
 
 /// Oldest MariaDB release (major, minor) the test suite runs against.
 pub const TESTED_SINCE: (u32, u32) = (10, 5);
@@ -757,7 +757,7 @@ pub struct Objects {
 
 impl Objects {
     /// Of the manifest of a database backup.
-    pub fn of(m: &crate::manifest::Manifest) -> Objects {
+    pub fn of(m: &crate::format::manifest::Manifest) -> Objects {
         let functions = m
             .routines
             .iter()
@@ -1202,7 +1202,7 @@ pub async fn for_restore(
     settings: &Settings,
     db: &DbSettings,
     into: &str,
-    source: &crate::pipeline::Source,
+    source: &crate::restore::open::Source,
     snapshot: bool,
 ) -> Result<Report, PreflightError> {
     let facts = connect_and_gather(db, into, false).await?;

@@ -1,13 +1,27 @@
-//! Executing a stream of SQL statements into one database.
+//! The read path: a stored backup back into a database (or a directory).
 //!
-//! Responsible for: creating the target database when missing (with the
-//! original character set), running statements over several connections
-//! (tables, and the rows of keyed InnoDB tables, in parallel; everything
-//! else in file order, see [`execute`]), skipping `USE` / `CREATE DATABASE` (a restore always goes into
-//! the database the operator chose), and stopping at the first failing
-//! statement with its number, line and an excerpt. Not responsible for
-//! checking the file first (the pipeline verifies the whole file before this
-//! runs) or for where the bytes come from.
+//! The folder owns opening a stored backup ([`open`]: locate, fetch to the
+//! volume, verify against the manifest), `DEFINER` handling ([`definer`]),
+//! stopping and starting the app's containers ([`docker`]) and restore
+//! drills ([`drill`]). It does not own writing backups (`crate::backup`,
+//! whose safety snapshot a restore takes), the formats (`crate::format`)
+//! or asking the operator (`crate::cmd::restore`).
+//!
+//! This file is the statement executor: creating the target database
+//! when missing (with the original character set), running statements
+//! over several connections (tables, and the rows of keyed InnoDB tables,
+//! in parallel; everything else in file order, see [`execute`]), skipping
+//! `USE` / `CREATE DATABASE` (a restore always goes into the database the
+//! operator chose), and stopping at the first failing statement with its
+//! number, line and an excerpt. It does not check the file first ([`open`]
+//! verifies the whole file before this runs) or know where the bytes come
+//! from. (It stays in the folder's root file so that its history follows
+//! it.)
+
+pub mod definer;
+pub mod docker;
+pub mod drill;
+pub mod open;
 
 use std::collections::HashMap;
 
@@ -16,7 +30,7 @@ use mysql_async::Conn;
 use tokio::io::AsyncRead;
 
 use crate::db::{ident, DbError};
-use crate::definer::Definer;
+use crate::restore::definer::Definer;
 use crate::sql::{SplitError, Statement, StatementReader};
 
 /// Errors while restoring.
@@ -49,7 +63,7 @@ pub enum RestoreError {
         name: String,
         /// What the decryption layer said.
         #[source]
-        source: crate::crypto::CryptoError,
+        source: crate::format::crypto::CryptoError,
     },
     /// A statement failed on the server.
     #[error("statement {number} (line {line}) failed: ERROR {code}: {message}\n  in: {excerpt}")]

@@ -541,7 +541,7 @@ mod tests {
     async fn reads_a_gzipped_dump_through_the_codec() {
         use tokio::io::AsyncWriteExt;
 
-        use crate::codec::Compression;
+        use crate::format::codec::Compression;
 
         let sql = std::fs::read(fixture()).unwrap();
         let mut encoder = async_compression::tokio::write::GzipEncoder::new(Vec::new());

@@ -1,5 +1,5 @@
 //! `selmai-backup backup [--kind db|config|uploads|full] [--no-prune]`: one
-//! backup now, run exactly as the daemon runs one ([`crate::jobs::Jobs`]):
+//! backup now, run exactly as the daemon runs one ([`crate::daemon::jobs::Jobs`]):
 //! retention after a success, the run recorded for `health`, alerts on
 //! failure.
 
@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::jobs::{JobError, Jobs};
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
-use crate::schedule::{Kind, Trigger};
-use crate::state::State;
+use crate::daemon::jobs::{JobError, Jobs};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::notify::Notifier;
+use crate::daemon::schedule::{Kind, Trigger};
+use crate::daemon::state::State;
 
 /// The local backup succeeded but an off-site copy did not (exit code 8).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,9 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         BackupKind::Uploads => Kind::Uploads,
         BackupKind::Full => Kind::Full,
     };
+    // Installed first: from here on SIGINT and SIGTERM no longer kill the
+    // process, they abandon the backup below.
+    let mut interrupt = super::Interrupt::install()?;
     let state = State::load(&settings.backup_dir).unwrap_or_default();
     // A one-off run never waits for the lock: "another backup or restore
     // is running" at once (exit 7).
@@ -67,7 +70,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     .with_prune(!args.no_prune);
     let (run, result) = tokio::select! {
         done = jobs.run_reporting(kind, Trigger::Cli) => done,
-        signal = super::restore::interrupted() => {
+        signal = interrupt.recv() => {
             // The backup future is dropped (its uploads with it); remove
             // what it left on every target before exiting.
             jobs.clean_up_abandoned(kind, Trigger::Cli).await;

@@ -5,8 +5,8 @@
 //! refuse (3 for a database problem, 8 for space). Touches nothing.
 
 use crate::config::Settings;
-use crate::pipeline;
 use crate::preflight::{self, Report};
+use crate::restore::open;
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
@@ -30,8 +30,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         Some(file) => {
             let db = settings.db()?;
             let into = args.into.clone().unwrap_or_else(|| db.name.clone());
-            let source =
-                pipeline::locate(file, &settings.prefix, &super::targets(settings)?).await?;
+            let source = open::locate(file, &settings.prefix, &super::targets(settings)?).await?;
             let report = preflight::for_restore(settings, &db, &into, &source, true).await?;
             println!("restore preflight ({} into `{into}`):", source.name);
             print!("{report}");

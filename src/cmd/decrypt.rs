@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::Settings;
-use crate::pipeline;
 use crate::progress::human_bytes;
+use crate::restore::open;
 
 /// Arguments of `decrypt`.
 #[derive(Debug, clap::Args)]
@@ -22,17 +22,16 @@ pub struct Args {
 
 /// Decrypt `input` into `output` with BACKUP_PASSPHRASE.
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let source =
-        pipeline::locate(&args.input, &settings.prefix, &super::targets(settings)?).await?;
+    let source = open::locate(&args.input, &settings.prefix, &super::targets(settings)?).await?;
     let (mut plain, counter, hash) =
-        pipeline::open_plain(&source, settings.passphrase.as_ref()).await?;
+        open::open_plain(&source, settings.passphrase.as_ref()).await?;
     if args.output == "-" {
         let mut out = tokio::io::stdout();
         // Standard output cannot be taken back: a failure after some bytes
         // went out still ends with a non-zero exit.
         tokio::io::copy(&mut plain, &mut out).await?;
         out.flush().await?;
-        pipeline::check_manifest(&source, counter.get(), &hash.hex())?;
+        open::check_manifest(&source, counter.get(), &hash.hex())?;
         return Ok(());
     }
     let out_path = PathBuf::from(&args.output);
@@ -41,7 +40,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         let mut f = tokio::fs::File::create(&partial).await?;
         let n = tokio::io::copy(&mut plain, &mut f).await?;
         f.sync_all().await?;
-        pipeline::check_manifest(&source, counter.get(), &hash.hex())?;
+        open::check_manifest(&source, counter.get(), &hash.hex())?;
         tokio::fs::rename(&partial, &out_path).await?;
         anyhow::Ok(n)
     }

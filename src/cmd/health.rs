@@ -1,12 +1,12 @@
 //! `selmai-backup health`: Docker's HEALTHCHECK. Exit 0 when healthy,
-//! 1 with a one-line reason otherwise (see [`crate::health`] for what is
+//! 1 with a one-line reason otherwise (see [`crate::daemon::health`] for what is
 //! checked). Reads only the state file and the free space of `BACKUP_DIR`:
 //! fast, and independent of the database and the bucket.
 
 use chrono::Utc;
 
 use crate::config::Settings;
-use crate::health;
+use crate::daemon::health;
 
 /// Arguments of `health`.
 #[derive(Debug, clap::Args)]

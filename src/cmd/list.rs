@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::catalog::{self, FullObject, Part};
 use crate::config::Settings;
-use crate::manifest;
+use crate::format::catalog::{self, FullObject, Part};
+use crate::format::manifest;
 use crate::progress::human_bytes;
 use crate::target::local::LocalTarget;
 

@@ -6,7 +6,7 @@
 //! why. The daemon does the same after each successful backup of a kind.
 
 use crate::config::Settings;
-use crate::retention;
+use crate::daemon::retention;
 
 /// Arguments of `prune`.
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,7 @@
 //! `selmai-backup restore <FILE|latest>`: verify the whole backup, run the
 //! preflight (refusing on a fatal finding), confirm,
 //! dump the database about to be replaced (the safety snapshot, see
-//! [`crate::snapshot`]), then replace its objects with the backup's; for a
+//! [`crate::backup::snapshot`]), then replace its objects with the backup's; for a
 //! file archive, `restore <ARCHIVE> --to DIR` verifies it, confirms and
 //! extracts it; for a full backup, `restore SET --to DIR` verifies every
 //! part, restores the database the same way and extracts the archives
@@ -14,15 +14,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::archive;
-use crate::catalog::{self, Part};
+use crate::backup::full;
+use crate::backup::snapshot;
 use crate::config::{DbSettings, Settings};
-use crate::docker::AppControl;
-use crate::full;
-use crate::pipeline;
+use crate::format::archive;
+use crate::format::catalog::{self, Part};
 use crate::preflight;
 use crate::progress::human_bytes;
-use crate::snapshot;
+use crate::restore::docker::AppControl;
+use crate::restore::open;
 use crate::target::Target;
 
 use super::Refused;
@@ -94,10 +94,10 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     }
     let _lock = super::lock_and_clean(settings).await?;
     let targets = super::targets(settings)?;
-    let source = pipeline::locate(&args.file, &settings.prefix, &targets).await?;
-    let source = pipeline::fetch_to_volume(source, &targets[0]).await?;
+    let source = open::locate(&args.file, &settings.prefix, &targets).await?;
+    let source = open::fetch_to_volume(source, &targets[0]).await?;
     let started = Instant::now();
-    let report = pipeline::verify(&source, settings.passphrase.as_ref()).await?;
+    let report = open::verify(&source, settings.passphrase.as_ref()).await?;
     eprintln!(
         "verified {} ({}, {} statements{})",
         source.name,
@@ -143,7 +143,7 @@ async fn apply_db(
     settings: &Settings,
     apps: &AppControl,
     targets: &[Arc<dyn Target>],
-    source: &pipeline::Source,
+    source: &open::Source,
     db: &DbSettings,
     into: &str,
     started: Instant,
@@ -179,7 +179,7 @@ async fn apply_db(
         } else {
             None
         };
-        let summary = pipeline::apply_with(
+        let summary = open::apply_with(
             source,
             settings.passphrase.as_ref(),
             db,
@@ -191,7 +191,7 @@ async fn apply_db(
     };
     let applied = tokio::select! {
         r = work => r,
-        signal = interrupted() => Err(anyhow::anyhow!(
+        signal = super::interrupted() => Err(anyhow::anyhow!(
             "restore of {} into `{into}` interrupted by {signal}: the database may be partly restored; run the restore again",
             source.name
         )),
@@ -335,7 +335,7 @@ async fn check_restore(
     settings: &Settings,
     db: &crate::config::DbSettings,
     into: &str,
-    source: &pipeline::Source,
+    source: &open::Source,
     snapshot: bool,
 ) -> anyhow::Result<()> {
     let report = preflight::for_restore(settings, db, into, source, snapshot)
@@ -362,8 +362,8 @@ async fn run_archive(args: &Args, to: &Path, settings: &Settings) -> anyhow::Res
     archive::check_target(to, args.force)?;
     let _lock = super::lock_and_clean(settings).await?;
     let targets = super::targets(settings)?;
-    let source = pipeline::locate(&args.file, &settings.prefix, &targets).await?;
-    let source = pipeline::fetch_to_volume(source, &targets[0]).await?;
+    let source = open::locate(&args.file, &settings.prefix, &targets).await?;
+    let source = open::fetch_to_volume(source, &targets[0]).await?;
     let started = Instant::now();
     let report = archive::verify(&source, settings.passphrase.as_ref()).await?;
     eprintln!(
@@ -404,19 +404,4 @@ async fn run_archive(args: &Args, to: &Path, settings: &Settings) -> anyhow::Res
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM, naming it.
-pub(super) async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => std::future::pending().await,
-    }
 }

@@ -11,17 +11,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use futures_util::StreamExt as _;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_tokio::Signals;
 
 use crate::config::Settings;
-use crate::jobs::Jobs;
-use crate::metrics::{self, Metrics};
-use crate::notify::Notifier;
+use crate::daemon::jobs::Jobs;
+use crate::daemon::metrics::{self, Metrics};
+use crate::daemon::notify::Notifier;
+use crate::daemon::schedule::{self, Job, Kind, SystemClock};
+use crate::daemon::state::State;
 use crate::preflight::{self, PreflightError};
-use crate::schedule::{self, Job, Kind, SystemClock};
-use crate::state::State;
 
 /// Arguments of `run`.
 #[derive(Debug, clap::Args)]
@@ -83,15 +80,15 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         // signal meanwhile must still stop us at once.
         tokio::select! {
             checked = preflight(&settings) => checked?,
-            signal = super::restore::interrupted() => {
+            signal = super::interrupted() => {
                 tracing::info!(signal, "received {signal} during the preflight: stopping");
                 return Ok(());
             }
         }
     }
     // BACKUP_DIR must be usable now; a busy lock is fine (a one-off run).
-    if let Err(e @ crate::catalog::LockError::Open { .. }) =
-        crate::catalog::lock_dir(&settings.backup_dir)
+    if let Err(e @ crate::format::catalog::LockError::Open { .. }) =
+        crate::format::catalog::lock_dir(&settings.backup_dir)
     {
         return Err(e.into());
     }
@@ -104,7 +101,7 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         .iter()
         // A drill is not caught up: at first start there may be no backup
         // to drill yet, and a missed monthly drill waits for the next one.
-        .filter(|j| j.kind != crate::schedule::Kind::Drill)
+        .filter(|j| j.kind != crate::daemon::schedule::Kind::Drill)
         .filter_map(|j| {
             let last = state.last_success(j.kind).map(|r| r.started);
             schedule::catch_up(settings.schedule.catch_up, &j.schedule, tz, last, now)
@@ -129,14 +126,12 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
         });
     }
 
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT]).context("cannot install the signal handlers")?;
-    let signal_handle = signals.handle();
+    // Installed now, not when the scheduler first polls the shutdown: a
+    // stop signal from here on stops the daemon cleanly.
+    let mut signals = super::Interrupt::install().context("cannot install the signal handlers")?;
     let shutdown = async move {
-        if let Some(sig) = signals.next().await {
-            let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
-            tracing::info!(signal = name, "received {name}: stopping");
-        }
+        let name = signals.recv().await;
+        tracing::info!(signal = name, "received {name}: stopping");
     };
 
     let runner = Jobs::new(
@@ -152,7 +147,6 @@ pub async fn run(_args: Args, settings: &Settings) -> anyhow::Result<()> {
     );
     schedule::run(&jobs, tz, catch_up, &runner, &SystemClock, shutdown).await;
     let _ = stop_tx.send(true);
-    signal_handle.close();
     tracing::info!("stopped");
     Ok(())
 }

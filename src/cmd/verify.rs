@@ -1,16 +1,16 @@
 //! `selmai-backup verify <FILE|latest>`: read a backup to the end and say
 //! whether it would restore, without touching any database; with
 //! `--restore-test`, also restore it into a scratch database and prove the
-//! data is what was dumped (see [`crate::drill`]). A full backup is
+//! data is what was dumped (see [`crate::restore::drill`]). A full backup is
 //! checked part by part against its set manifest.
 
-use crate::archive;
-use crate::catalog::{self, Part};
+use crate::backup::full;
 use crate::config::Settings;
-use crate::drill;
-use crate::full;
-use crate::pipeline;
+use crate::format::archive;
+use crate::format::catalog::{self, Part};
 use crate::progress::human_bytes;
+use crate::restore::drill;
+use crate::restore::open;
 
 /// Arguments of `verify`.
 #[derive(Debug, clap::Args)]
@@ -32,7 +32,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         return run_full(args, settings).await;
     }
     // A bucket copy is read straight from the bucket: verify leaves no file behind.
-    let source = pipeline::locate(&args.file, &settings.prefix, &super::targets(settings)?).await?;
+    let source = open::locate(&args.file, &settings.prefix, &super::targets(settings)?).await?;
     if catalog::is_archive_name(&source.name) {
         let report = archive::verify(&source, settings.passphrase.as_ref()).await?;
         println!(
@@ -48,7 +48,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let report = pipeline::verify(&source, settings.passphrase.as_ref()).await?;
+    let report = open::verify(&source, settings.passphrase.as_ref()).await?;
     println!(
         "ok: {} ({}, {} statements, SHA-256 {}{})",
         source.name,
@@ -88,12 +88,12 @@ async fn run_full(args: Args, settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Restore `source` into a scratch database and compare it with its manifest.
-async fn restore_test(source: &pipeline::Source, settings: &Settings) -> anyhow::Result<()> {
+async fn restore_test(source: &open::Source, settings: &Settings) -> anyhow::Result<()> {
     let db = settings.db()?;
     let scratch = drill::scratch_name();
     let drilled = tokio::select! {
         r = drill::run(source, settings.passphrase.as_ref(), &db, &scratch, settings.restore_definer) => r?,
-        signal = super::restore::interrupted() => {
+        signal = super::interrupted() => {
             // The drill future is gone: drop its scratch database before exiting.
             drill::discard(&db, &scratch).await?;
             anyhow::bail!("restore test of {} interrupted by {signal}; scratch database `{scratch}` dropped", source.name);

@@ -10,9 +10,10 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use selmai_backup::archive::{self, ArchiveError, ArchiveKind};
+use selmai_backup::backup::pipeline::{self, BackupOutcome};
 use selmai_backup::config::Settings;
-use selmai_backup::pipeline::{self, BackupOutcome};
+use selmai_backup::format::archive::{self, ArchiveError, ArchiveKind};
+use selmai_backup::restore::open;
 
 use crate::tool::volume;
 
@@ -35,7 +36,7 @@ async fn backup(s: &Settings, kind: ArchiveKind) -> BackupOutcome {
 }
 
 async fn extract(s: &Settings, name: &str, to: &Path) -> Result<(), ArchiveError> {
-    let source = pipeline::locate(name, &s.prefix, &volume(&s.backup_dir))
+    let source = open::locate(name, &s.prefix, &volume(&s.backup_dir))
         .await
         .unwrap_or_else(|e| panic!("locating {name}: {e}"));
     archive::extract(&source, s.passphrase.as_ref(), to, false)
@@ -358,11 +359,11 @@ async fn archive_crafted_escapes_are_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
-    use selmai_backup::jobs::Jobs;
-    use selmai_backup::metrics::Metrics;
-    use selmai_backup::notify::Notifier;
-    use selmai_backup::schedule::{Kind, Trigger};
-    use selmai_backup::state::Outcome;
+    use selmai_backup::daemon::jobs::Jobs;
+    use selmai_backup::daemon::metrics::Metrics;
+    use selmai_backup::daemon::notify::Notifier;
+    use selmai_backup::daemon::schedule::{Kind, Trigger};
+    use selmai_backup::daemon::state::Outcome;
     use std::sync::Arc;
 
     let src = tempfile::tempdir().unwrap();
@@ -415,11 +416,11 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
 
 #[tokio::test]
 async fn archive_uploads_job_in_the_daemon_rotates_only_uploads_archives() {
-    use selmai_backup::jobs::Jobs;
-    use selmai_backup::metrics::Metrics;
-    use selmai_backup::notify::Notifier;
-    use selmai_backup::schedule::{Kind, Trigger};
-    use selmai_backup::state::{Outcome, State};
+    use selmai_backup::daemon::jobs::Jobs;
+    use selmai_backup::daemon::metrics::Metrics;
+    use selmai_backup::daemon::notify::Notifier;
+    use selmai_backup::daemon::schedule::{Kind, Trigger};
+    use selmai_backup::daemon::state::{Outcome, State};
     use std::sync::Arc;
 
     let src = tempfile::tempdir().unwrap();

@@ -148,7 +148,7 @@ fn corrupt_restore_is_refused(tag: &str, keep_manifest: bool, damage: fn(&mut Ve
     let (_, out, _) = tool::outcome(&tool::run(&vars, &["backup"]));
     let file = std::path::PathBuf::from(out.trim());
     if !keep_manifest {
-        let m = selmai_backup::manifest::name_for(&file.display().to_string());
+        let m = selmai_backup::format::manifest::name_for(&file.display().to_string());
         std::fs::remove_file(m).unwrap();
     }
     let mut bytes = std::fs::read(&file).unwrap();

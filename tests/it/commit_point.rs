@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use selmai_backup::catalog;
 use selmai_backup::dump::NoHooks;
+use selmai_backup::format::catalog;
 
 use crate::bucket::bucket_vars;
 use crate::support::TestDb;

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use selmai_backup::catalog;
 use selmai_backup::config::Settings;
-use selmai_backup::jobs::Jobs;
-use selmai_backup::metrics::Metrics;
-use selmai_backup::notify::Notifier;
-use selmai_backup::schedule::{Kind, Trigger};
-use selmai_backup::state::{self, Offsite, Outcome, Run, State};
+use selmai_backup::daemon::jobs::Jobs;
+use selmai_backup::daemon::metrics::Metrics;
+use selmai_backup::daemon::notify::Notifier;
+use selmai_backup::daemon::schedule::{Kind, Trigger};
+use selmai_backup::daemon::state::{self, Offsite, Outcome, Run, State};
+use selmai_backup::format::catalog;
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::{ObjectInfo, ObjectReader, Target, TargetError, Upload};
 

@@ -1,4 +1,4 @@
-//! Restore drills (`verify --restore-test`, `selmai_backup::drill`): a drill
+//! Restore drills (`verify --restore-test`, `selmai_backup::restore::drill`): a drill
 //! passes on Sakila and on the corner-case database; a backup whose data was
 //! altered after the dump, with its SHA-256 and size refreshed so that only
 //! the fingerprints can tell, fails naming the table (library and binary,
@@ -11,14 +11,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use selmai_backup::definer::Definer;
-use selmai_backup::drill::{self, DrillReport};
-use selmai_backup::jobs::Jobs;
-use selmai_backup::metrics::Metrics;
-use selmai_backup::notify::Notifier;
-use selmai_backup::schedule::{Kind, Trigger};
-use selmai_backup::state::{Outcome, State};
-use selmai_backup::{catalog, health, pipeline, snapshot};
+use selmai_backup::backup::snapshot;
+use selmai_backup::daemon::health;
+use selmai_backup::daemon::jobs::Jobs;
+use selmai_backup::daemon::metrics::Metrics;
+use selmai_backup::daemon::notify::Notifier;
+use selmai_backup::daemon::schedule::{Kind, Trigger};
+use selmai_backup::daemon::state::{Outcome, State};
+use selmai_backup::format::catalog;
+use selmai_backup::restore::definer::Definer;
+use selmai_backup::restore::drill::{self, DrillReport};
+use selmai_backup::restore::open;
 use sha2::{Digest, Sha256};
 
 use crate::support::{db_env, mariadb_dump, TestDb};
@@ -27,10 +30,10 @@ use crate::tool;
 /// Locate `file` in `dir`, verify it and drill it against the test server.
 async fn drill(db: &str, dir: &Path, file: &str) -> DrillReport {
     let s = tool::settings(db, dir, &[]);
-    let source = pipeline::locate(file, &s.prefix, &tool::volume(dir))
+    let source = open::locate(file, &s.prefix, &tool::volume(dir))
         .await
         .unwrap();
-    pipeline::verify(&source, None).await.unwrap();
+    open::verify(&source, None).await.unwrap();
     let report = drill::run(
         &source,
         None,
@@ -105,7 +108,7 @@ fn tamper(dir: &Path, file: &str, from: &str, to: &str) {
     let gz = tool::gzip(sql.replace(from, to).as_bytes());
     std::fs::write(&path, &gz).unwrap();
 
-    let mpath = dir.join(selmai_backup::manifest::name_for(file));
+    let mpath = dir.join(selmai_backup::format::manifest::name_for(file));
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
     m["size"] = gz.len().into();
     m["sha256"] = hex::encode(Sha256::digest(&gz)).into();
@@ -279,7 +282,7 @@ async fn definers_of_missing_users_are_stripped_or_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let out = tool::backup(&src.name, dir.path()).await;
     let s = tool::settings(&src.name, dir.path(), &[]);
-    let source = pipeline::locate(&out.file, &s.prefix, &tool::volume(dir.path()))
+    let source = open::locate(&out.file, &s.prefix, &tool::volume(dir.path()))
         .await
         .unwrap();
     let me = db_env().exec(None, "SELECT CURRENT_USER()");
@@ -289,7 +292,7 @@ async fn definers_of_missing_users_are_stripped_or_rewritten() {
         (Definer::Rewrite, me.trim().to_owned()),
     ] {
         let dst = TestDb::new("drill_definer_dst");
-        pipeline::apply_with(&source, None, &s.db().unwrap(), &dst.name, mode)
+        open::apply_with(&source, None, &s.db().unwrap(), &dst.name, mode)
             .await
             .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
         let got = dst.exec(&format!(

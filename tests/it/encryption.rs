@@ -41,14 +41,14 @@ async fn encrypted_round_trip_is_exact_and_never_stores_plaintext() {
             (47104, 4, 4)
         );
         let bytes = std::fs::read(dir.path().join(&out.file)).unwrap();
-        assert!(selmai_backup::crypto::is_encrypted(&bytes));
+        assert!(selmai_backup::format::crypto::is_encrypted(&bytes));
         assert!(
             !bytes.windows(11).any(|w| w == b"INSERT INTO"),
             "plaintext in the file"
         );
         let manifest = std::fs::read_to_string(
             dir.path()
-                .join(selmai_backup::manifest::name_for(&out.file)),
+                .join(selmai_backup::format::manifest::name_for(&out.file)),
         )
         .unwrap();
         assert!(!manifest.contains(PASS));
@@ -78,7 +78,7 @@ fn the_same_database_encrypted_twice_differs_everywhere() {
         assert_eq!(code, 0, "{err}");
         files.push(std::fs::read(out.trim()).unwrap());
     }
-    let header = selmai_backup::crypto::HEADER_LEN;
+    let header = selmai_backup::format::crypto::HEADER_LEN;
     // Salt and nonce prefix live in the header; every ciphertext byte after it differs too.
     assert_ne!(files[0][..header], files[1][..header]);
     assert_ne!(files[0][header..header + 64], files[1][header..header + 64]);
@@ -152,7 +152,7 @@ fn a_damaged_encrypted_file_is_refused_before_the_database_is_touched() {
     let (_, out, _) = tool::outcome(&tool::run(&vars, &["backup"]));
     let file = std::path::PathBuf::from(out.trim());
     // No manifest, so only the encryption can notice: flip a byte in the last segment.
-    std::fs::remove_file(selmai_backup::manifest::name_for(out.trim())).unwrap();
+    std::fs::remove_file(selmai_backup::format::manifest::name_for(out.trim())).unwrap();
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n - 20] ^= 0x01;

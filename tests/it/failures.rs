@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
+use selmai_backup::backup::pipeline::BackupError;
 use selmai_backup::db::DbError;
 use selmai_backup::dump::{DumpError, DumpHooks, NoHooks};
-use selmai_backup::pipeline::BackupError;
 use selmai_backup::target::TargetError;
 
 use crate::support::{db_env, TestDb};
@@ -305,7 +305,7 @@ fn kill_9_at_twenty_random_points_never_leaves_a_partial_file_under_a_final_name
 async fn a_second_run_is_refused_while_the_lock_is_held() {
     let db = small_db("f_lock");
     let dir = tempfile::tempdir().unwrap();
-    let _held = selmai_backup::catalog::lock_dir(dir.path()).unwrap();
+    let _held = selmai_backup::format::catalog::lock_dir(dir.path()).unwrap();
     let (code, _, stderr) =
         tool::outcome(&tool::run(&tool::vars(&db.name, dir.path()), &["backup"]));
     assert_eq!(code, 7, "{stderr}");

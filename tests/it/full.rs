@@ -10,16 +10,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use selmai_backup::catalog::{self, Part};
+use selmai_backup::backup::full::{self, FullError};
 use selmai_backup::config::Settings;
+use selmai_backup::daemon::jobs::Jobs;
+use selmai_backup::daemon::metrics::Metrics;
+use selmai_backup::daemon::notify::Notifier;
+use selmai_backup::daemon::retention;
+use selmai_backup::daemon::schedule::{Kind, Trigger};
+use selmai_backup::daemon::state::Outcome;
 use selmai_backup::dump::{DumpOptions, NoHooks};
-use selmai_backup::full::{self, FullError};
-use selmai_backup::jobs::Jobs;
-use selmai_backup::metrics::Metrics;
-use selmai_backup::notify::Notifier;
-use selmai_backup::retention;
-use selmai_backup::schedule::{Kind, Trigger};
-use selmai_backup::state::Outcome;
+use selmai_backup::format::catalog::{self, Part};
 
 use crate::archive::tree;
 use crate::support::{assert_same_database, copy_with_mariadb_dump, mariadb_dump, TestDb};

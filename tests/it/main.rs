@@ -12,6 +12,7 @@ mod encryption;
 mod failures;
 mod full;
 mod harness;
+mod layout;
 mod one_off;
 mod preflight;
 mod roundtrip;

@@ -141,7 +141,8 @@ fn a_failed_one_off_backup_alerts_as_the_daemon_does() {
         "the alert names the database: {ev}"
     );
     // And `health` sees the failed attempt.
-    let state = std::fs::read_to_string(dir.path().join(selmai_backup::state::STATE_FILE)).unwrap();
+    let state =
+        std::fs::read_to_string(dir.path().join(selmai_backup::daemon::state::STATE_FILE)).unwrap();
     assert!(state.contains("oo_no_such_database"), "{state}");
 }
 

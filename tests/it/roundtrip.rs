@@ -175,7 +175,7 @@ async fn restore_by_path_outside_the_backup_dir() {
     let elsewhere = tempfile::tempdir().unwrap();
     for f in [
         out.file.clone(),
-        selmai_backup::manifest::name_for(&out.file),
+        selmai_backup::format::manifest::name_for(&out.file),
     ] {
         std::fs::copy(dir.path().join(&f), elsewhere.path().join(&f)).unwrap();
     }
@@ -262,7 +262,7 @@ async fn rows_spread_over_connections_leave_every_table_identical() {
         large_value_bytes: 1024,
         ..Default::default()
     };
-    selmai_backup::pipeline::backup_db(
+    selmai_backup::backup::pipeline::backup_db(
         &s,
         &tool::volume(dir.path()),
         &small,

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+use selmai_backup::backup::pipeline::{self, BackupError, BackupOutcome};
 use selmai_backup::config::Settings;
 use selmai_backup::dump::{DumpHooks, DumpOptions, NoHooks};
-use selmai_backup::pipeline::{self, BackupError, BackupOutcome};
+use selmai_backup::restore::open;
 use selmai_backup::restore::{ExecSummary, RestoreError};
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::Target;
@@ -77,11 +78,11 @@ pub async fn try_restore_with(
     extra: &[(&str, &str)],
 ) -> Result<ExecSummary, RestoreError> {
     let s = settings(into, dir, extra);
-    let source = pipeline::locate(spec, &s.prefix, &volume(dir))
+    let source = open::locate(spec, &s.prefix, &volume(dir))
         .await
         .unwrap_or_else(|e| panic!("locating {spec}: {e}"));
-    pipeline::verify(&source, s.passphrase.as_ref()).await?;
-    pipeline::apply(&source, s.passphrase.as_ref(), &s.db().unwrap(), into).await
+    open::verify(&source, s.passphrase.as_ref()).await?;
+    open::apply(&source, s.passphrase.as_ref(), &s.db().unwrap(), into).await
 }
 
 /// [`try_restore`] that panics on failure.
@@ -127,8 +128,8 @@ pub fn files(dir: &Path) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| {
-            n != selmai_backup::catalog::LOCK_FILE
-                && !n.starts_with(selmai_backup::state::STATE_FILE)
+            n != selmai_backup::format::catalog::LOCK_FILE
+                && !n.starts_with(selmai_backup::daemon::state::STATE_FILE)
         })
         .collect();
     v.sort();

@@ -16,27 +16,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
-/// The default gzip level. Blocks are compressed with libdeflate, whose
-/// level 1 writes SQL dumps smaller than `gzip -6` (61.2 MB against 62.5 MB
-/// on the benchmark's 183 MB of SQL) at 270 MB/s on one core, 1.8 times
-/// the speed of zlib-rs at level 2 for the same size (docs/BENCHMARKS.md).
-pub const DEFAULT_GZIP_LEVEL: i32 = 1;
+pub use crate::config::encoding::{Compression, DEFAULT_GZIP_LEVEL};
 
 /// A boxed writer stage.
 pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 /// A boxed reader stage.
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-
-/// Compression of a backup stream, with its level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// gzip (a standard `.gz` that `gunzip` reads), level 1-9.
-    Gzip(i32),
-    /// zstd, level 1-19.
-    Zstd(i32),
-    /// Plain SQL.
-    None,
-}
 
 impl Compression {
     /// Parse `BACKUP_COMPRESSION` and the optional level; the error says what is accepted.

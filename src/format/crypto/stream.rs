@@ -21,10 +21,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::format::{Header, KdfParams, Keys, DEFAULT_SEGMENT_SIZE, HEADER_LEN};
 use super::CryptoError;
-use crate::codec::BoxRead;
+use crate::format::codec::BoxRead;
 #[cfg(test)]
-use crate::codec::BoxWrite;
-use crate::config::Secret;
+use crate::format::codec::BoxWrite;
+use crate::secret::Secret;
 
 /// First byte of the padding that fills the final segment to full size.
 const PAD_START: u8 = 0x80;
@@ -436,8 +436,8 @@ impl AsyncRead for DecryptReader {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::crypto::format::tests::crafted_header;
-    use crate::crypto::SharedVec;
+    use crate::format::crypto::format::tests::crafted_header;
+    use crate::format::crypto::SharedVec;
     use rstest::rstest;
     use std::time::{Duration, Instant};
 
@@ -822,14 +822,17 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn default_parameters_work() {
         let sink = SharedVec::default();
-        let mut w =
-            crate::crypto::encrypt_writer(Box::new(sink.clone()), &pass(), KdfParams::default())
-                .await
-                .unwrap();
+        let mut w = crate::format::crypto::encrypt_writer(
+            Box::new(sink.clone()),
+            &pass(),
+            KdfParams::default(),
+        )
+        .await
+        .unwrap();
         w.write_all(b"hello").await.unwrap();
         w.shutdown().await.unwrap();
         let file = sink.take();
-        let info = crate::crypto::header_info(&file).unwrap();
+        let info = crate::format::crypto::header_info(&file).unwrap();
         assert_eq!(info.kdf_params, KdfParams::default());
         assert_eq!(info.segment_size, DEFAULT_SEGMENT_SIZE);
         let (out, res) = decrypt(file, &pass(), 1).await;

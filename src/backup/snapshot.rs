@@ -14,16 +14,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog;
+use crate::backup::pipeline::{self, BackupError, BackupOutcome};
+pub use crate::config::SNAPSHOT_PREFIX as PREFIX;
 use crate::config::{DbSettings, Settings};
 use crate::db::{self, literal, query_strings, DbError};
 use crate::dump::{DumpOptions, NoHooks};
-use crate::manifest;
-use crate::pipeline::{self, BackupError, BackupOutcome};
+use crate::format::catalog;
+use crate::format::manifest;
 use crate::target::{Target, TargetError};
-
-/// File-name prefix of safety snapshots.
-pub const PREFIX: &str = "selmai_prerestore";
 
 /// Whether `database` exists and holds at least one table or view (an
 /// empty or missing database has nothing worth a snapshot).

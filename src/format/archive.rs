@@ -26,11 +26,11 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::io::BufReader;
 
-use crate::codec::Compression;
 use crate::config::{ArchiveSettings, Secret, Settings};
-use crate::manifest::{FileEntry, Manifest};
-use crate::pipeline::{self, Source};
+use crate::format::codec::Compression;
+use crate::format::manifest::{FileEntry, Manifest};
 use crate::progress::Reporter;
+use crate::restore::open::{self, Source};
 use crate::restore::RestoreError;
 
 /// The kinds of file archive.
@@ -387,7 +387,7 @@ async fn pass(
     passphrase: Option<&Secret>,
     dest: Option<PathBuf>,
 ) -> Result<ExtractReport, ArchiveError> {
-    let (plain, counter, hash) = pipeline::open_plain(source, passphrase).await?;
+    let (plain, counter, hash) = open::open_plain(source, passphrase).await?;
     let decoded = Compression::from_file_name(&source.name)
         .decoder(BufReader::with_capacity(256 * 1024, plain));
     let _progress = Reporter::start(
@@ -408,7 +408,7 @@ async fn pass(
     })
     .await
     .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))?;
-    pipeline::check_manifest(source, counter.get(), &hash.hex())?;
+    open::check_manifest(source, counter.get(), &hash.hex())?;
     report.manifest_checked = source.manifest.is_some();
     Ok(report)
 }

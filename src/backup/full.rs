@@ -7,7 +7,7 @@
 //! under a name with `FULL_PREFIX` and the set's timestamp
 //! ([`catalog::full_part_name`]), which the database and archive kinds'
 //! retention never lists. The set manifest
-//! ([`crate::manifest::SetManifest`]) is written last, on every target
+//! ([`crate::format::manifest::SetManifest`]) is written last, on every target
 //! that holds every part: its presence means the set is complete. When a
 //! part fails, the parts already stored are deleted: a set is there whole
 //! or not at all. An archive none of whose paths exists is left out, with
@@ -17,19 +17,20 @@
 //! volume, compared with the set manifest and read to the end before
 //! anything is touched; `cmd::restore` then restores the database and
 //! extracts the archives. Retention of whole sets is
-//! [`crate::retention::prune_full`]. This module does not know how a part
+//! [`crate::daemon::retention::prune_full`]. This module does not know how a part
 //! is made or restored: that is the pipeline's and the archive's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::archive::{self, ArchiveError, ArchiveKind};
-use crate::catalog::{self, Part};
+use crate::backup::pipeline::{self, BackupError, BackupOutcome, TargetFailure};
 use crate::config::{Secret, Settings};
 use crate::dump::{DumpHooks, DumpOptions};
-use crate::manifest::{self, ManifestError, SetManifest, SetPart};
-use crate::pipeline::{self, BackupError, BackupOutcome, LocateError, Source, TargetFailure};
+use crate::format::archive::{self, ArchiveError, ArchiveKind};
+use crate::format::catalog::{self, Part};
+use crate::format::manifest::{self, ManifestError, SetManifest, SetPart};
 use crate::progress::human_bytes;
+use crate::restore::open::{self, LocateError, Source};
 use crate::restore::RestoreError;
 use crate::target::{self, Target, TargetError};
 
@@ -397,7 +398,7 @@ async fn open_set(t: Arc<dyn Target>, name: &str) -> Result<FullSource, FullErro
     let manifest = SetManifest::parse(name, &target::get_bytes(t.as_ref(), name).await?)?;
     let mut parts = Vec::new();
     for p in &manifest.parts {
-        let source = pipeline::source_at(t.clone(), &p.file)
+        let source = open::source_at(t.clone(), &p.file)
             .await
             .map_err(|source| FullError::MissingPart {
                 set: name.to_owned(),
@@ -469,16 +470,14 @@ pub async fn verify(
             },
         };
         let source = match fetch_into {
-            Some(volume) => pipeline::fetch_to_volume(source, volume)
+            Some(volume) => open::fetch_to_volume(source, volume)
                 .await
                 .map_err(damaged)?,
             None => source,
         };
         let summary = match archive_kind(p.kind) {
             None => {
-                let r = pipeline::verify(&source, passphrase)
-                    .await
-                    .map_err(damaged)?;
+                let r = open::verify(&source, passphrase).await.map_err(damaged)?;
                 format!("{}, {} statements", human_bytes(r.bytes), r.statements)
             }
             Some(_) => {

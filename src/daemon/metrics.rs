@@ -19,9 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Settings;
-use crate::health;
-use crate::schedule::Kind;
-use crate::state::{Outcome, Run, State};
+use crate::daemon::health;
+use crate::daemon::schedule::Kind;
+use crate::daemon::state::{Outcome, Run, State};
 
 #[derive(Debug, Default, Clone)]
 struct PerKind {
@@ -239,8 +239,8 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::Trigger;
-    use crate::state::Offsite;
+    use crate::daemon::schedule::Trigger;
+    use crate::daemon::state::Offsite;
     use chrono::TimeZone;
 
     fn run(outcome: Outcome, size: u64) -> Run {

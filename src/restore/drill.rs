@@ -10,7 +10,7 @@
 //!
 //! This module only checks and reports; deciding that a failed drill is an
 //! error (exit code, alert, state file) is the caller's business. It does
-//! not verify the stored bytes: call [`crate::pipeline::verify`] first.
+//! not verify the stored bytes: call [`crate::backup::open::verify`] first.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -22,9 +22,9 @@ use mysql_async::Conn;
 
 use crate::config::{DbSettings, Secret};
 use crate::db::{self, ident, literal, query_strings, DbError};
-use crate::definer::Definer;
 use crate::dump;
-use crate::pipeline::{self, Source};
+use crate::restore::definer::Definer;
+use crate::restore::open::{self, Source};
 use crate::restore::RestoreError;
 
 /// Prefix of every scratch database a drill creates.
@@ -397,7 +397,7 @@ async fn restore_and_compare(
     definer: Definer,
 ) -> Result<Compared, DrillError> {
     let manifest = source.manifest.as_ref().expect("checked by the caller");
-    let summary = pipeline::apply_with(source, passphrase, db, scratch, definer)
+    let summary = open::apply_with(source, passphrase, db, scratch, definer)
         .await
         .map_err(|e| DrillError::Restore {
             file: source.name.clone(),
@@ -416,7 +416,7 @@ async fn restore_and_compare(
 
 async fn compare(
     conn: &mut Conn,
-    manifest: &crate::manifest::Manifest,
+    manifest: &crate::format::manifest::Manifest,
     scratch: &str,
 ) -> Result<(Vec<TableCheck>, Vec<String>, Vec<ObjectCheck>), DbError> {
     let lit = literal(scratch);

@@ -14,13 +14,12 @@ use crate::dump::{BinlogPosition, DumpSummary, TableStats};
 
 /// The manifest format this build writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// Suffix appended to a backup's name to name its manifest.
-pub const SUFFIX: &str = ".manifest.json";
+/// Suffix appended to a backup's name to name its manifest (a name, so
+/// it is defined with the other names in [`super::catalog`]).
+pub use super::catalog::MANIFEST_SUFFIX as SUFFIX;
 
 /// The manifest's name for a backup file.
-pub fn name_for(file: &str) -> String {
-    format!("{file}{SUFFIX}")
-}
+pub use super::catalog::manifest_name as name_for;
 
 /// Errors reading a manifest.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +76,8 @@ pub struct EncryptionInfo {
     pub segment_size: u32,
 }
 
-impl From<crate::crypto::HeaderInfo> for EncryptionInfo {
-    fn from(h: crate::crypto::HeaderInfo) -> Self {
+impl From<crate::format::crypto::HeaderInfo> for EncryptionInfo {
+    fn from(h: crate::format::crypto::HeaderInfo) -> Self {
         EncryptionInfo {
             format_version: u32::from(h.version),
             algorithm: h.aead,
@@ -291,7 +290,7 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetPart {
     /// `db`, `config` or `uploads`.
-    pub kind: crate::catalog::Part,
+    pub kind: crate::format::catalog::Part,
     /// The part's file name (its own manifest is `FILE.manifest.json`).
     pub file: String,
     /// Size of the stored file in bytes.
@@ -374,7 +373,7 @@ mod tests {
 
     #[test]
     fn golden_v1_manifest_parses() {
-        let bytes = include_bytes!("../tests/fixtures/manifest_v1.json");
+        let bytes = include_bytes!("../../tests/fixtures/manifest_v1.json");
         let m = Manifest::parse("manifest_v1.json", bytes).unwrap();
         assert_eq!(m.format_version, 1);
         assert_eq!(m.file, "selmai_backup_20250120_020000.sql.gz");
@@ -386,11 +385,11 @@ mod tests {
 
     #[test]
     fn golden_v1_set_manifest_parses() {
-        let bytes = include_bytes!("../tests/fixtures/set_manifest_v1.json");
+        let bytes = include_bytes!("../../tests/fixtures/set_manifest_v1.json");
         let m = SetManifest::parse("set_manifest_v1.json", bytes).unwrap();
         assert_eq!(m.name, "selmai_full_20250301_040000.full.json");
         let kinds: Vec<_> = m.parts.iter().map(|p| p.kind).collect();
-        use crate::catalog::Part;
+        use crate::format::catalog::Part;
         assert_eq!(kinds, [Part::Db, Part::Config, Part::Uploads]);
         assert_eq!(m.size(), 1000 + 200 + 30);
         assert_eq!(SetManifest::parse("x", &m.to_json()).unwrap(), m);

@@ -5,7 +5,7 @@
 //! applies retention on every target after a success only, records the run
 //! in the state file, updates the metrics and sends the alerts, and returns
 //! the record: tests call it directly, the scheduler loop around it is thin
-//! ([`crate::schedule::run`] through the [`Runner`] impl).
+//! ([`crate::daemon::schedule::run`] through the [`Runner`] impl).
 //!
 //! A run dropped half-way by a shutdown is tidied by
 //! [`Jobs::clean_up_abandoned`]: dropping the backup future already drops
@@ -24,20 +24,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::archive::ArchiveKind;
-use crate::catalog::{self, DirLock, LockError};
+use crate::backup::full::{self, FullError};
+use crate::backup::pipeline::{self, BackupError, BackupOutcome, TargetFailure};
 use crate::config::Settings;
-use crate::drill::{self, DrillError};
+use crate::daemon::health::{self, SpaceError};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::notify::{Event, EventKind, Notifier};
+use crate::daemon::retention;
+use crate::daemon::schedule::{Due, Kind, Runner, Trigger};
+use crate::daemon::state::{self, Offsite, Outcome, Run, State};
 use crate::dump::{DumpOptions, NoHooks};
-use crate::full::{self, FullError};
-use crate::health::{self, SpaceError};
-use crate::metrics::Metrics;
-use crate::notify::{Event, EventKind, Notifier};
-use crate::pipeline::{self, BackupError, BackupOutcome, LocateError, TargetFailure};
+use crate::format::archive::ArchiveKind;
+use crate::format::catalog::{self, DirLock, LockError};
+use crate::restore::drill::{self, DrillError};
+use crate::restore::open::{self, LocateError};
 use crate::restore::RestoreError;
-use crate::retention;
-use crate::schedule::{Due, Kind, Runner, Trigger};
-use crate::state::{self, Offsite, Outcome, Run, State};
 use crate::target::Target;
 
 /// Why a run made no backup.
@@ -344,8 +345,8 @@ impl Jobs {
             }
             Kind::Drill => {
                 let s = &self.settings;
-                let source = pipeline::locate("latest", &s.prefix, &self.targets).await?;
-                pipeline::verify(&source, s.passphrase.as_ref()).await?;
+                let source = open::locate("latest", &s.prefix, &self.targets).await?;
+                open::verify(&source, s.passphrase.as_ref()).await?;
                 let db = s.db().map_err(BackupError::from)?;
                 let report = drill::run(
                     &source,

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
-use crate::manifest;
 use crate::target::{ObjectInfo, Target, TargetError};
 
 /// Timestamp layout inside names (`20250120_020000`).
@@ -105,6 +104,14 @@ fn parse_name(prefix: &str, name: &str, extensions: &[&str]) -> Option<BackupNam
     })
 }
 
+/// Suffix appended to a backup's name to name its manifest.
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+
+/// The manifest's name for a backup file.
+pub fn manifest_name(file: &str) -> String {
+    format!("{file}{MANIFEST_SUFFIX}")
+}
+
 /// Suffix of a full backup's set manifest (`PREFIX_YYYYMMDD_HHMMSS.full.json`).
 pub const SET_SUFFIX: &str = ".full.json";
 
@@ -187,7 +194,7 @@ pub fn parse_full_object(prefix: &str, name: &str) -> Option<(DateTime<Utc>, Ful
     if tail == SET_SUFFIX {
         return Some((taken, FullObject::Set));
     }
-    let (data, is_manifest) = match tail.strip_suffix(manifest::SUFFIX) {
+    let (data, is_manifest) = match tail.strip_suffix(MANIFEST_SUFFIX) {
         Some(d) => (d, true),
         None => (tail, false),
     };
@@ -311,7 +318,7 @@ pub async fn list_with_orphans(
         .iter()
         .filter(|o| {
             o.name
-                .strip_suffix(manifest::SUFFIX)
+                .strip_suffix(MANIFEST_SUFFIX)
                 .is_some_and(|data| parse(prefix, data).is_some() && !names.contains(data))
         })
         .map(|o| o.name.clone())
@@ -331,7 +338,7 @@ fn entries(
         .filter_map(|o| {
             let parsed = parse(prefix, &o.name)?;
             Some(Entry {
-                has_manifest: names.contains(manifest::name_for(&o.name).as_str()),
+                has_manifest: names.contains(manifest_name(&o.name).as_str()),
                 name: o.name.clone(),
                 parsed,
                 size: o.size,
@@ -396,7 +403,7 @@ pub fn orphan_manifests(objects: &[ObjectInfo], prefixes: &Prefixes) -> Vec<Stri
         .iter()
         .filter(|o| {
             o.name
-                .strip_suffix(manifest::SUFFIX)
+                .strip_suffix(MANIFEST_SUFFIX)
                 .is_some_and(|data| prefixes.is_ours(data) && !names.contains(data))
         })
         .map(|o| o.name.clone())

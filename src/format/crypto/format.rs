@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::CryptoError;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// First bytes of every encrypted file: 0x89 "SELMAI" LF. The high byte
 /// keeps it from looking like text (or SQL, gzip, zstd, OpenPGP); the LF
@@ -444,7 +444,7 @@ pub(crate) mod tests {
     /// with; it must say what `KdfParams::default()` really does.
     #[test]
     fn readme_states_the_default_kdf_parameters() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let d = KdfParams::default();
         let said = format!(
             "Argon2id ({} MiB, t={}, p={})",

@@ -8,7 +8,7 @@
 //! `crypto/format.rs` is its only implementation, and the golden file
 //! `tests/fixtures/golden_v1.sql.gz.enc` pins it.
 //!
-//! Not responsible for: compression (the [`crate::codec`] stage before us),
+//! Not responsible for: compression (the [`crate::format::codec`] stage before us),
 //! file names, where the bytes come from or go to, or the policy of verifying
 //! a whole file before a restore executes anything. Like every stage, the
 //! encrypt writer and decrypt reader know nothing of their neighbours.
@@ -43,8 +43,8 @@ use tokio::io::AsyncReadExt;
 #[cfg(test)]
 use tokio::io::AsyncWriteExt;
 
-use crate::codec::{BoxRead, BoxWrite};
-use crate::config::Secret;
+use crate::format::codec::{BoxRead, BoxWrite};
+use crate::secret::Secret;
 
 pub use format::{is_encrypted, HeaderInfo, KdfParams, DEFAULT_SEGMENT_SIZE, HEADER_LEN, MAGIC};
 pub use gpg::{gpg_decrypt_reader, is_gpg};
@@ -448,7 +448,7 @@ mod tests {
     /// dump -> gzip -> encrypt -> target, and target -> decrypt -> gunzip.
     #[tokio::test]
     async fn composes_with_compression() {
-        use crate::codec::Compression;
+        use crate::format::codec::Compression;
         let pass = Secret::new("pipeline");
         let sql = read("tests/fixtures/gpg/small.sql").repeat(50);
         let (w, r) = tokio::io::duplex(64 * 1024);

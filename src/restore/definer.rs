@@ -13,17 +13,7 @@
 
 use std::str::FromStr;
 
-/// What to do with `DEFINER` clauses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Definer {
-    /// Restore them as dumped.
-    #[default]
-    Keep,
-    /// Remove them: objects belong to the restoring user.
-    Strip,
-    /// Replace them with `DEFINER=CURRENT_USER`.
-    Rewrite,
-}
+pub use crate::config::restore::Definer;
 
 impl FromStr for Definer {
     type Err = String;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{Kind, Trigger};
+use crate::daemon::schedule::{Kind, Trigger};
 
 /// The state file's name inside `BACKUP_DIR`.
 pub const STATE_FILE: &str = ".selmai-backup-state.json";

@@ -1,6 +1,5 @@
-//! Composing the stages: "back up the database now", "archive these files
-//! now" (both through one compress-encrypt-store path) and "open a stored
-//! backup for verification or restore".
+//! Composing the write stages: "back up the database now" and "archive
+//! these files now", both through one compress-encrypt-store path.
 //!
 //! Backup: the dumper writes SQL into an in-memory pipe; an encoder on a
 //! blocking thread compresses it into a bounded channel of chunks; the store
@@ -11,30 +10,24 @@
 //! is written to each target after the data. Memory is bounded by the pipe,
 //! the channel and each upload's buffer, whatever the database size.
 //!
-//! Restore: target -> meter (SHA-256, progress) -> decompress -> split.
-//! [`verify`] reads a backup to the end without touching any database;
-//! [`apply`] executes it and is only called after [`verify`] succeeded.
+//! Reading a backup back is [`crate::restore::open`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::archive::{self, ArchiveError, ArchiveKind};
-use crate::catalog::{self, Entry};
-use crate::codec::{BoxRead, BoxWrite, Compression};
-use crate::config::{DbSettings, Secret, Settings};
-use crate::crypto;
-use crate::definer::Definer;
+use crate::config::Settings;
 use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
-use crate::manifest::{self, EncryptionInfo, Manifest, ManifestError};
-use crate::progress::{human_bytes, Counter, MeteredReader, Reporter, SharedHash};
-use crate::restore::{self, ExecSummary, RestoreError};
-use crate::sql::StatementReader;
-use crate::target::local::LocalTarget;
+use crate::format::archive::{self, ArchiveError, ArchiveKind};
+use crate::format::catalog;
+use crate::format::codec::{BoxWrite, Compression};
+use crate::format::crypto;
+use crate::format::manifest::{self, EncryptionInfo, Manifest};
+use crate::progress::human_bytes;
 use crate::target::{self, Target, TargetError, Upload};
 
 /// Errors of a backup run.
@@ -54,7 +47,7 @@ pub enum BackupError {
     Encode(#[source] std::io::Error),
     /// Setting up encryption failed.
     #[error("cannot encrypt the backup: {0}")]
-    Crypto(#[from] crate::crypto::CryptoError),
+    Crypto(#[from] crate::format::crypto::CryptoError),
     /// Reading the files to archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
@@ -462,7 +455,10 @@ async fn publish<T>(
 /// snapshots included), to tell our objects from foreign ones.
 pub fn our_prefixes(settings: &Settings) -> catalog::Prefixes {
     catalog::Prefixes {
-        db: vec![settings.prefix.clone(), crate::snapshot::PREFIX.to_owned()],
+        db: vec![
+            settings.prefix.clone(),
+            crate::config::SNAPSHOT_PREFIX.to_owned(),
+        ],
         archives: vec![
             settings.config_archive.prefix.clone(),
             settings.uploads_archive.prefix.clone(),
@@ -640,367 +636,4 @@ async fn store(
     }
     fan.shutdown().await;
     Ok((size, hex::encode(hash.finalize())))
-}
-
-/// A stored backup chosen for verify or restore.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// Where it is.
-    pub target: Arc<dyn Target>,
-    /// Its name in that target.
-    pub name: String,
-    /// Its manifest, when there is one (files of the old shell script have none).
-    pub manifest: Option<Manifest>,
-    /// Stored size, when known.
-    pub size: Option<u64>,
-}
-
-/// Errors finding a backup.
-#[derive(Debug, thiserror::Error)]
-pub enum LocateError {
-    /// No backup of that name.
-    #[error("no backup named {name} in {place}{}", newest_hint(.newest))]
-    NotFound {
-        /// Name asked for.
-        name: String,
-        /// Where we looked.
-        place: String,
-        /// The five newest backups, to help.
-        newest: Vec<String>,
-    },
-    /// There is no backup at all.
-    #[error("there is no backup in {0} yet: run `selmai-backup backup` first")]
-    Empty(String),
-    /// Listing or reading failed.
-    #[error(transparent)]
-    Target(#[from] TargetError),
-    /// The manifest is unreadable.
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-}
-
-fn newest_hint(newest: &[String]) -> String {
-    if newest.is_empty() {
-        String::new()
-    } else {
-        format!("; the newest are:\n  {}", newest.join("\n  "))
-    }
-}
-
-/// Find `spec` (`latest`, a name in the targets, or a path to a file).
-pub async fn locate(
-    spec: &str,
-    prefix: &str,
-    targets: &[Arc<dyn Target>],
-) -> Result<Source, LocateError> {
-    if spec.contains('/') {
-        let path = std::path::Path::new(spec);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let t: Arc<dyn Target> = Arc::new(target::local::LocalTarget::new(dir));
-        return source_in(t, &name, dir.display().to_string(), Vec::new()).await;
-    }
-    let mut all: Vec<(Arc<dyn Target>, Entry)> = Vec::new();
-    let mut legacy: Vec<(Arc<dyn Target>, Entry)> = Vec::new();
-    for t in targets {
-        for e in catalog::list_db(t.as_ref(), prefix).await? {
-            if e.has_manifest {
-                all.push((t.clone(), e));
-            } else if t.label() == LocalTarget::LABEL {
-                // On the volume, a file of ours without a manifest is one
-                // the old shell script wrote (ours publish the manifest
-                // first): `latest` takes it only when there is nothing else.
-                legacy.push((t.clone(), e));
-            }
-        }
-    }
-    if all.is_empty() {
-        all = legacy;
-    }
-    all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
-    let place = targets
-        .iter()
-        .map(|t| t.label())
-        .collect::<Vec<_>>()
-        .join(" and ");
-    if spec == "latest" {
-        let (t, e) = all
-            .into_iter()
-            .next()
-            .ok_or_else(|| LocateError::Empty(place.clone()))?;
-        return source_in(t, &e.name, place, Vec::new()).await;
-    }
-    let newest: Vec<String> = all.iter().take(5).map(|(_, e)| e.name.clone()).collect();
-    for t in targets {
-        if t.metadata(spec).await?.is_some() {
-            return source_in(t.clone(), spec, place, newest).await;
-        }
-    }
-    Err(LocateError::NotFound {
-        name: spec.to_owned(),
-        place,
-        newest,
-    })
-}
-
-/// The backup `name` in target `t`, with its manifest when there is one.
-pub async fn source_at(t: Arc<dyn Target>, name: &str) -> Result<Source, LocateError> {
-    let place = t.label().to_owned();
-    source_in(t, name, place, Vec::new()).await
-}
-
-async fn source_in(
-    t: Arc<dyn Target>,
-    name: &str,
-    place: String,
-    newest: Vec<String>,
-) -> Result<Source, LocateError> {
-    let Some(info) = t.metadata(name).await? else {
-        return Err(LocateError::NotFound {
-            name: name.to_owned(),
-            place,
-            newest,
-        });
-    };
-    let mname = manifest::name_for(name);
-    let manifest = match t.metadata(&mname).await? {
-        Some(_) => Some(Manifest::parse(
-            &mname,
-            &target::get_bytes(t.as_ref(), &mname).await?,
-        )?),
-        None => None,
-    };
-    Ok(Source {
-        target: t,
-        name: name.to_owned(),
-        manifest,
-        size: Some(info.size),
-    })
-}
-
-/// Copy a backup that is only in a remote target (and its manifest) into
-/// the volume, so that verify and restore read it from local disk, once
-/// downloaded. The copy is the stored form (compressed, encrypted): no
-/// plaintext touches the disk. A source already on the volume is returned
-/// as it is.
-pub async fn fetch_to_volume(
-    source: Source,
-    volume: &Arc<dyn Target>,
-) -> Result<Source, RestoreError> {
-    if source.target.label() == volume.label() {
-        return Ok(source);
-    }
-    let name = source.name.clone();
-    let fail = |detail: String| RestoreError::Integrity {
-        name: name.clone(),
-        detail,
-    };
-    tracing::info!(file = %name, from = source.target.label(), "fetching the backup into the volume");
-    let mut reader = source
-        .target
-        .open(&name)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let mut up = volume
-        .create(&name)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let counter = Counter::default();
-    let _progress = Reporter::start(
-        "downloading",
-        counter.clone(),
-        source.size,
-        Duration::from_secs(5),
-    );
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                let _ = up.abort().await;
-                return Err(fail(format!(
-                    "downloading from the {}: {e}",
-                    source.target.label()
-                )));
-            }
-        };
-        if let Err(e) = up.write_all(&buf[..n]).await {
-            let _ = up.abort().await;
-            return Err(fail(format!("writing into the volume: {e}")));
-        }
-        counter.add(n as u64);
-    }
-    // The manifest first, the data last: the copy is a backup on the
-    // volume only once both are there (see `FanOut::commit`).
-    if let Some(m) = &source.manifest {
-        if let Err(e) =
-            target::put_bytes(volume.as_ref(), &manifest::name_for(&name), &m.to_json()).await
-        {
-            let _ = up.abort().await;
-            return Err(fail(e.to_string()));
-        }
-    }
-    if let Err(e) = up.commit().await {
-        let _ = volume.delete(&manifest::name_for(&name)).await;
-        return Err(fail(e.to_string()));
-    }
-    Ok(Source {
-        target: Arc::clone(volume),
-        ..source
-    })
-}
-
-/// What reading a backup to the end found.
-#[derive(Debug, Clone)]
-pub struct VerifyReport {
-    /// Stored bytes read.
-    pub bytes: u64,
-    /// Their SHA-256.
-    pub sha256: String,
-    /// SQL statements found.
-    pub statements: u64,
-    /// Whether a manifest was checked.
-    pub manifest_checked: bool,
-}
-
-type Opened = (StatementReader<BoxRead>, Counter, SharedHash);
-
-/// Open the stored bytes of `source`, metered, and decrypted when they are
-/// encrypted (our format or an old `.gpg`); returns the plaintext reader.
-pub async fn open_plain(
-    source: &Source,
-    passphrase: Option<&Secret>,
-) -> Result<(BoxRead, Counter, SharedHash), RestoreError> {
-    let name = &source.name;
-    let raw = source
-        .target
-        .open(name)
-        .await
-        .map_err(|e| RestoreError::Integrity {
-            name: name.clone(),
-            detail: e.to_string(),
-        })?;
-    let (metered, counter, hash) = MeteredReader::new(raw);
-    let (plain, _) = crypto::decrypt_any(Box::new(metered), passphrase)
-        .await
-        .map_err(|source| RestoreError::Crypto {
-            name: name.clone(),
-            source,
-        })?;
-    Ok((plain, counter, hash))
-}
-
-async fn open_statements(
-    source: &Source,
-    passphrase: Option<&Secret>,
-) -> Result<Opened, RestoreError> {
-    let (plain, counter, hash) = open_plain(source, passphrase).await?;
-    let compression = Compression::from_file_name(&source.name);
-    let decoded = compression.decoder(BufReader::with_capacity(256 * 1024, plain));
-    Ok((StatementReader::new(decoded), counter, hash))
-}
-
-/// Compare what was read with the manifest, when there is one.
-pub fn check_manifest(source: &Source, bytes: u64, sha256: &str) -> Result<(), RestoreError> {
-    if let Some(m) = &source.manifest {
-        if m.size != bytes || m.sha256 != sha256 {
-            return Err(RestoreError::Integrity {
-                name: source.name.clone(),
-                detail: format!(
-                    "manifest says {} bytes with SHA-256 {}, file has {} bytes with SHA-256 {}",
-                    m.size, m.sha256, bytes, sha256
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Read `source` to the end: SHA-256 and size against the manifest,
-/// decompression, SQL splitting. Touches no database.
-pub async fn verify(
-    source: &Source,
-    passphrase: Option<&Secret>,
-) -> Result<VerifyReport, RestoreError> {
-    let (mut reader, counter, hash) = open_statements(source, passphrase).await?;
-    let _progress = Reporter::start(
-        "verifying",
-        counter.clone(),
-        source.size,
-        Duration::from_secs(5),
-    );
-    let mut statements = 0u64;
-    loop {
-        match reader.next().await {
-            Ok(Some(_)) => statements += 1,
-            Ok(None) => break,
-            Err(source_err) => {
-                return Err(RestoreError::Unreadable {
-                    name: source.name.clone(),
-                    source: source_err,
-                })
-            }
-        }
-    }
-    let bytes = counter.get();
-    let sha256 = hash.hex();
-    check_manifest(source, bytes, &sha256)?;
-    Ok(VerifyReport {
-        bytes,
-        sha256,
-        statements,
-        manifest_checked: source.manifest.is_some(),
-    })
-}
-
-/// Execute `source` into database `into` (created when missing). Call only
-/// after [`verify`] succeeded on the same source.
-pub async fn apply(
-    source: &Source,
-    passphrase: Option<&Secret>,
-    db: &DbSettings,
-    into: &str,
-) -> Result<ExecSummary, RestoreError> {
-    apply_with(source, passphrase, db, into, Definer::Keep).await
-}
-
-/// [`apply`], handling `DEFINER` clauses as `definer` says (`RESTORE_DEFINER`).
-pub async fn apply_with(
-    source: &Source,
-    passphrase: Option<&Secret>,
-    db: &DbSettings,
-    into: &str,
-    definer: Definer,
-) -> Result<ExecSummary, RestoreError> {
-    let mut conn = crate::db::connect(db, None).await?;
-    let (charset, collation) = match &source.manifest {
-        Some(m) => (
-            Some(m.database.charset.as_str()),
-            Some(m.database.collation.as_str()),
-        ),
-        None => (None, None),
-    };
-    restore::prepare_database(&mut conn, into, charset, collation).await?;
-    // Tables (and the rows of keyed InnoDB tables) load in parallel on as
-    // many connections as there are cores, 2 to 4: the server's insert work
-    // is what a restore waits on.
-    let loaders = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(2, 4);
-    let mut conns = Vec::with_capacity(loaders);
-    for _ in 0..loaders {
-        conns.push(crate::db::connect(db, Some(into)).await?);
-    }
-    let (mut reader, counter, _) = open_statements(source, passphrase).await?;
-    let _progress = Reporter::start("restoring", counter, source.size, Duration::from_secs(5));
-    let result = restore::execute(&mut conn, conns, &source.name, &mut reader, definer).await;
-    let _ = conn.disconnect().await;
-    result
 }

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::SyncIoBridge;
 
 use super::CryptoError;
-use crate::codec::BoxRead;
-use crate::config::Secret;
+use crate::format::codec::BoxRead;
+use crate::secret::Secret;
 
 /// Plaintext chunk size handed across the channel.
 const CHUNK: usize = 64 * 1024;

@@ -20,9 +20,9 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
+use crate::daemon::schedule::{human_duration, Kind};
+use crate::daemon::state::{Offsite, State, STATE_FILE};
 use crate::progress::human_bytes;
-use crate::schedule::{human_duration, Kind};
-use crate::state::{Offsite, State, STATE_FILE};
 
 /// Bytes available to an unprivileged writer on the file system of `dir`.
 pub fn free_bytes(dir: &Path) -> io::Result<u64> {
@@ -123,7 +123,7 @@ pub fn verdict(
 fn last_drill(state: &State) -> String {
     match state.last_run(Kind::Drill) {
         None => String::new(),
-        Some(r) if r.outcome == crate::state::Outcome::Success => format!(
+        Some(r) if r.outcome == crate::daemon::state::Outcome::Success => format!(
             "; last restore drill passed on {}",
             r.started.format("%Y-%m-%d")
         ),
@@ -212,8 +212,8 @@ pub fn space_for_backup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::Trigger;
-    use crate::state::{Outcome, Run};
+    use crate::daemon::schedule::Trigger;
+    use crate::daemon::state::{Outcome, Run};
     use chrono::TimeZone;
     use rstest::rstest;
 
