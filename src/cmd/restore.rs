@@ -95,6 +95,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     let _lock = super::lock_and_clean(settings).await?;
     let targets = super::targets(settings)?;
     let source = open::locate(&args.file, &settings.prefix, &targets).await?;
+    let other = other_database(&source, &into, &args)?;
     let source = open::fetch_to_volume(source, &targets[0]).await?;
     let started = Instant::now();
     let report = open::verify(&source, settings.passphrase.as_ref()).await?;
@@ -117,7 +118,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             .map(|m| format!(" taken {}", m.started_at.format("%Y-%m-%d %H:%M:%S UTC")))
             .unwrap_or_default();
         eprint!(
-            "This replaces the tables, views and routines of database `{into}` on {} with those of {}{taken}.\nType 'yes' to continue: ",
+            "{other}This replaces the tables, views and routines of database `{into}` on {} with those of {}{taken}.\nType 'yes' to continue: ",
             crate::db::addr(&db),
             source.name
         );
@@ -235,6 +236,34 @@ async fn apply_db(
     Ok(())
 }
 
+/// A backup of another database than the one it would replace: its
+/// tables would be merged into that database. With `--into` the operator
+/// chose the target, and the confirmation prompt (if any) says it again;
+/// without it, `--yes` is refused and the prompt starts with a warning.
+/// Returns that warning ("" when the databases match or the source is
+/// unknown: a file of the old script has no manifest).
+fn other_database(source: &open::Source, into: &str, args: &Args) -> anyhow::Result<String> {
+    let Some(from) = source
+        .manifest
+        .as_ref()
+        .map(|m| m.database.name.as_str())
+        .filter(|n| !n.is_empty() && *n != into)
+    else {
+        return Ok(String::new());
+    };
+    if args.into.is_none() && args.yes {
+        return Err(Refused(format!(
+            "{} is a backup of database `{from}`, not of `{into}` (DB_NAME): restoring it would merge `{from}`'s tables into `{into}`; nothing was touched. If that is what you want, say so with --into {into}; to restore it as it was, use --into {from}",
+            source.name
+        ))
+        .into());
+    }
+    Ok(format!(
+        "Note: {} is a backup of database `{from}`, not of `{into}`.\n",
+        source.name
+    ))
+}
+
 /// Verify every part of a full backup, confirm, restore the database as
 /// [`run`] does, then extract each archive into `to/config` and `to/uploads`.
 async fn run_full(
@@ -281,6 +310,7 @@ async fn run_full(
         "verified full backup {}: every part matches the set manifest",
         set.name
     );
+    let other = other_database(source, &into, args)?;
     check_restore(settings, &db, &into, source, !args.no_safety_snapshot).await?;
     let extracts: Vec<String> = archives
         .iter()
@@ -288,7 +318,7 @@ async fn run_full(
         .collect();
     if !args.yes {
         eprint!(
-            "This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}{}{}.\nType 'yes' to continue: ",
+            "{other}This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}{}{}.\nType 'yes' to continue: ",
             crate::db::addr(&db),
             set.name,
             set.manifest.taken.format("%Y-%m-%d %H:%M:%S UTC"),

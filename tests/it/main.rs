@@ -15,6 +15,7 @@ mod harness;
 mod layout;
 mod one_off;
 mod preflight;
+mod restore_source;
 mod roundtrip;
 mod s3_faults;
 mod support;
