@@ -316,7 +316,9 @@ fn restore_code(r: &RestoreError) -> u8 {
             source: SplitError::Io(io),
             ..
         } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
-        RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
+        RestoreError::Unreadable { .. }
+        | RestoreError::Integrity { .. }
+        | RestoreError::NotADump { .. } => exit::CORRUPT,
         RestoreError::Statement { .. } | RestoreError::Definer { .. } => exit::FAILURE,
     }
 }

@@ -56,6 +56,13 @@ pub enum RestoreError {
         /// Expected vs found.
         detail: String,
     },
+    /// A file without a manifest that does not start like a dump: nothing
+    /// says it is a backup, and restoring it would run whatever it holds.
+    #[error("{name} has no manifest and does not start like a dump (no mariadb-dump, mysqldump or selmai-backup header): it is not a backup, refusing it; give a backup of this tool or a mariadb-dump file")]
+    NotADump {
+        /// File name.
+        name: String,
+    },
     /// The backup could not be decrypted (wrong or missing passphrase, damaged header ...).
     #[error("{name}: {source}")]
     Crypto {

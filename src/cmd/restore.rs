@@ -100,15 +100,11 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     let started = Instant::now();
     let report = open::verify(&source, settings.passphrase.as_ref()).await?;
     eprintln!(
-        "verified {} ({}, {} statements{})",
+        "verified {} ({}, {} statements, {})",
         source.name,
         human_bytes(report.bytes),
         report.statements,
-        if report.manifest_checked {
-            ", SHA-256 matches the manifest"
-        } else {
-            ", no manifest to check against"
-        }
+        report.checked()
     );
     check_restore(settings, &db, &into, &source, !args.no_safety_snapshot).await?;
     if !args.yes {

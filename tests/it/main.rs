@@ -21,3 +21,4 @@ mod s3_faults;
 mod support;
 mod target_conformance;
 mod tool;
+mod verify_foreign;

@@ -296,7 +296,7 @@ async fn mariadb_dump_no_autocommit_files_keep_every_row() {
 
 /// What the old `scripts/backup.sh` wrote: `mariadb-dump --single-transaction
 /// ARGS DB | gzip` in `dir/selmai_backup_20250120_020000.sql.gz`.
-fn legacy_file(dir: &std::path::Path, db: &str, args: &[&str]) -> std::path::PathBuf {
+pub(crate) fn legacy_file(dir: &std::path::Path, db: &str, args: &[&str]) -> std::path::PathBuf {
     let env = db_env();
     let dump = Command::new("mariadb-dump")
         .args(["--no-defaults", "--protocol=TCP", "--single-transaction"])
