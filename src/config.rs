@@ -119,6 +119,7 @@ pub struct EnvConfig {
     db_password_file: Option<String>,
     db_name: Option<String>,
     db_connect_timeout: Option<u64>,
+    db_lock_wait_timeout: Option<u64>,
     backup_dir: Option<String>,
     backup_prefix: Option<String>,
     backup_compression: Option<String>,
@@ -190,6 +191,7 @@ pub const KNOWN: &[&str] = &[
     "DB_PASSWORD_FILE",
     "DB_NAME",
     "DB_CONNECT_TIMEOUT",
+    "DB_LOCK_WAIT_TIMEOUT",
     "BACKUP_DIR",
     "BACKUP_PREFIX",
     "BACKUP_COMPRESSION",
@@ -266,6 +268,10 @@ pub struct DbSettings {
     pub name: String,
     /// How long to keep retrying an unreachable server (`DB_CONNECT_TIMEOUT`).
     pub connect_timeout: Duration,
+    /// How long one statement waits for a lock another connection holds
+    /// (`DB_LOCK_WAIT_TIMEOUT`, default 300 s; the server's own default
+    /// is a day), set on every session.
+    pub lock_wait_timeout: Duration,
 }
 
 /// The S3-compatible bucket, when one is configured.
@@ -405,6 +411,7 @@ pub struct Settings {
     db_password: Option<Secret>,
     db_name: String,
     db_connect_timeout: Duration,
+    db_lock_wait_timeout: Duration,
     /// The mounted volume (`BACKUP_DIR`).
     pub backup_dir: PathBuf,
     /// File-name prefix of database backups (`BACKUP_PREFIX`).
@@ -556,6 +563,7 @@ impl Settings {
             password,
             name: self.db_name.clone(),
             connect_timeout: self.db_connect_timeout,
+            lock_wait_timeout: self.db_lock_wait_timeout,
         })
     }
 
@@ -845,6 +853,13 @@ impl TryFrom<EnvConfig> for Settings {
             db_password: secret("DB_PASSWORD", e.db_password, e.db_password_file)?,
             db_name: e.db_name.unwrap_or_else(|| "selmai".into()),
             db_connect_timeout: Duration::from_secs(e.db_connect_timeout.unwrap_or(60)),
+            db_lock_wait_timeout: Duration::from_secs(in_range(
+                "DB_LOCK_WAIT_TIMEOUT",
+                e.db_lock_wait_timeout,
+                300,
+                1,
+                31_536_000,
+            )?),
             backup_dir: PathBuf::from(e.backup_dir.unwrap_or_else(|| "/backups".into())),
             prefix,
             compression,

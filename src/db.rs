@@ -117,7 +117,16 @@ pub async fn connect(db: &DbSettings, database: Option<&str>) -> Result<Conn, Db
     loop {
         let attempt = tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone())).await;
         let err = match attempt {
-            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Ok(mut conn)) => {
+                // The server waits a day for a metadata lock by default: a
+                // backup or restore stuck behind an open transaction must
+                // fail within DB_LOCK_WAIT_TIMEOUT instead, saying so.
+                let secs = db.lock_wait_timeout.as_secs().max(1);
+                conn.query_drop(format!("SET SESSION lock_wait_timeout = {secs}"))
+                    .await
+                    .map_err(|e| DbError::query("setting lock_wait_timeout", e))?;
+                return Ok(conn);
+            }
             Ok(Err(e)) => e,
             Err(_) => mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

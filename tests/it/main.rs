@@ -13,6 +13,7 @@ mod failures;
 mod full;
 mod harness;
 mod layout;
+mod lock_wait;
 mod one_off;
 mod preflight;
 mod restore_source;
