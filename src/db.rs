@@ -178,7 +178,7 @@ pub async fn connect(db: &DbSettings, database: Option<&str>) -> Result<Conn, Db
             });
         }
         if !announced {
-            tracing::warn!(addr = %addr(db), error = %err, "database not reachable yet, retrying for up to {}s", db.connect_timeout.as_secs());
+            tracing::warn!(addr = %addr(db), error = %driver_detail(&err), "database not reachable yet, retrying for up to {}s", db.connect_timeout.as_secs());
             announced = true;
         }
         // The last wait ends at the deadline, so the whole window is used.

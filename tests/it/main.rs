@@ -14,6 +14,7 @@ mod full;
 mod harness;
 mod layout;
 mod lock_wait;
+mod messages;
 mod one_off;
 mod preflight;
 mod restore_source;
