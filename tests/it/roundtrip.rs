@@ -191,7 +191,7 @@ async fn statements_only_for_newer_servers_do_not_stop_a_restore() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("selmai_backup_20250101_000000.sql"),
-        "CREATE TABLE x (a INT);\n/*!999999 SELECT 1 */;\nINSERT INTO x VALUES (1);\n",
+        "-- MariaDB dump 10.19 (a hand-written dump)\nCREATE TABLE x (a INT);\n/*!999999 SELECT 1 */;\nINSERT INTO x VALUES (1);\n",
     )
     .unwrap();
     let dst = TestDb::new("rt_newer");
@@ -206,7 +206,7 @@ async fn a_failing_statement_is_named_even_on_a_parallel_loader() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("selmai_backup_20250101_000000.sql"),
-        "CREATE TABLE a (id INT PRIMARY KEY);\nCREATE TABLE b (id INT PRIMARY KEY);\nINSERT INTO a VALUES (1);\nINSERT INTO b VALUES (1);\n\nINSERT INTO b VALUES (1);\nCREATE VIEW v AS SELECT * FROM a;\n",
+        "-- MariaDB dump 10.19 (a hand-written dump)\nCREATE TABLE a (id INT PRIMARY KEY);\nCREATE TABLE b (id INT PRIMARY KEY);\nINSERT INTO a VALUES (1);\nINSERT INTO b VALUES (1);\n\nINSERT INTO b VALUES (1);\nCREATE VIEW v AS SELECT * FROM a;\n",
     )
     .unwrap();
     let dst = TestDb::new("rt_failing");
@@ -219,8 +219,8 @@ async fn a_failing_statement_is_named_even_on_a_parallel_loader() {
         } => {
             assert_eq!(
                 (number, line, code),
-                (5, 6, 1062),
-                "duplicate key in statement 5, line 6"
+                (5, 7, 1062),
+                "duplicate key in statement 5, line 7 (after the header line)"
             )
         }
         other => panic!("{other}"),
