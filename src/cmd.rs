@@ -55,6 +55,10 @@ pub mod exit {
     pub const REFUSED: u8 = 7;
     /// Storage failed (disk full, permission denied, bucket error).
     pub const STORAGE: u8 = 8;
+    /// Interrupted by SIGINT (128 + 2), after cleaning up.
+    pub const SIGINT: u8 = 130;
+    /// Interrupted by SIGTERM (128 + 15), after cleaning up.
+    pub const SIGTERM: u8 = 143;
 }
 
 /// selmai-backup: backups of a MariaDB database under docker compose.
@@ -89,6 +93,19 @@ pub enum Command {
     Prune(prune::Args),
     /// Run the preflight: privileges, max_allowed_packet, free space and server version.
     Check(check::Args),
+}
+
+/// Stopped by SIGINT or SIGTERM after cleaning up: exit 130 or 143, as a
+/// shell reports a process those signals ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} was interrupted by {signal}: {after}")]
+pub struct Interrupted {
+    /// "SIGINT" or "SIGTERM".
+    pub signal: &'static str,
+    /// What was interrupted.
+    pub what: String,
+    /// The state it left.
+    pub after: &'static str,
 }
 
 /// A refusal that is not an error of the data (exit code 7).
@@ -202,6 +219,13 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
         return Some(match e.downcast_ref::<LockError>() {
             Some(LockError::Open { .. }) => exit::STORAGE,
             _ => exit::REFUSED,
+        });
+    }
+    if let Some(i) = e.downcast_ref::<Interrupted>() {
+        return Some(if i.signal == "SIGINT" {
+            exit::SIGINT
+        } else {
+            exit::SIGTERM
         });
     }
     if e.is::<backup::OffsiteFailed>() {
@@ -320,7 +344,9 @@ fn restore_code(r: &RestoreError) -> u8 {
             source: SplitError::Io(io),
             ..
         } => CryptoError::from_io(io).map_or(exit::CORRUPT, crypto_code),
-        RestoreError::Unreadable { .. } | RestoreError::Integrity { .. } => exit::CORRUPT,
+        RestoreError::Unreadable { .. }
+        | RestoreError::Integrity { .. }
+        | RestoreError::NotADump { .. } => exit::CORRUPT,
         RestoreError::Statement { .. } | RestoreError::Definer { .. } => exit::FAILURE,
     }
 }
@@ -365,14 +391,18 @@ fn db_code(d: &DbError) -> u8 {
 }
 
 /// Take the `BACKUP_DIR` lock and clean up what a killed run left behind
-/// on the volume (partial files). Off-site leftovers (incomplete bucket
-/// uploads) are cleaned after a backup, so that nothing waits on an
-/// off-site target here.
+/// on the volume (partial files, manifests whose backup was never
+/// stored). Off-site leftovers (incomplete bucket uploads) are cleaned
+/// after a backup, so that nothing waits on an off-site target here.
 pub async fn lock_and_clean(
     settings: &Settings,
 ) -> anyhow::Result<crate::format::catalog::DirLock> {
     let lock = crate::format::catalog::lock_dir(&settings.backup_dir)?;
     let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(&settings.backup_dir));
-    crate::target::clean_interrupted_all(&[volume]).await;
+    crate::backup::pipeline::clean_interrupted(
+        &[volume],
+        &crate::backup::pipeline::our_prefixes(settings),
+    )
+    .await;
     Ok(lock)
 }

@@ -122,6 +122,7 @@ pub struct EnvConfig {
     db_password_file: Option<String>,
     db_name: Option<String>,
     db_connect_timeout: Option<u64>,
+    db_lock_wait_timeout: Option<u64>,
     backup_dir: Option<String>,
     backup_prefix: Option<String>,
     backup_compression: Option<String>,
@@ -200,6 +201,7 @@ pub const KNOWN: &[&str] = &[
     "DB_PASSWORD_FILE",
     "DB_NAME",
     "DB_CONNECT_TIMEOUT",
+    "DB_LOCK_WAIT_TIMEOUT",
     "BACKUP_DIR",
     "BACKUP_PREFIX",
     "BACKUP_COMPRESSION",
@@ -283,6 +285,10 @@ pub struct DbSettings {
     pub name: String,
     /// How long to keep retrying an unreachable server (`DB_CONNECT_TIMEOUT`).
     pub connect_timeout: Duration,
+    /// How long one statement waits for a lock another connection holds
+    /// (`DB_LOCK_WAIT_TIMEOUT`, default 300 s; the server's own default
+    /// is a day), set on every session.
+    pub lock_wait_timeout: Duration,
 }
 
 /// The S3-compatible bucket, when one is configured.
@@ -428,6 +434,7 @@ pub struct Settings {
     db_password: Option<Secret>,
     db_name: String,
     db_connect_timeout: Duration,
+    db_lock_wait_timeout: Duration,
     /// The mounted volume (`BACKUP_DIR`).
     pub backup_dir: PathBuf,
     /// File-name prefix of database backups (`BACKUP_PREFIX`).
@@ -548,8 +555,7 @@ impl Settings {
                 ours.push((k.clone(), v.clone()));
             }
         }
-        let env: EnvConfig =
-            envy::from_iter(ours).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let env: EnvConfig = envy::from_iter(ours).map_err(parse_error)?;
         let mut settings = Settings::try_from(env)?;
         // Variables of other programs that we read as they are.
         let foreign = |k: &str| all.get(k).filter(|v| !v.is_empty()).cloned();
@@ -575,6 +581,7 @@ impl Settings {
             password,
             name: self.db_name.clone(),
             connect_timeout: self.db_connect_timeout,
+            lock_wait_timeout: self.db_lock_wait_timeout,
         })
     }
 
@@ -666,7 +673,15 @@ impl TryFrom<EnvConfig> for Settings {
             }
         };
         let s3 = match e.s3_bucket {
-            None => None,
+            None => {
+                // Checked even without a bucket: a wrong value must not wait
+                // for the day S3_BUCKET is set to be found.
+                s3_part_size(e.s3_part_size_mb)?;
+                in_range("S3_CONCURRENCY", e.s3_concurrency, 2, 1, 16)?;
+                in_range("S3_RETRIES", e.s3_retries, 5, 0, 20)?;
+                in_range("S3_REQUEST_TIMEOUT", e.s3_request_timeout, 120, 1, 3600)?;
+                None
+            }
             Some(bucket) => {
                 let mut prefix = e.s3_prefix.unwrap_or_default();
                 if !prefix.is_empty() && !prefix.ends_with('/') {
@@ -905,6 +920,13 @@ impl TryFrom<EnvConfig> for Settings {
             db_password: secret("DB_PASSWORD", e.db_password, e.db_password_file)?,
             db_name: e.db_name.unwrap_or_else(|| "selmai".into()),
             db_connect_timeout: Duration::from_secs(e.db_connect_timeout.unwrap_or(60)),
+            db_lock_wait_timeout: Duration::from_secs(in_range(
+                "DB_LOCK_WAIT_TIMEOUT",
+                e.db_lock_wait_timeout,
+                300,
+                1,
+                31_536_000,
+            )?),
             backup_dir: PathBuf::from(e.backup_dir.unwrap_or_else(|| "/backups".into())),
             prefix,
             compression,
@@ -922,7 +944,7 @@ impl TryFrom<EnvConfig> for Settings {
                 86_400,
             )?),
             log: LogSettings {
-                level: e.log_level.unwrap_or_else(|| "info".into()),
+                level: log_level(e.log_level)?,
                 json: log_json,
             },
             schedule,
@@ -950,6 +972,62 @@ impl TryFrom<EnvConfig> for Settings {
             binlog,
         })
     }
+}
+
+/// envy's type error ("invalid digit found in string while parsing value
+/// '-1' provided by RETENTION_DAILY") as our own: the variable, the value,
+/// and what it takes.
+fn parse_error(e: envy::Error) -> ConfigError {
+    let text = e.to_string();
+    let parsed = text.rsplit_once(" provided by ").and_then(|(head, var)| {
+        let name = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(var.trim()))?;
+        let value = head.rsplit_once(" while parsing value ")?.1;
+        Some((*name, value.trim_matches('\'')))
+    });
+    let Some((name, value)) = parsed else {
+        return ConfigError::Parse(text);
+    };
+    let wants = if text.contains("`true` or `false`") {
+        "true or false"
+    } else if name.ends_with("_PORT") {
+        "a port number from 1 to 65535"
+    } else if name.starts_with("RETENTION_") {
+        "how many backups to keep: a whole number, 0 or more"
+    } else if name.ends_with("_HOURS") {
+        "a whole number of hours"
+    } else if name.ends_with("_MB") {
+        "a whole number of megabytes"
+    } else if name.ends_with("_TIMEOUT") {
+        "a whole number of seconds"
+    } else if name == "BACKUP_COMPRESSION_LEVEL" {
+        "a whole number: 1-9 for gzip, 1-19 for zstd"
+    } else {
+        "a whole number, 0 or more"
+    };
+    ConfigError::Invalid {
+        name,
+        detail: format!("{value:?} is not {wants}"),
+    }
+}
+
+/// `LOG_LEVEL`: a level, or a tracing filter whose every level is one. A
+/// typo (`verbose`, `wran`) would otherwise become a target name and
+/// silently hide warnings.
+fn log_level(value: Option<String>) -> Result<String, ConfigError> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let level = value.unwrap_or_else(|| "info".into());
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let lvl = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&lvl.to_ascii_lowercase().as_str()) {
+            return Err(ConfigError::Invalid {
+                name: "LOG_LEVEL",
+                detail: format!(
+                    "{directive:?} is not a level: use error, warn, info, debug or trace (or a filter such as selmai_backup=debug)"
+                ),
+            });
+        }
+    }
+    Ok(level)
 }
 
 /// `kind`'s schedule from its variable: the default when unset, `None` for `off`.
@@ -1205,6 +1283,71 @@ mod tests {
         assert!(err.contains(var), "{err}");
     }
 
+    /// Each message names the variable and says what it takes, in words,
+    /// never only the parser's own ("invalid digit found in string").
+    #[rstest]
+    #[case(
+        "RETENTION_DAILY",
+        "-1",
+        "invalid value for RETENTION_DAILY: \"-1\" is not how many backups to keep"
+    )]
+    #[case(
+        "DB_PORT",
+        "abc",
+        "invalid value for DB_PORT: \"abc\" is not a port number from 1 to 65535"
+    )]
+    #[case(
+        "DB_CONNECT_TIMEOUT",
+        "1m",
+        "invalid value for DB_CONNECT_TIMEOUT: \"1m\" is not a whole number of seconds"
+    )]
+    #[case(
+        "NOTIFY_ON_SUCCESS",
+        "yes",
+        "invalid value for NOTIFY_ON_SUCCESS: \"yes\" is not true or false"
+    )]
+    #[case(
+        "LOG_LEVEL",
+        "verbose",
+        "invalid value for LOG_LEVEL: \"verbose\" is not a level"
+    )]
+    #[case(
+        "LOG_LEVEL",
+        "wran",
+        "invalid value for LOG_LEVEL: \"wran\" is not a level"
+    )]
+    #[case(
+        "LOG_LEVEL",
+        "selmai_backup=dbug",
+        "invalid value for LOG_LEVEL: \"selmai_backup=dbug\" is not a level"
+    )]
+    #[case(
+        "S3_PART_SIZE_MB",
+        "1",
+        "invalid value for S3_PART_SIZE_MB: 1: use a value from 5 to 5120"
+    )]
+    fn bad_values_say_what_the_variable_takes(
+        #[case] var: &str,
+        #[case] value: &str,
+        #[case] want: &str,
+    ) {
+        let mut v = base();
+        v.push((var, value.into()));
+        let err = Settings::from_vars(v).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{err}");
+        assert!(!err.contains("invalid digit"), "{err}");
+    }
+
+    #[rstest]
+    #[case("debug")]
+    #[case("WARN")]
+    #[case("info,selmai_backup=debug")]
+    fn good_log_levels_are_accepted(#[case] level: &str) {
+        let mut v = base();
+        v.push(("LOG_LEVEL", level.into()));
+        assert_eq!(Settings::from_vars(v).unwrap().log.level, level);
+    }
+
     #[test]
     fn secret_file_is_read_and_trimmed_and_exclusive() {
         let dir = tempfile::tempdir().unwrap();
@@ -1352,6 +1495,8 @@ mod tests {
     #[case("BACKUP_SCHEDULE", "0 2 * *", "use 5")]
     #[case("BACKUP_SCHEDULE", "0 0 2 * * *", "6 fields")]
     #[case("CONFIG_SCHEDULE", "0 25 * * *", "not a cron expression")]
+    #[case("BACKUP_SCHEDULE", "0 2 * 13 *", "month 1-12")]
+    #[case("BACKUP_SCHEDULE", "61 2 * * *", "e.g. \"0 2 * * *\"")]
     #[case("FULL_SCHEDULE", "0 0 31 2 *", "never matches")]
     #[case("BACKUP_CATCH_UP", "sometimes", "auto, always or never")]
     #[case("RETENTION_DAILY", "-1", "RETENTION_DAILY")]

@@ -59,14 +59,30 @@ pub enum DbError {
         name: String,
     },
     /// A query failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}{}", driver_detail(.driver), lost_hint(.driver))]
     Query {
         /// What we were doing.
         what: String,
-        /// The driver's error.
-        #[source]
-        source: mysql_async::Error,
+        /// The driver's error (in the message, shortened: not a separate
+        /// cause, whose "Input/output error: ..." would repeat it).
+        driver: mysql_async::Error,
     },
+}
+
+/// Advice for a connection lost in the middle of a result (the server
+/// restarted, or someone killed the connection), which the driver reports
+/// only as "bytes remaining on stream".
+fn lost_hint(e: &mysql_async::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("bytes remaining on stream")
+        || text.contains("Connection reset")
+        || text.contains("broken pipe")
+        || text.contains("Broken pipe")
+    {
+        "; the connection to the server was lost mid-query (the server restarted, or the connection was killed: see the server's log); run it again once the server is up"
+    } else {
+        ""
+    }
 }
 
 impl DbError {
@@ -74,7 +90,7 @@ impl DbError {
     pub fn query(what: impl Into<String>, source: mysql_async::Error) -> Self {
         DbError::Query {
             what: what.into(),
-            source,
+            driver: source,
         }
     }
 
@@ -82,7 +98,7 @@ impl DbError {
     pub fn server_code(&self) -> Option<u16> {
         match self {
             DbError::Query {
-                source: mysql_async::Error::Server(e),
+                driver: mysql_async::Error::Server(e),
                 ..
             } => Some(e.code),
             _ => None,
@@ -117,7 +133,16 @@ pub async fn connect(db: &DbSettings, database: Option<&str>) -> Result<Conn, Db
     loop {
         let attempt = tokio::time::timeout(Duration::from_secs(10), Conn::new(opts.clone())).await;
         let err = match attempt {
-            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Ok(mut conn)) => {
+                // The server waits a day for a metadata lock by default: a
+                // backup or restore stuck behind an open transaction must
+                // fail within DB_LOCK_WAIT_TIMEOUT instead, saying so.
+                let secs = db.lock_wait_timeout.as_secs().max(1);
+                conn.query_drop(format!("SET SESSION lock_wait_timeout = {secs}"))
+                    .await
+                    .map_err(|e| DbError::query("setting lock_wait_timeout", e))?;
+                return Ok(conn);
+            }
             Ok(Err(e)) => e,
             Err(_) => mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -144,20 +169,44 @@ pub async fn connect(db: &DbSettings, database: Option<&str>) -> Result<Conn, Db
             }
         }
         let waited = started.elapsed();
-        if waited + delay > db.connect_timeout {
+        if waited >= db.connect_timeout {
             return Err(DbError::Unreachable {
                 addr: addr(db),
-                waited: waited.as_secs(),
-                detail: err.to_string(),
+                // Whole seconds, rounded: DB_CONNECT_TIMEOUT=2 tried for 2s.
+                waited: waited.as_secs_f64().round() as u64,
+                detail: driver_detail(&err),
             });
         }
         if !announced {
-            tracing::warn!(addr = %addr(db), error = %err, "database not reachable yet, retrying for up to {}s", db.connect_timeout.as_secs());
+            tracing::warn!(addr = %addr(db), error = %driver_detail(&err), "database not reachable yet, retrying for up to {}s", db.connect_timeout.as_secs());
             announced = true;
         }
-        tokio::time::sleep(delay).await;
+        // The last wait ends at the deadline, so the whole window is used.
+        tokio::time::sleep(delay.min(db.connect_timeout - waited)).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The driver's error in one short phrase: its I/O errors read "Input/output
+/// error: X", and X is often the same words again; keep what says something.
+pub fn driver_detail(err: &mysql_async::Error) -> String {
+    let text = match err {
+        mysql_async::Error::Io(mysql_async::IoError::Io(e)) => e.to_string(),
+        other => other.to_string(),
+    };
+    dedupe(&text)
+}
+
+/// "A: A" -> "A", for causes that repeat their own message.
+fn dedupe(text: &str) -> String {
+    let parts: Vec<&str> = text.split(": ").collect();
+    let mut out: Vec<&str> = Vec::new();
+    for p in parts {
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out.join(": ")
 }
 
 /// Quote an identifier with backticks (for names from the server, never user SQL).
@@ -224,5 +273,54 @@ mod tests {
     fn quoting() {
         assert_eq!(ident("a`b"), "`a``b`");
         assert_eq!(literal("it's \\ \0"), "'it''s \\\\ \\0'");
+    }
+
+    fn io(text: &str) -> mysql_async::Error {
+        mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::other(
+            text.to_owned(),
+        )))
+    }
+
+    #[test]
+    fn driver_errors_are_said_once() {
+        let e = DbError::query("connecting to db:3306", io("Input/output error"));
+        assert_eq!(e.to_string(), "connecting to db:3306: Input/output error");
+        assert_eq!(dedupe("a: b: b: c"), "a: b: c");
+    }
+
+    #[test]
+    fn a_lost_connection_says_what_happened_and_what_to_do() {
+        let e = DbError::query("reading rows of `t`", io("bytes remaining on stream"));
+        let text = e.to_string();
+        assert!(
+            text.contains("the connection to the server was lost mid-query")
+                && text.contains("run it again"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_an_unreachable_server_is_the_configured_one() {
+        // A port nothing listens on: refused at once, retried for 2 s.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let db = DbSettings {
+            host: "127.0.0.1".into(),
+            port,
+            user: "u".into(),
+            password: crate::secret::Secret::new("p"),
+            name: "x".into(),
+            connect_timeout: Duration::from_secs(2),
+            lock_wait_timeout: Duration::from_secs(5),
+        };
+        let err = connect(&db, None).await.unwrap_err().to_string();
+        assert!(err.contains("(tried for 2s)"), "{err}");
+        assert!(
+            !err.contains("Input/output error: Input/output error"),
+            "{err}"
+        );
     }
 }

@@ -44,7 +44,8 @@
 //!    server's `max_allowed_packet` (fatal when larger: the value would be
 //!    lost).
 //! 3. **Free space** on `BACKUP_DIR`: for a backup, at least the size of
-//!    the last one ([`crate::daemon::health::space_for_backup`]); before a restore,
+//!    the last one ([`crate::daemon::health::space_for_backup`]; a warning)
+//!    and at least `HEALTH_MIN_FREE_MB` when set (fatal); before a restore,
 //!    room for the safety snapshot, which is about the size of the backup
 //!    being restored (and at most about the database's data size).
 //! 4. **Server version**: MariaDB older than [`TESTED_SINCE`], or MySQL,
@@ -775,7 +776,8 @@ pub struct BackupContext {
     /// Free space on `BACKUP_DIR` against the last backup, as
     /// [`health::space_for_backup`] judged it.
     pub space: Result<u64, String>,
-    /// Whether `space` failed because the directory is unusable (fatal) or short (warning).
+    /// Whether `space` failed so that no backup can start (the directory is
+    /// unusable, or below `HEALTH_MIN_FREE_MB`: fatal) or is only short (warning).
     pub space_unusable: bool,
     /// Whether the restore drill is scheduled (`DRILL_SCHEDULE` is not `off`).
     pub drill: bool,
@@ -1377,9 +1379,18 @@ pub async fn for_backup(settings: &Settings) -> Result<Report, PreflightError> {
     }
     let facts = connect_and_gather(&db, &db.name, true).await?;
     let state = State::load(&settings.backup_dir).unwrap_or_default();
-    let (space, unusable) = match health::space_for_backup(&settings.backup_dir, &state, Kind::Db) {
+    let (space, unusable) = match health::space_for_backup(
+        &settings.backup_dir,
+        &state,
+        Kind::Db,
+        settings.health.min_free_bytes,
+    ) {
         Ok(free) => (Ok(free), false),
-        Err(e @ SpaceError::Io { .. }) => (Err(e.to_string()), true),
+        // Below HEALTH_MIN_FREE_MB every backup refuses to start: as fatal
+        // as a directory that cannot be used.
+        Err(e @ (SpaceError::Io { .. } | SpaceError::BelowMinimum { .. })) => {
+            (Err(e.to_string()), true)
+        }
         Err(e) => (Err(e.to_string()), false),
     };
     let mut report = judge_backup(

@@ -61,6 +61,13 @@ pub enum RestoreError {
         /// Expected vs found.
         detail: String,
     },
+    /// A file without a manifest that does not start like a dump: nothing
+    /// says it is a backup, and restoring it would run whatever it holds.
+    #[error("{name} has no manifest and does not start like a dump (no mariadb-dump, mysqldump or selmai-backup header): it is not a backup, refusing it; give a backup of this tool or a mariadb-dump file")]
+    NotADump {
+        /// File name.
+        name: String,
+    },
     /// The backup could not be decrypted (wrong or missing passphrase, damaged header ...).
     #[error("{name}: {source}")]
     Crypto {
@@ -682,12 +689,19 @@ fn frees_value(sql: &[u8]) -> bool {
 }
 
 async fn run_statement(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreError> {
-    conn.query_drop(&stmt.sql).await.map_err(|e| match e {
+    let result = conn.query_drop(&stmt.sql).await;
+    let holders = match &result {
+        Err(mysql_async::Error::Server(se)) if se.code == LOCK_WAIT_TIMEOUT => {
+            lock_holders(conn).await
+        }
+        _ => String::new(),
+    };
+    result.map_err(|e| match e {
         mysql_async::Error::Server(se) => RestoreError::Statement {
             number: stmt.number,
             line: stmt.line,
             code: se.code,
-            message: se.message,
+            message: format!("{}{holders}", se.message),
             excerpt: stmt.excerpt(120),
         },
         other => RestoreError::Db(DbError::query(
@@ -695,6 +709,52 @@ async fn run_statement(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreE
             other,
         )),
     })
+}
+
+/// "Lock wait timeout exceeded" (the session's `lock_wait_timeout`, set
+/// from `DB_LOCK_WAIT_TIMEOUT`).
+const LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+/// After a lock wait ran out: the other connections on this database, one
+/// of which holds the lock (an open transaction that read the table shows
+/// as an idle `Sleep`), and what to do. Best effort: a query that fails
+/// (no `PROCESS` privilege shows only the user's own connections) says less.
+async fn lock_holders(conn: &mut Conn) -> String {
+    let rows = crate::db::query_strings(
+        conn,
+        "SELECT ID, USER, HOST, COMMAND, TIME, IFNULL(STATE, ''), IFNULL(LEFT(INFO, 60), '') \
+         FROM information_schema.PROCESSLIST \
+         WHERE ID <> CONNECTION_ID() AND DB = DATABASE() \
+         AND IFNULL(STATE, '') NOT LIKE 'Waiting for%lock' ORDER BY TIME DESC LIMIT 5",
+    )
+    .await
+    .unwrap_or_default();
+    let who: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let f = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            let doing = if f(6).is_empty() { f(5) } else { f(6) };
+            format!(
+                "connection {} ({}@{}, {} for {} s{})",
+                f(0),
+                f(1),
+                f(2),
+                f(3),
+                f(4),
+                if doing.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {doing}")
+                }
+            )
+        })
+        .collect();
+    let held = if who.is_empty() {
+        "another connection holds a lock on this table".to_owned()
+    } else {
+        format!("held by one of: {}", who.join("; "))
+    };
+    format!(" ({held}; DB_LOCK_WAIT_TIMEOUT ran out: end that transaction, or KILL that connection, then restore again; or raise DB_LOCK_WAIT_TIMEOUT)")
 }
 
 /// A statement error turned into [`RestoreError::Definer`] when it is the

@@ -273,7 +273,7 @@ PY
 step_failed_midway() {
   step "a restore that fails midway is rolled back and starts the app again"
   local app0 before
-  printf 'CREATE TABLE midway (i INT);\nINSERT INTO midway VALUES (1);\nTHIS IS NOT SQL;\n' |
+  printf -- '-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\nCREATE TABLE midway (i INT);\nINSERT INTO midway VALUES (1);\nTHIS IS NOT SQL;\n' |
     gzip >"$DIR/backups/midway.sql.gz"
   app0=$(started_at "$APP")
   before=$(fingerprint)
@@ -291,7 +291,7 @@ step_sigterm() {
   step "docker stop during a restore starts the app again"
   # A restore of the real backup can end within the half second below (it
   # did once); this one is still running when the signal comes.
-  printf 'CREATE TABLE slow_restore (i INT);\nDO SLEEP(30);\n' | gzip >"$DIR/backups/slow.sql.gz"
+  printf -- '-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\nCREATE TABLE slow_restore (i INT);\nDO SLEEP(30);\n' | gzip >"$DIR/backups/slow.sql.gz"
   local app0 runner=${PROJECT}_restore_sigterm t0
   app0=$(started_at "$APP")
   docker rm -f "$runner" >/dev/null 2>&1 || true

@@ -136,9 +136,14 @@ impl<'a> FanOut<'a> {
         }
     }
 
-    /// Commit every live upload of `name` and write the manifest beside it.
-    /// Returns the targets holding a complete copy and the secondary
-    /// targets that failed, at any stage.
+    /// Publish every live upload of `name` with its manifest: the manifest
+    /// first, the data last. That order is the commit point of a backup:
+    /// nothing is visible under the backup's final name before its manifest
+    /// is stored, so a kill at any point leaves either nothing, or a
+    /// manifest whose data is missing (swept at the next start by
+    /// [`sweep_orphan_manifests`], never counted as a backup). Returns the
+    /// targets holding a complete copy and the secondary targets that
+    /// failed, at any stage.
     async fn commit(
         mut self,
         name: &str,
@@ -151,16 +156,19 @@ impl<'a> FanOut<'a> {
                 continue;
             };
             let t = &self.targets[i];
-            let result = match up.commit().await {
-                Ok(_) => match target::put_bytes(t.as_ref(), &manifest_name, manifest_json).await {
+            let result = match target::put_bytes(t.as_ref(), &manifest_name, manifest_json).await {
+                Ok(_) => match up.commit().await {
                     Ok(_) => Ok(()),
                     Err(e) => {
-                        // Data without a manifest is not a backup: take it back.
-                        let _ = t.delete(name).await;
+                        // A manifest without its data is not a backup: take it back.
+                        let _ = t.delete(&manifest_name).await;
                         Err(e)
                     }
                 },
-                Err(e) => Err(e),
+                Err(e) => {
+                    let _ = up.abort().await;
+                    Err(e)
+                }
             };
             match result {
                 Ok(()) => stored_on.push(t.label()),
@@ -511,7 +519,58 @@ async fn publish<T>(
     Ok(())
 }
 
-/// A name no target holds yet (two backups in the same second get the next second).
+/// The prefixes of every kind of backup these settings write (safety
+/// snapshots included), to tell our objects from foreign ones.
+pub fn our_prefixes(settings: &Settings) -> catalog::Prefixes {
+    catalog::Prefixes {
+        db: vec![
+            settings.prefix.clone(),
+            crate::config::SNAPSHOT_PREFIX.to_owned(),
+        ],
+        archives: vec![
+            settings.config_archive.prefix.clone(),
+            settings.uploads_archive.prefix.clone(),
+        ],
+        full: settings.full_prefix.clone(),
+    }
+}
+
+/// Clean what interrupted runs left on every target: partial files and
+/// incomplete uploads ([`Target::clean_interrupted`]), and manifests whose
+/// backup was never published or was half deleted
+/// ([`catalog::orphan_manifests`]). Call only while holding the backup
+/// lock. A target that cannot be cleaned is logged and skipped: the next
+/// start tries again.
+pub async fn clean_interrupted(targets: &[Arc<dyn Target>], prefixes: &catalog::Prefixes) {
+    target::clean_interrupted_all(targets).await;
+    for t in targets {
+        let mut objects: std::collections::BTreeMap<String, target::ObjectInfo> =
+            Default::default();
+        for p in prefixes.all() {
+            match t.list(p).await {
+                Ok(found) => objects.extend(found.into_iter().map(|o| (o.name.clone(), o))),
+                Err(e) => {
+                    tracing::warn!(target = t.label(), error = %e, "cannot list to clean up after interrupted runs");
+                    break;
+                }
+            }
+        }
+        let objects: Vec<_> = objects.into_values().collect();
+        for name in catalog::orphan_manifests(&objects, prefixes) {
+            match t.delete(&name).await {
+                Ok(()) => {
+                    tracing::warn!(target = t.label(), file = %name, "removed a manifest whose backup an interrupted run never stored")
+                }
+                Err(e) => {
+                    tracing::warn!(target = t.label(), file = %name, error = %e, "cannot remove a manifest whose backup is missing")
+                }
+            }
+        }
+    }
+}
+
+/// A name no target holds yet (a backup in the same second as the last
+/// one waits for the next second: see [`free_time`]).
 async fn free_name(
     targets: &[Arc<dyn Target>],
     make: impl Fn(chrono::DateTime<Utc>) -> String,
@@ -524,14 +583,18 @@ async fn free_name(
     Ok(make(when))
 }
 
-/// The first second from now at which none of the names `make` gives is
-/// held by any target (a full backup checks all its parts at once).
+/// The current second, once none of the names `make` gives for it is held
+/// by any target (a full backup checks all its parts at once). When a name
+/// is taken (two backups within one second), this waits for the clock to
+/// reach the next second rather than naming the backup ahead of time: a
+/// name never claims a time that has not come yet.
 pub async fn free_time(
     targets: &[Arc<dyn Target>],
     make: impl Fn(chrono::DateTime<Utc>) -> Vec<String>,
 ) -> Result<chrono::DateTime<Utc>, TargetError> {
-    let mut when = Utc::now();
+    use chrono::{SubsecRound, Timelike};
     loop {
+        let when = Utc::now().trunc_subsecs(0);
         let mut taken = false;
         for (i, t) in targets.iter().enumerate() {
             for candidate in make(when) {
@@ -547,7 +610,10 @@ pub async fn free_time(
         if !taken {
             return Ok(when);
         }
-        when += chrono::Duration::seconds(1);
+        // Sleep to the start of the next second (a few ms past it).
+        let into_second = Utc::now().nanosecond().min(999_999_999);
+        let rest = Duration::from_nanos(u64::from(1_000_000_000 - into_second));
+        tokio::time::sleep(rest + Duration::from_millis(5)).await;
     }
 }
 

@@ -1,15 +1,17 @@
-//! `selmai-backup backup [--kind db|config|uploads|full]`: one backup now.
+//! `selmai-backup backup [--kind db|config|uploads|full] [--no-prune]`: one
+//! backup now, run exactly as the daemon runs one ([`crate::daemon::jobs::Jobs`]):
+//! retention after a success, the run recorded for `health`, alerts on
+//! failure.
 
-use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::backup::full;
-use crate::backup::pipeline;
 use crate::config::Settings;
-use crate::daemon::health;
+use crate::daemon::jobs::{JobError, Jobs};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::notify::Notifier;
 use crate::daemon::schedule::{Kind, Trigger};
-use crate::daemon::state::{self, Offsite, Outcome, Run, State};
-use crate::dump::{DumpOptions, NoHooks};
-use crate::format::archive::ArchiveKind;
+use crate::daemon::state::State;
 
 /// The local backup succeeded but an off-site copy did not (exit code 8).
 #[derive(Debug, thiserror::Error)]
@@ -35,122 +37,73 @@ pub struct Args {
     /// What to back up.
     #[arg(long, value_enum, default_value = "db")]
     pub kind: BackupKind,
+    /// Do not apply retention after the backup (by default the kind's
+    /// retention runs after a success, as in the daemon).
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
-/// Run a backup, print the path written.
+/// Run one backup as the daemon does (lock, clean-up of interrupted runs,
+/// space check, backup, retention, run history, alerts) and print the
+/// paths written. SIGINT or SIGTERM abandons it cleanly: partial files
+/// and incomplete uploads are removed before the exit (130 or 143).
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
-    let _lock = super::lock_and_clean(settings).await?;
-    let known = State::load(&settings.backup_dir).unwrap_or_default();
     let kind = match args.kind {
         BackupKind::Db => Kind::Db,
         BackupKind::Config => Kind::Config,
         BackupKind::Uploads => Kind::Uploads,
         BackupKind::Full => Kind::Full,
     };
-    health::space_for_backup(&settings.backup_dir, &known, kind)?;
-    // One time budget per off-site target for the whole command.
-    let targets =
-        crate::target::budget::for_run(&super::targets(settings)?, settings.offsite_timeout);
-    let started = Utc::now();
-    let written = match args.kind {
-        BackupKind::Db => Written::from(
-            pipeline::backup_db(settings, &targets, &DumpOptions::default(), &NoHooks).await?,
-        ),
-        BackupKind::Config => {
-            Written::from(pipeline::backup_archive(settings, &targets, ArchiveKind::Config).await?)
-        }
-        BackupKind::Uploads => {
-            Written::from(pipeline::backup_archive(settings, &targets, ArchiveKind::Uploads).await?)
-        }
-        BackupKind::Full => {
-            let o = full::backup(settings, &targets, &DumpOptions::default(), &NoHooks).await?;
-            for part in &o.manifest.parts {
-                println!("{}", settings.backup_dir.join(&part.file).display());
+    // Installed first: from here on SIGINT and SIGTERM no longer kill the
+    // process, they abandon the backup below.
+    let mut interrupt = super::Interrupt::install()?;
+    let state = State::load(&settings.backup_dir).unwrap_or_default();
+    // A one-off run never waits for the lock: "another backup or restore
+    // is running" at once (exit 7).
+    let jobs = Jobs::new(
+        Arc::new(settings.clone()),
+        super::targets(settings)?,
+        Notifier::new(settings.notify.clone()),
+        Metrics::from_state(&state),
+    )
+    .with_lock_wait(Duration::ZERO, Duration::from_secs(1))
+    .with_prune(!args.no_prune);
+    let (run, result) = tokio::select! {
+        done = jobs.run_reporting(kind, Trigger::Cli) => done,
+        signal = interrupt.recv() => {
+            // The backup future is dropped (its uploads with it); remove
+            // what it left on every target before exiting.
+            jobs.clean_up_abandoned(kind, Trigger::Cli).await;
+            return Err(super::Interrupted {
+                signal,
+                what: format!("the {kind} backup"),
+                after: "nothing of it was kept (partial files and incomplete uploads removed)",
             }
-            Written {
-                file: o.set,
-                size: o.manifest.size(),
-                stored: o.stored,
-                failed: o.failed,
-                warnings: o.warnings,
-            }
+            .into());
         }
     };
-    // Copies that earlier runs could not make off-site are made now.
-    let mut written = written;
-    written
-        .warnings
-        .extend(crate::daemon::offsite::catch_up_and_record(&targets, settings).await);
-    finish(settings, kind, started, written)
-}
-
-/// What a backup of any kind wrote, for the run history and the exit code.
-struct Written {
-    /// The backup's file (for a full backup, its set manifest).
-    file: String,
-    size: u64,
-    stored: Vec<&'static str>,
-    failed: Vec<pipeline::TargetFailure>,
-    warnings: Vec<String>,
-}
-
-impl From<pipeline::BackupOutcome> for Written {
-    fn from(o: pipeline::BackupOutcome) -> Self {
-        Written {
-            warnings: o.manifest.changed_file_warnings(),
-            file: o.file,
-            size: o.manifest.size,
-            stored: o.stored,
-            failed: o.failed,
-        }
-    }
-}
-
-/// Print the warnings, record the run, print the file written, and fail
-/// (exit 8) when an off-site copy failed.
-fn finish(
-    settings: &Settings,
-    kind: Kind,
-    started: chrono::DateTime<Utc>,
-    outcome: Written,
-) -> anyhow::Result<()> {
-    // `health` and the daemon's catch-up count a one-off backup too.
-    let offsite = match (&settings.s3, outcome.failed.first()) {
-        (None, _) => Offsite::NotConfigured,
-        (Some(_), Some(f)) => Offsite::Failed {
-            error: f.error.to_string(),
-        },
-        (Some(_), None) if outcome.stored.len() > 1 => Offsite::Stored,
-        (Some(_), None) => Offsite::Failed {
-            error: "no bucket target was written".into(),
-        },
-    };
-    let warnings = outcome.warnings;
-    for w in &warnings {
+    let written = result.map_err(cause)?;
+    for w in &run.warnings {
         eprintln!("warning: {w}");
     }
-    let run = Run {
-        kind,
-        trigger: Trigger::Cli,
-        started,
-        finished: Utc::now(),
-        outcome: Outcome::Success,
-        file: Some(outcome.file.clone()),
-        size: Some(outcome.size),
-        offsite,
-        error: None,
-        warnings,
-    };
-    if let Err(e) = state::record(&settings.backup_dir, run) {
-        eprintln!("warning: {e}");
+    for file in &written.files {
+        println!("{}", settings.backup_dir.join(file).display());
     }
-    println!("{}", settings.backup_dir.join(&outcome.file).display());
-    if let Some(f) = outcome.failed.first() {
-        return Err(OffsiteFailed(format!(
-            "{} was written to the volume, but the copy to the {} failed: {}",
-            outcome.file, f.target, f.error
-        ))
-        .into());
+    if let Some(why) = written.offsite_failed {
+        return Err(OffsiteFailed(why).into());
     }
     Ok(())
+}
+
+/// The error under a failed run, so that its exit code is the documented one.
+fn cause(e: JobError) -> anyhow::Error {
+    match e {
+        JobError::Lock { source, .. } => source.into(),
+        JobError::Space(e) => e.into(),
+        JobError::Backup(e) => e.into(),
+        JobError::Locate(e) => e.into(),
+        JobError::Verify(e) => e.into(),
+        JobError::Drill(e) => e.into(),
+        JobError::Full(e) => e.into(),
+    }
 }

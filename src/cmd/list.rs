@@ -53,8 +53,10 @@ struct Item {
 pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut offsite_read = false;
-    for (i, t) in super::targets(settings)?.iter().enumerate() {
-        let t = t.as_ref();
+    // The targets that answered: the binlog window is read from those only.
+    let mut readable = Vec::new();
+    for (i, target) in super::targets(settings)?.into_iter().enumerate() {
+        let t = target.as_ref();
         // The volume is listed whatever else happens; an off-site target
         // that does not answer at once, or fails, is named in one line
         // rather than holding the list up or failing it.
@@ -79,6 +81,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
                 }
             }
         };
+        readable.push(target.clone());
         for it in listed {
             let row = rows.entry(it.name.clone()).or_insert_with(|| Row {
                 name: it.name.clone(),
@@ -127,7 +130,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             }
         );
     }
-    for t in super::targets(settings)? {
+    for t in &readable {
         if let Some(line) = binlog_window(t.as_ref(), settings).await? {
             println!("{line}");
         }
@@ -206,6 +209,10 @@ async fn items(t: &dyn Target, settings: &Settings) -> Result<Vec<Item>, TargetE
     for (kind, e) in kinds
         .into_iter()
         .flat_map(|(k, es)| es.into_iter().map(move |e| (k, e)))
+        // Off the volume, data without its manifest is not a backup of
+        // ours (a copy is complete only once its manifest is there); on the
+        // volume it is a file of the old shell script, shown with "(no manifest)".
+        .filter(|(_, e)| e.has_manifest || t.label() == LocalTarget::LABEL)
     {
         out.push(Item {
             name: e.name,

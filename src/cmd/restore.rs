@@ -105,16 +105,14 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     )
     .await?;
     eprintln!(
-        "verified {} ({}, {} statements{})",
+        "verified {} ({}, {} statements, {})",
         source.name,
         human_bytes(report.bytes),
         report.statements,
-        if report.manifest_checked {
-            ", SHA-256 matches the manifest"
-        } else {
-            ", no manifest to check against"
-        }
+        report.checked()
     );
+    // Read from the manifest before anything is touched (verifying reads only).
+    let other = other_database(&source, &into, &args)?;
     check_restore(settings, &db, &into, &source, !args.no_safety_snapshot).await?;
     if !args.yes {
         let taken = source
@@ -123,7 +121,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             .map(|m| format!(" taken {}", m.started_at.format("%Y-%m-%d %H:%M:%S UTC")))
             .unwrap_or_default();
         eprint!(
-            "This replaces the tables, views and routines of database `{into}` on {} with those of {}{taken}.\nType 'yes' to continue: ",
+            "{other}This replaces the tables, views and routines of database `{into}` on {} with those of {}{taken}.\nType 'yes' to continue: ",
             crate::db::addr(&db),
             source.name
         );
@@ -206,6 +204,34 @@ async fn apply_db(
     Ok(())
 }
 
+/// A backup of another database than the one it would replace: its
+/// tables would be merged into that database. With `--into` the operator
+/// chose the target, and the confirmation prompt (if any) says it again;
+/// without it, `--yes` is refused and the prompt starts with a warning.
+/// Returns that warning ("" when the databases match or the source is
+/// unknown: a file of the old script has no manifest).
+fn other_database(source: &open::Source, into: &str, args: &Args) -> anyhow::Result<String> {
+    let Some(from) = source
+        .manifest
+        .as_ref()
+        .map(|m| m.database.name.as_str())
+        .filter(|n| !n.is_empty() && *n != into)
+    else {
+        return Ok(String::new());
+    };
+    if args.into.is_none() && args.yes {
+        return Err(Refused(format!(
+            "{} is a backup of database `{from}`, not of `{into}` (DB_NAME): restoring it would merge `{from}`'s tables into `{into}`; nothing was touched. If that is what you want, say so with --into {into}; to restore it as it was, use --into {from}",
+            source.name
+        ))
+        .into());
+    }
+    Ok(format!(
+        "Note: {} is a backup of database `{from}`, not of `{into}`.\n",
+        source.name
+    ))
+}
+
 /// Verify every part of a full backup, confirm, restore the database as
 /// [`run`] does, then extract each archive into `to/config` and `to/uploads`.
 async fn run_full(
@@ -252,6 +278,7 @@ async fn run_full(
         "verified full backup {}: every part matches the set manifest",
         set.name
     );
+    let other = other_database(source, &into, args)?;
     check_restore(settings, &db, &into, source, !args.no_safety_snapshot).await?;
     let extracts: Vec<String> = archives
         .iter()
@@ -259,7 +286,7 @@ async fn run_full(
         .collect();
     if !args.yes {
         eprint!(
-            "This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}{}{}.\nType 'yes' to continue: ",
+            "{other}This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}{}{}.\nType 'yes' to continue: ",
             crate::db::addr(&db),
             set.name,
             set.manifest.taken.format("%Y-%m-%d %H:%M:%S UTC"),

@@ -62,9 +62,9 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
         report.statements,
         report.sha256,
         if report.manifest_checked {
-            ", matches the manifest"
+            ", matches the manifest".to_owned()
         } else {
-            ", no manifest"
+            format!("; {}", report.checked())
         }
     );
     if args.restore_test {

@@ -114,7 +114,11 @@ impl Schedule {
             .year(Year::Disallowed)
             .build()
             .parse(text)
-            .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "{expr:?} is not a cron expression ({e}): 5 fields, minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-6 (Sunday 0), e.g. \"0 2 * * *\" (daily at 02:00) or \"30 3 * * 0\" (Sundays at 03:30), or \"off\""
+                )
+            })?;
         let s = Schedule {
             cron,
             text: text.to_owned(),

@@ -242,6 +242,16 @@ pub enum SpaceError {
         /// Bytes the last backup took.
         need: u64,
     },
+    /// Below the floor the operator set (`HEALTH_MIN_FREE_MB`).
+    #[error("only {} free on {dir}, less than HEALTH_MIN_FREE_MB ({}): not starting the backup; free space, lower retention, or lower HEALTH_MIN_FREE_MB", human_bytes(*.free), human_bytes(*.floor))]
+    BelowMinimum {
+        /// The directory.
+        dir: String,
+        /// Bytes free.
+        free: u64,
+        /// `HEALTH_MIN_FREE_MB` in bytes.
+        floor: u64,
+    },
     /// statvfs failed.
     #[error("cannot measure free space on {dir}: {source}; check that BACKUP_DIR exists")]
     Io {
@@ -253,14 +263,28 @@ pub enum SpaceError {
     },
 }
 
-/// Before a backup: refuse when `BACKUP_DIR` has less room than the last
-/// backup of `kind` took (a backup that cannot fit would fail at the end,
-/// after loading the database for nothing).
-pub fn space_for_backup(dir: &Path, state: &State, kind: Kind) -> Result<u64, SpaceError> {
+/// Before a backup: refuse when `BACKUP_DIR` has less room than
+/// `HEALTH_MIN_FREE_MB` (`min_free`, when set: the operator's floor, as
+/// `health` judges it), or than the last backup of `kind` took (a backup
+/// that cannot fit would fail at the end, after loading the database for
+/// nothing).
+pub fn space_for_backup(
+    dir: &Path,
+    state: &State,
+    kind: Kind,
+    min_free: Option<u64>,
+) -> Result<u64, SpaceError> {
     let free = free_bytes(dir).map_err(|source| SpaceError::Io {
         dir: dir.display().to_string(),
         source,
     })?;
+    if let Some(floor) = min_free.filter(|f| free < *f) {
+        return Err(SpaceError::BelowMinimum {
+            dir: dir.display().to_string(),
+            free,
+            floor,
+        });
+    }
     let need = state.last_success(kind).and_then(|r| r.size).unwrap_or(0);
     if free < need {
         return Err(SpaceError::TooLittle {
@@ -400,9 +424,9 @@ mod tests {
         let free = free_bytes(d.path()).unwrap();
         let mut r = run(3, Outcome::Success, Offsite::NotConfigured);
         r.size = Some(free.saturating_mul(4));
-        let err = space_for_backup(d.path(), &state(vec![r]), Kind::Db).unwrap_err();
+        let err = space_for_backup(d.path(), &state(vec![r]), Kind::Db, None).unwrap_err();
         assert!(err.to_string().contains("the last backup took"), "{err}");
-        space_for_backup(d.path(), &State::default(), Kind::Db).unwrap();
+        space_for_backup(d.path(), &State::default(), Kind::Db, None).unwrap();
     }
 
     #[test]

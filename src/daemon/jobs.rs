@@ -10,8 +10,9 @@
 //! A run dropped half-way by a shutdown is tidied by
 //! [`Jobs::clean_up_abandoned`]: dropping the backup future already drops
 //! the uploads (whose `Drop` removes their partial files) and the dump
-//! connection; what can remain is a backup renamed to its final name whose
-//! manifest was never written, and that is deleted here.
+//! connection; what can remain is a manifest whose data was never
+//! published (the manifest is stored first, the data last) and the parts
+//! of an unfinished full backup, and those are deleted here.
 //!
 //! Not here: when runs happen (`schedule`), how a backup is made
 //! (`pipeline`), which backups to keep (`retention`).
@@ -40,7 +41,6 @@ use crate::restore::drill::{self, DrillError};
 use crate::restore::open::{self, LocateError};
 use crate::restore::RestoreError;
 use crate::target::budget;
-use crate::target::local::LocalTarget;
 use crate::target::Target;
 
 /// Why a run made no backup.
@@ -115,6 +115,18 @@ struct Done {
     size: u64,
     offsite: Offsite,
     warnings: Vec<String>,
+    written: Written,
+}
+
+/// What a successful run wrote, for the one-off `backup`'s output and exit
+/// code (the daemon only records the [`Run`]).
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The files written, in order (a full backup's parts, then its set manifest).
+    pub files: Vec<String>,
+    /// Why a copy to an off-site target failed, when one did (the local
+    /// backup still counts).
+    pub offsite_failed: Option<String>,
 }
 
 /// Runs backups for the daemon.
@@ -125,6 +137,8 @@ pub struct Jobs {
     metrics: Metrics,
     lock_wait: Duration,
     lock_poll: Duration,
+    /// Apply retention after a success (`backup --no-prune` turns it off).
+    prune: bool,
     /// Start of the run in progress, for the clean-up after an abandon.
     current: Mutex<Option<DateTime<Utc>>>,
 }
@@ -144,8 +158,15 @@ impl Jobs {
             metrics,
             lock_wait: Duration::from_secs(3600),
             lock_poll: Duration::from_secs(5),
+            prune: true,
             current: Mutex::new(None),
         }
+    }
+
+    /// Whether retention runs after a successful backup (default yes).
+    pub fn with_prune(mut self, prune: bool) -> Self {
+        self.prune = prune;
+        self
     }
 
     /// How long a run waits for a one-off `backup` or `restore` holding
@@ -165,11 +186,22 @@ impl Jobs {
     /// retention, state, metrics, alerts. Never fails: the returned record
     /// says how it went.
     pub async fn run_once(&self, kind: Kind, trigger: Trigger) -> Run {
+        self.run_reporting(kind, trigger).await.0
+    }
+
+    /// [`Jobs::run_once`], also handing back what was written, or the
+    /// error itself (the one-off `backup` maps it to an exit code). The
+    /// record, the metrics and the alerts are the same.
+    pub async fn run_reporting(
+        &self,
+        kind: Kind,
+        trigger: Trigger,
+    ) -> (Run, Result<Written, JobError>) {
         let started = Utc::now();
         self.notifier.started(kind).await;
         let result = self.locked_run(kind, trigger, started).await;
-        let run = match result {
-            Ok(r) => r,
+        let (run, result) = match result {
+            Ok((r, w)) => (r, Ok(w)),
             Err((e, lock)) => {
                 let error = error_line(&e);
                 tracing::error!(kind = %kind, error = %error, "{kind} backup failed");
@@ -195,7 +227,7 @@ impl Jobs {
                 if lock.is_some() {
                     self.save(&run);
                 }
-                run
+                (run, Err(e))
             }
         };
         self.metrics.record(&run);
@@ -214,7 +246,7 @@ impl Jobs {
             host: self.notifier.host().to_owned(),
         };
         self.notifier.finished(&event).await;
-        run
+        (run, result)
     }
 
     /// The part of a run that holds the lock; on error, says whether the
@@ -224,21 +256,24 @@ impl Jobs {
         kind: Kind,
         trigger: Trigger,
         started: DateTime<Utc>,
-    ) -> Result<Run, (JobError, Option<DirLock>)> {
+    ) -> Result<(Run, Written), (JobError, Option<DirLock>)> {
         let lock = self.lock(kind).await.map_err(|e| (e, None))?;
         let dir = &self.settings.backup_dir;
         // One budget per run for each off-site target; the volume has none.
         let targets = budget::for_run(&self.targets, self.settings.offsite_timeout);
         // Off-site leftovers are cleaned after the local backup, which
-        // must not wait on them.
-        crate::target::clean_interrupted_all(&targets[..1]).await;
+        // must not wait on them; on the volume, partial files and manifests
+        // whose backup was never stored go now.
+        pipeline::clean_interrupted(&targets[..1], &pipeline::our_prefixes(&self.settings)).await;
         let state = State::load(dir).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the state file for the space check");
             State::default()
         });
         // A drill writes nothing into BACKUP_DIR.
         if kind != Kind::Drill {
-            if let Err(e) = health::space_for_backup(dir, &state, kind) {
+            if let Err(e) =
+                health::space_for_backup(dir, &state, kind, self.settings.health.min_free_bytes)
+            {
                 return Err((e.into(), Some(lock)));
             }
         }
@@ -271,7 +306,7 @@ impl Jobs {
         };
         self.save(&run);
         drop(lock);
-        Ok(run)
+        Ok((run, done.written))
     }
 
     /// Take the lock, waiting up to `lock_wait` for another process.
@@ -369,12 +404,17 @@ impl Jobs {
                     file: report.file,
                     offsite: Offsite::NotConfigured,
                     warnings: Vec::new(),
+                    written: Written::default(),
                 })
             }
             Kind::Full => {
                 let o = full::backup(&self.settings, targets, &DumpOptions::default(), &NoHooks)
                     .await?;
                 let mut done = self.done_of(o.set, o.manifest.size(), &o.stored, &o.failed);
+                // The parts first, then the set manifest that completes them.
+                let set = done.written.files.pop();
+                done.written.files = o.manifest.parts.iter().map(|p| p.file.clone()).collect();
+                done.written.files.extend(set);
                 done.warnings.extend(o.warnings);
                 done.warnings.extend(self.prune(kind, targets).await);
                 Ok(done)
@@ -415,7 +455,17 @@ impl Jobs {
             }
             Offsite::Failed { error }
         };
+        let offsite_failed = failed.first().map(|f| {
+            format!(
+                "{file} was written to the volume, but the copy to the {} failed: {}",
+                f.target, f.error
+            )
+        });
         Done {
+            written: Written {
+                files: vec![file.clone()],
+                offsite_failed,
+            },
             file,
             size,
             offsite,
@@ -423,10 +473,15 @@ impl Jobs {
         }
     }
 
-    /// Retention of `kind`'s backups on every target; returns what could not be done.
+    /// Retention of `kind`'s backups on every target (unless turned off by
+    /// [`Jobs::with_prune`]); returns what could not be done.
     async fn prune(&self, kind: Kind, targets: &[Arc<dyn Target>]) -> Vec<String> {
         let s = &self.settings;
         let mut warnings = Vec::new();
+        if !self.prune {
+            tracing::info!(kind = %kind, "retention not applied (--no-prune)");
+            return warnings;
+        }
         for t in targets {
             let t = t.as_ref();
             let pruned = match kind {
@@ -490,8 +545,9 @@ impl Jobs {
         }
     }
 
-    /// After a shutdown dropped a run: delete what it published without a
-    /// manifest, remove partial files, record it as abandoned.
+    /// After a shutdown dropped a run: remove what it left (partial files,
+    /// incomplete uploads, a manifest without its data, the parts of an
+    /// unfinished full backup), record it as abandoned.
     pub async fn clean_up_abandoned(&self, kind: Kind, trigger: Trigger) {
         let Some(started) = self.current.lock().expect("current lock").take() else {
             return; // it was still waiting for the lock, or already done
@@ -503,12 +559,9 @@ impl Jobs {
                 return;
             }
         };
-        if let Err(e) = LocalTarget::new(&self.settings.backup_dir)
-            .remove_stale_partials()
-            .await
-        {
-            tracing::warn!(error = %e, "cannot clear partial files");
-        }
+        // Partial files, incomplete uploads, and a manifest whose data was
+        // never published (the manifest goes first).
+        pipeline::clean_interrupted(&self.targets, &pipeline::our_prefixes(&self.settings)).await;
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);
         // A shutdown is waiting: an off-site target gets the run's budget

@@ -356,6 +356,63 @@ fn entries(
     out
 }
 
+/// The file-name prefixes of every kind of backup we write, to tell our
+/// objects from foreign ones.
+#[derive(Debug, Clone, Default)]
+pub struct Prefixes {
+    /// Database backups (`BACKUP_PREFIX`) and safety snapshots.
+    pub db: Vec<String>,
+    /// File archives (`CONFIG_PREFIX`, `UPLOADS_PREFIX`).
+    pub archives: Vec<String>,
+    /// Full backups (`FULL_PREFIX`).
+    pub full: String,
+}
+
+impl Prefixes {
+    /// Every prefix, for listing.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.db
+            .iter()
+            .chain(&self.archives)
+            .chain(std::iter::once(&self.full))
+            .map(String::as_str)
+    }
+
+    /// Whether `name` is the data file of one of our backups (not a manifest).
+    pub fn is_ours(&self, name: &str) -> bool {
+        self.db.iter().any(|p| parse_db_name(p, name).is_some())
+            || self
+                .archives
+                .iter()
+                .any(|p| parse_archive_name(p, name).is_some())
+            || matches!(
+                parse_full_object(&self.full, name),
+                Some((_, FullObject::Part(_)))
+            )
+    }
+}
+
+/// The manifests among `objects` whose backup is not stored beside them.
+///
+/// A backup publishes its manifest first and its data last, and deletes
+/// its data first: an interrupted write or delete can leave such a
+/// manifest, never data without one. They are not backups; whoever holds
+/// the lock removes them.
+pub fn orphan_manifests(objects: &[ObjectInfo], prefixes: &Prefixes) -> Vec<String> {
+    let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    let mut out: Vec<String> = objects
+        .iter()
+        .filter(|o| {
+            o.name
+                .strip_suffix(MANIFEST_SUFFIX)
+                .is_some_and(|data| prefixes.is_ours(data) && !names.contains(data))
+        })
+        .map(|o| o.name.clone())
+        .collect();
+    out.sort();
+    out
+}
+
 /// Errors taking the lock.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

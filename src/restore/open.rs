@@ -124,6 +124,12 @@ pub async fn locate(
             Err(e) => return Err(e.into()),
         }
     }
+    // A volume file without a manifest is one the old shell script wrote
+    // (ours publish the manifest first): `latest` takes it only when no
+    // backup has a manifest.
+    if all.iter().any(|(_, e)| e.has_manifest) {
+        all.retain(|(_, e)| e.has_manifest);
+    }
     all.sort_by_key(|(_, e)| std::cmp::Reverse(e.parsed.taken));
     if spec == "latest" {
         let (t, e) = all
@@ -250,11 +256,19 @@ pub async fn fetch_to_volume(
         }
         counter.add(n as u64);
     }
-    up.commit().await.map_err(|e| fail(e.to_string()))?;
+    // The manifest first, the data last: the copy is a backup on the
+    // volume only once both are there (the commit point of every backup).
     if let Some(m) = &source.manifest {
-        target::put_bytes(volume.as_ref(), &manifest::name_for(&name), &m.to_json())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        if let Err(e) =
+            target::put_bytes(volume.as_ref(), &manifest::name_for(&name), &m.to_json()).await
+        {
+            let _ = up.abort().await;
+            return Err(fail(e.to_string()));
+        }
+    }
+    if let Err(e) = up.commit().await {
+        let _ = volume.delete(&manifest::name_for(&name)).await;
+        return Err(fail(e.to_string()));
     }
     Ok(Source {
         target: Arc::clone(volume),
@@ -273,6 +287,73 @@ pub struct VerifyReport {
     pub statements: u64,
     /// Whether a manifest was checked.
     pub manifest_checked: bool,
+    /// What wrote the file, from its first lines (`mariadb-dump`,
+    /// `mysqldump`, `selmai-backup`): without a manifest, the only sign
+    /// that it is a dump at all.
+    pub origin: Option<&'static str>,
+}
+
+impl VerifyReport {
+    /// What this verification proved and what it could not, in words: with
+    /// a manifest, size and SHA-256 matched it; without one, the file was
+    /// only read to the end and split into statements.
+    pub fn checked(&self) -> String {
+        match (self.manifest_checked, self.origin) {
+            (true, _) => "SHA-256 matches the manifest".to_owned(),
+            (false, origin) => format!(
+                "no manifest: a {} dump, decompressed and split into statements to the end; its size, checksum and row counts could not be checked against anything, and its SQL is only checked by the server when restored",
+                origin.unwrap_or("SQL")
+            ),
+        }
+    }
+}
+
+/// How much of the start of the SQL is kept to recognise its writer.
+const HEAD_LEN: usize = 4096;
+
+/// What wrote a dump, from its first lines: `mariadb-dump` and `mysqldump`
+/// start with their own comment (after MariaDB's sandbox-mode line, in
+/// recent versions), and so do our dumps.
+pub fn dump_origin(head: &[u8]) -> Option<&'static str> {
+    let text = String::from_utf8_lossy(&head[..head.len().min(HEAD_LEN)]);
+    text.lines().take(5).find_map(|line| {
+        let line = line.trim_start();
+        if line.starts_with("-- MariaDB dump") {
+            Some("mariadb-dump")
+        } else if line.starts_with("-- MySQL dump") {
+            Some("mysqldump")
+        } else if line.starts_with("-- selmai-backup ") {
+            Some("selmai-backup")
+        } else {
+            None
+        }
+    })
+}
+
+/// A reader that keeps a copy of the first [`HEAD_LEN`] bytes read through it.
+struct KeepHead<R> {
+    inner: R,
+    head: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for KeepHead<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            let mut head = self.head.lock().expect("head lock");
+            if head.len() < HEAD_LEN {
+                let new = &buf.filled()[before..];
+                let take = new.len().min(HEAD_LEN - head.len());
+                head.extend_from_slice(&new[..take]);
+            }
+        }
+        r
+    }
 }
 
 type Opened = (StatementReader<BoxRead>, Counter, SharedHash);
@@ -334,7 +415,14 @@ pub async fn verify(
     source: &Source,
     passphrase: Option<&Secret>,
 ) -> Result<VerifyReport, RestoreError> {
-    let (mut reader, counter, hash) = open_statements(source, passphrase).await?;
+    let (plain, counter, hash) = open_plain(source, passphrase).await?;
+    let compression = Compression::from_file_name(&source.name);
+    let head = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let decoded = KeepHead {
+        inner: compression.decoder(BufReader::with_capacity(256 * 1024, plain)),
+        head: head.clone(),
+    };
+    let mut reader = StatementReader::new(decoded);
     let _progress = Reporter::start(
         "verifying",
         counter.clone(),
@@ -357,11 +445,20 @@ pub async fn verify(
     let bytes = counter.get();
     let sha256 = hash.hex();
     check_manifest(source, bytes, &sha256)?;
+    let origin = dump_origin(&head.lock().expect("head lock"));
+    if source.manifest.is_none() && origin.is_none() {
+        // Nothing says this is a backup: any text "splits" into statements
+        // (`/etc/passwd` is one), and restoring it would run it.
+        return Err(RestoreError::NotADump {
+            name: source.name.clone(),
+        });
+    }
     Ok(VerifyReport {
         bytes,
         sha256,
         statements,
         manifest_checked: source.manifest.is_some(),
+        origin,
     })
 }
 

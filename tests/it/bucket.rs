@@ -112,7 +112,11 @@ async fn a_lost_volume_is_restored_from_the_bucket_alone() {
         &bucket,
         &[("BACKUP_PASSPHRASE", "off-site")],
     );
-    let (code, _, err) = tool::outcome(&tool::run(&vars, &["restore", "latest", "--yes"]));
+    // Another database's backup: --into says the restore into it is meant.
+    let (code, _, err) = tool::outcome(&tool::run(
+        &vars,
+        &["restore", "latest", "--into", &dst.name, "--yes"],
+    ));
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains(&name),

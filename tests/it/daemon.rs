@@ -55,7 +55,7 @@ fn big_db(tag: &str) -> TestDb {
 
 /// One HTTP request as a listener received it.
 #[derive(Debug, Clone)]
-struct Request {
+pub(crate) struct Request {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
@@ -69,19 +69,19 @@ impl Request {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
 /// A local HTTP listener that records every request and answers `status`.
-struct HttpSink {
-    url: String,
+pub(crate) struct HttpSink {
+    pub(crate) url: String,
     rx: mpsc::Receiver<Request>,
 }
 
 impl HttpSink {
-    fn start(status: u16) -> HttpSink {
+    pub(crate) fn start(status: u16) -> HttpSink {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();
@@ -104,11 +104,11 @@ impl HttpSink {
         HttpSink { url, rx }
     }
 
-    fn next(&self, within: Duration) -> Option<Request> {
+    pub(crate) fn next(&self, within: Duration) -> Option<Request> {
         self.rx.recv_timeout(within).ok()
     }
 
-    fn expect(&self, within: Duration, what: &str) -> Request {
+    pub(crate) fn expect(&self, within: Duration, what: &str) -> Request {
         self.next(within)
             .unwrap_or_else(|| panic!("no {what} request within {within:?}"))
     }
@@ -369,7 +369,7 @@ fn jobs(s: &Settings, targets: Vec<Arc<dyn Target>>) -> Jobs {
 }
 
 /// Names of our backups in `dir` (manifests excluded), oldest first.
-fn backups(dir: &Path) -> Vec<String> {
+pub(crate) fn backups(dir: &Path) -> Vec<String> {
     tool::files(dir)
         .into_iter()
         .filter(|n| catalog::parse_db_name("selmai_backup", n).is_some())
@@ -377,7 +377,7 @@ fn backups(dir: &Path) -> Vec<String> {
 }
 
 /// Empty files standing for backups taken at 02:00 UTC on each day, with manifests.
-fn fake_backups(dir: &Path, days: impl IntoIterator<Item = (i32, u32, u32)>) {
+pub(crate) fn fake_backups(dir: &Path, days: impl IntoIterator<Item = (i32, u32, u32)>) {
     for (y, m, d) in days {
         let t = Utc.with_ymd_and_hms(y, m, d, 2, 0, 0).unwrap();
         let name = catalog::db_file_name("selmai_backup", t, ".gz", false);

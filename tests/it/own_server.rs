@@ -196,6 +196,7 @@ impl OwnServer {
             password: Secret::new(env.password),
             name: name.to_owned(),
             connect_timeout: Duration::from_secs(5),
+            lock_wait_timeout: Duration::from_secs(300),
         }
     }
 

@@ -201,7 +201,7 @@ async fn statements_only_for_newer_servers_do_not_stop_a_restore() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("selmai_backup_20250101_000000.sql"),
-        "CREATE TABLE x (a INT);\n/*!999999 SELECT 1 */;\nINSERT INTO x VALUES (1);\n",
+        "-- MariaDB dump 10.19 (a hand-written dump)\nCREATE TABLE x (a INT);\n/*!999999 SELECT 1 */;\nINSERT INTO x VALUES (1);\n",
     )
     .unwrap();
     let dst = TestDb::new("rt_newer");
@@ -216,7 +216,7 @@ async fn a_failing_statement_is_named_even_on_a_parallel_loader() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("selmai_backup_20250101_000000.sql"),
-        "CREATE TABLE a (id INT PRIMARY KEY);\nCREATE TABLE b (id INT PRIMARY KEY);\nINSERT INTO a VALUES (1);\nINSERT INTO b VALUES (1);\n\nINSERT INTO b VALUES (1);\nCREATE VIEW v AS SELECT * FROM a;\n",
+        "-- MariaDB dump 10.19 (a hand-written dump)\nCREATE TABLE a (id INT PRIMARY KEY);\nCREATE TABLE b (id INT PRIMARY KEY);\nINSERT INTO a VALUES (1);\nINSERT INTO b VALUES (1);\n\nINSERT INTO b VALUES (1);\nCREATE VIEW v AS SELECT * FROM a;\n",
     )
     .unwrap();
     let dst = TestDb::new("rt_failing");
@@ -229,8 +229,8 @@ async fn a_failing_statement_is_named_even_on_a_parallel_loader() {
         } => {
             assert_eq!(
                 (number, line, code),
-                (5, 6, 1062),
-                "duplicate key in statement 5, line 6"
+                (5, 7, 1062),
+                "duplicate key in statement 5, line 7 (after the header line)"
             )
         }
         other => panic!("{other}"),
@@ -306,7 +306,7 @@ async fn mariadb_dump_no_autocommit_files_keep_every_row() {
 
 /// What the old `scripts/backup.sh` wrote: `mariadb-dump --single-transaction
 /// ARGS DB | gzip` in `dir/selmai_backup_20250120_020000.sql.gz`.
-fn legacy_file(dir: &std::path::Path, db: &str, args: &[&str]) -> std::path::PathBuf {
+pub(crate) fn legacy_file(dir: &std::path::Path, db: &str, args: &[&str]) -> std::path::PathBuf {
     let env = db_env();
     let dump = Command::new("mariadb-dump")
         .args(["--no-defaults", "--protocol=TCP", "--single-transaction"])

@@ -440,6 +440,24 @@ pub(crate) mod tests {
     use super::*;
     use rstest::rstest;
 
+    /// The README tells operators the parameters new files are written
+    /// with; it must say what `KdfParams::default()` really does.
+    #[test]
+    fn readme_states_the_default_kdf_parameters() {
+        let readme = include_str!("../../../README.md");
+        let d = KdfParams::default();
+        let said = format!(
+            "Argon2id ({} MiB, t={}, p={})",
+            d.memory_kib / 1024,
+            d.iterations,
+            d.parallelism
+        );
+        assert!(
+            readme.contains(&said),
+            "README.md does not say {said:?} in its Encryption section"
+        );
+    }
+
     /// A syntactically valid header (correct checksum) with any KDF
     /// parameters, as an attacker would craft it.
     pub(crate) fn crafted_header(kdf: KdfParams) -> [u8; HEADER_LEN] {
