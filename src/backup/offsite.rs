@@ -1,12 +1,12 @@
 //! Off-site copies of one backup: from the volume to each off-site target
-//! (bucket, SFTP), whatever the target, manifest last.
+//! (bucket, SFTP), whatever the target, the completing object last.
 //!
 //! A backup is written to the volume first and counts once it is there; it
 //! is then copied from the volume ([`copy_backup`]), so a slow or
 //! unreachable target never delays the local backup. A backup exists on a
-//! target once its last object is there (the manifest, or for a full
-//! backup the set manifest), which is why that object is always copied
-//! last. Copies a run could not make are caught up by
+//! target once its last object is there (a single backup's data, which
+//! follows its manifest, or for a full backup the set manifest), which is
+//! why that object is always copied last. Copies a run could not make are caught up by
 //! `crate::daemon::offsite` after each run.
 //!
 //! Not here: how long to wait on a target (`crate::target::budget` wraps it
@@ -42,12 +42,15 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// A database dump or file archive and its manifest.
+    /// A database dump or file archive and its manifest: the manifest
+    /// first and the data last, so that the data is never under its final
+    /// name without its manifest (the commit point of a backup, as on the
+    /// volume); a manifest whose data never arrived is swept.
     pub fn single(name: &str, taken: DateTime<Utc>) -> Self {
         Unit {
             name: name.to_owned(),
             taken,
-            objects: vec![name.to_owned(), manifest::name_for(name)],
+            objects: vec![manifest::name_for(name), name.to_owned()],
         }
     }
 
