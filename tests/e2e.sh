@@ -251,8 +251,9 @@ step_corrupt() {
   step "a corrupt backup exits 5 and touches nothing"
   local latest mid app0
   latest=$(cd "$DIR/backups" && ls selmai_backup_*.sql.gz | sort | tail -1)
-  cp "$DIR/backups/$latest" "$DIR/backups/selmai_backup_20000101_000000.sql.gz"
-  cp "$DIR/backups/$latest.manifest.json" "$DIR/backups/selmai_backup_20000101_000000.sql.gz.manifest.json"
+  # -p: backups are the container user's and 0600, and so must the copies be.
+  cp -p "$DIR/backups/$latest" "$DIR/backups/selmai_backup_20000101_000000.sql.gz"
+  cp -p "$DIR/backups/$latest.manifest.json" "$DIR/backups/selmai_backup_20000101_000000.sql.gz.manifest.json"
   python3 - "$DIR/backups/selmai_backup_20000101_000000.sql.gz" <<'PY'
 import sys
 p = sys.argv[1]
