@@ -13,6 +13,8 @@ use mysql_async::{Conn, OptsBuilder};
 
 use crate::config::DbSettings;
 
+pub mod lock;
+
 /// Server error codes we treat specially.
 pub mod codes {
     /// ER_ACCESS_DENIED_ERROR
@@ -71,10 +73,11 @@ pub enum DbError {
 
 /// Advice for a connection lost in the middle of a result (the server
 /// restarted, or someone killed the connection), which the driver reports
-/// only as "bytes remaining on stream".
-fn lost_hint(e: &mysql_async::Error) -> &'static str {
+/// only as "bytes remaining on stream" or "connection closed".
+pub fn lost_hint(e: &mysql_async::Error) -> &'static str {
     let text = e.to_string();
     if text.contains("bytes remaining on stream")
+        || text.contains("connection closed")
         || text.contains("Connection reset")
         || text.contains("broken pipe")
         || text.contains("Broken pipe")

@@ -180,7 +180,7 @@ pub enum DumpError {
     #[error("database `{0}` does not exist on the server; check DB_NAME")]
     NoDatabase(String),
     /// Reading rows of a table failed (connection lost, table dropped ...).
-    #[error("reading rows of table `{table}` failed after {rows} rows: {source}")]
+    #[error("reading rows of table `{table}` failed after {rows} rows: {source}{}", db::lost_hint(.source))]
     Table {
         /// The table.
         table: String,
@@ -193,6 +193,29 @@ pub enum DumpError {
     /// The output refused bytes (disk full, upload failed).
     #[error("writing the dump failed: {0}")]
     Write(#[source] std::io::Error),
+    /// A lock another connection holds outlasted `DB_LOCK_WAIT_TIMEOUT`.
+    #[error("{cause} ({held}; DB_LOCK_WAIT_TIMEOUT ran out: end that transaction or unlock those tables, or KILL that connection, then back up again; or raise DB_LOCK_WAIT_TIMEOUT)")]
+    LockWait {
+        /// The error the wait ended with.
+        cause: Box<DumpError>,
+        /// Who holds the lock, in words.
+        held: String,
+    },
+}
+
+impl DumpError {
+    /// The server's error code, when the server refused a query.
+    fn server_code(&self) -> Option<u16> {
+        let driver = match self {
+            DumpError::Table { source, .. } => source,
+            DumpError::Db(DbError::Query { driver, .. }) => driver,
+            _ => return None,
+        };
+        match driver {
+            mysql_async::Error::Server(se) => Some(se.code),
+            _ => None,
+        }
+    }
 }
 
 /// Buffered SQL output that counts what it writes.
@@ -1126,10 +1149,24 @@ pub async fn dump_database<W: AsyncWrite + Unpin + Send>(
             DbError::UnknownDatabase { name, .. } => DumpError::NoDatabase(name),
             other => DumpError::Db(other),
         })?;
-    let summary = dump(&mut conn, &settings.name, out, opts, hooks).await;
+    let summary = {
+        let _waits = db::lock::watch(settings, &settings.name, vec![conn.id()], "the backup");
+        dump(&mut conn, &settings.name, out, opts, hooks).await
+    };
+    let summary = match summary {
+        Err(e) if e.server_code() == Some(LOCK_WAIT_TIMEOUT) => Err(DumpError::LockWait {
+            held: db::lock::holders(&mut conn, Some(&settings.name), &[]).await,
+            cause: Box::new(e),
+        }),
+        other => other,
+    };
     let _ = conn.disconnect().await;
     summary
 }
+
+/// "Lock wait timeout exceeded" (the session's `lock_wait_timeout`, set
+/// from `DB_LOCK_WAIT_TIMEOUT`).
+const LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 #[cfg(test)]
 mod tests {

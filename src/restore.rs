@@ -715,45 +715,9 @@ async fn run_statement(conn: &mut Conn, stmt: &Statement) -> Result<(), RestoreE
 /// from `DB_LOCK_WAIT_TIMEOUT`).
 const LOCK_WAIT_TIMEOUT: u16 = 1205;
 
-/// After a lock wait ran out: the other connections on this database, one
-/// of which holds the lock (an open transaction that read the table shows
-/// as an idle `Sleep`), and what to do. Best effort: a query that fails
-/// (no `PROCESS` privilege shows only the user's own connections) says less.
+/// After a lock wait ran out: who holds the lock, and what to do.
 async fn lock_holders(conn: &mut Conn) -> String {
-    let rows = crate::db::query_strings(
-        conn,
-        "SELECT ID, USER, HOST, COMMAND, TIME, IFNULL(STATE, ''), IFNULL(LEFT(INFO, 60), '') \
-         FROM information_schema.PROCESSLIST \
-         WHERE ID <> CONNECTION_ID() AND DB = DATABASE() \
-         AND IFNULL(STATE, '') NOT LIKE 'Waiting for%lock' ORDER BY TIME DESC LIMIT 5",
-    )
-    .await
-    .unwrap_or_default();
-    let who: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let f = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-            let doing = if f(6).is_empty() { f(5) } else { f(6) };
-            format!(
-                "connection {} ({}@{}, {} for {} s{})",
-                f(0),
-                f(1),
-                f(2),
-                f(3),
-                f(4),
-                if doing.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {doing}")
-                }
-            )
-        })
-        .collect();
-    let held = if who.is_empty() {
-        "another connection holds a lock on this table".to_owned()
-    } else {
-        format!("held by one of: {}", who.join("; "))
-    };
+    let held = crate::db::lock::holders(conn, None, &[]).await;
     format!(" ({held}; DB_LOCK_WAIT_TIMEOUT ran out: end that transaction, or KILL that connection, then restore again; or raise DB_LOCK_WAIT_TIMEOUT)")
 }
 

@@ -523,6 +523,8 @@ pub async fn apply_with(
         conns.push(crate::db::connect(db, Some(into)).await?);
     }
     let (mut reader, counter, _) = open_statements(source, passphrase).await?;
+    let ours = std::iter::once(conn.id()).chain(conns.iter().map(|c| c.id()));
+    let _waits = crate::db::lock::watch(db, into, ours.collect(), "the restore");
     let _progress = Reporter::start("restoring", counter, source.size, Duration::from_secs(5));
     let result = restore::execute(&mut conn, conns, &source.name, &mut reader, definer).await;
     let _ = conn.disconnect().await;

@@ -209,7 +209,63 @@ async fn connection_lost_mid_dump_publishes_nothing() {
     let s = tool::settings(&db.name, dir.path(), &[]);
     let err = tool::try_backup(&s, &kill).await.unwrap_err();
     assert!(matches!(err, BackupError::Dump(_)), "{err:?}");
+    // Not the driver's bare "bytes remaining on stream": what happened and
+    // what to do.
+    let text = err.to_string();
+    for needle in [
+        "connection to the server was lost mid-query",
+        "run it again",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in: {text}");
+    }
     assert_untouched(dir.path(), &before);
+}
+
+#[test]
+fn a_dump_connection_killed_while_rows_stream_says_what_happened_and_what_to_do() {
+    let db = TestDb::new("f_killed_rows");
+    // Enough rows that the dump is still reading them when it is killed.
+    db.exec(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(200));
+         INSERT INTO t SELECT seq, REPEAT(SHA2(seq, 256), 3) FROM seq_1_to_300000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let vars = tool::vars(&db.name, dir.path());
+    let mut child = tool::bin(&vars)
+        .arg("backup")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the dump's connection once it is reading rows of `t`.
+    let began = Instant::now();
+    let killed = loop {
+        let id = db.exec(&format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{}' AND INFO LIKE 'SELECT%FROM `t`%' AND ID <> CONNECTION_ID()",
+            db.name
+        ));
+        if let Some(id) = id.lines().next() {
+            db.exec(&format!("KILL CONNECTION {id}"));
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || began.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (code, _, stderr) = tool::outcome(&child.wait_with_output().unwrap());
+    assert!(
+        killed,
+        "the dump finished before its connection could be killed: {stderr}"
+    );
+    assert_ne!(code, 0, "{stderr}");
+    for needle in [
+        "reading rows of table `t`",
+        "connection to the server was lost mid-query",
+        "run it again",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
