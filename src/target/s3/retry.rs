@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn io_errors_are_transient() {
-        let e = S3Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"));
+        let e = S3Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
         assert!(is_transient(&e));
     }
 }
