@@ -43,9 +43,9 @@ mod read;
 mod retry;
 mod upload;
 
-use errors::{describe, error_code_of, needs_path_style, status_of, ErrorContext};
+use errors::{describe, error_code_of, needs_path_style, status_of, ErrorContext, Failed};
 use read::RangeReader;
-use retry::{retry, Failed, RetryPolicy};
+use retry::{retry, RetryPolicy};
 use upload::S3Upload;
 
 const LABEL: &str = "bucket";

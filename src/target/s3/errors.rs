@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use s3::error::S3Error;
 
-use super::retry::Failed;
 use super::LABEL;
 use crate::target::TargetError;
+
+/// A request that failed for good: the last error and the attempts made.
+pub(super) struct Failed {
+    pub(super) error: S3Error,
+    pub(super) attempts: u32,
+}
 
 /// What an error message needs to know about the target.
 pub(super) struct ErrorContext<'a> {
@@ -215,9 +220,23 @@ pub(super) fn describe(
 }
 
 #[cfg(test)]
+/// A failed request as S3 words it, for tests.
+pub(super) fn http(status: u16, code: &str) -> Failed {
+    Failed {
+        error: S3Error::HttpFailWithBody(
+            status,
+            format!(
+                "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>msg</Message></Error>"
+            ),
+        ),
+        attempts: 1,
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::s3::retry::http;
+
     use rstest::rstest;
 
     fn ctx() -> ErrorContext<'static> {

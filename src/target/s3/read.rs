@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::errors::{one_line, status_of};
-use super::retry::{is_transient, Failed};
+use super::errors::{one_line, status_of, Failed};
+use super::retry::is_transient;
 use super::Client;
 
 /// Stream `key` into `tx`; a dropped or stalled connection is resumed from

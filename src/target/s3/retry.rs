@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use s3::error::S3Error;
 
-use super::errors::{is_dns_failure, one_line, xml_field};
+use super::errors::{is_dns_failure, one_line, xml_field, Failed};
 use super::MAX_BACKOFF;
 
 /// How often and how patiently a request is retried.
@@ -25,12 +25,6 @@ impl RetryPolicy {
         let factor = 1u32 << retry.saturating_sub(1).min(16);
         self.first_delay.saturating_mul(factor).min(MAX_BACKOFF)
     }
-}
-
-/// A request that failed for good: the last error and the attempts made.
-pub(super) struct Failed {
-    pub(super) error: S3Error,
-    pub(super) attempts: u32,
 }
 
 /// Run `op` until it succeeds, fails for good, or retries run out.
@@ -96,22 +90,9 @@ pub(super) fn is_transient(e: &S3Error) -> bool {
 }
 
 #[cfg(test)]
-/// A failed request as S3 words it, for tests.
-pub(super) fn http(status: u16, code: &str) -> Failed {
-    Failed {
-        error: S3Error::HttpFailWithBody(
-            status,
-            format!(
-                "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>msg</Message></Error>"
-            ),
-        ),
-        attempts: 1,
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::s3::errors::http;
     use rstest::rstest;
 
     #[test]
