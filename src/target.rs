@@ -5,8 +5,15 @@
 //! streaming [`Upload`] that becomes visible under its final name only on
 //! [`Upload::commit`]), open for reading, delete. A target knows nothing of
 //! backups, file-name patterns or retention: the catalog decides which names
-//! are ours. Cross-cutting behaviour (retry, dry-run) wraps a target rather
-//! than living inside one. The shared conformance suite in
+//! are ours. Cross-cutting behaviour wraps a target rather than living
+//! inside one: the run-wide time budget of an off-site target
+//! ([`budget`]). Retries are the exception, on purpose: a bucket retries
+//! each request (one part of a multipart upload, one ranged read) in
+//! `s3/retry.rs`, since only the target knows which of its requests can be
+//! repeated, and a wrapper could only repeat a whole upload whose bytes
+//! are gone. A dry run is a retention plan that is not executed
+//! (`daemon::retention`), so no target pretends to delete. The shared
+//! conformance suite in
 //! `tests/it/target_conformance.rs` runs against every implementation.
 
 pub mod budget;

@@ -38,40 +38,29 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
             (
                 "backups",
                 &s.retention,
-                retention::prune(t, &s.prefix, &s.retention, tz, args.dry_run).await?,
+                retention::plan(t, &s.prefix, &s.retention, tz).await?,
             ),
             (
                 "config archives",
                 &s.config_retention,
-                retention::prune_archives(
-                    t,
-                    &s.config_archive.prefix,
-                    &s.config_retention,
-                    tz,
-                    args.dry_run,
-                )
-                .await?,
+                retention::plan_archives(t, &s.config_archive.prefix, &s.config_retention, tz)
+                    .await?,
             ),
             (
                 "uploads archives",
                 &s.retention,
-                retention::prune_archives(
-                    t,
-                    &s.uploads_archive.prefix,
-                    &s.retention,
-                    tz,
-                    args.dry_run,
-                )
-                .await?,
+                retention::plan_archives(t, &s.uploads_archive.prefix, &s.retention, tz).await?,
             ),
             (
                 "full backups",
                 &s.full_retention,
-                retention::prune_full(t, &s.full_prefix, &s.full_retention, tz, args.dry_run)
-                    .await?,
+                retention::plan_full(t, &s.full_prefix, &s.full_retention, tz).await?,
             ),
         ];
-        for (what, policy, p) in kinds {
+        for (what, policy, mut p) in kinds {
+            if !args.dry_run {
+                p = retention::execute(t, p).await;
+            }
             // The database line always shows; the other kinds when they have backups.
             if p.verdicts.is_empty() && p.orphans.is_empty() && what != "backups" {
                 continue;

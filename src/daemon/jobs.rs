@@ -492,19 +492,12 @@ impl Jobs {
                         &s.retention
                     };
                     let prefix = archive_prefix(s, kind);
-                    retention::prune_archives(t, prefix, policy, s.schedule.tz, false).await
+                    retention::prune_archives(t, prefix, policy, s.schedule.tz).await
                 }
                 Kind::Full => {
-                    retention::prune_full(
-                        t,
-                        &s.full_prefix,
-                        &s.full_retention,
-                        s.schedule.tz,
-                        false,
-                    )
-                    .await
+                    retention::prune_full(t, &s.full_prefix, &s.full_retention, s.schedule.tz).await
                 }
-                _ => retention::prune(t, &s.prefix, &s.retention, s.schedule.tz, false).await,
+                _ => retention::prune(t, &s.prefix, &s.retention, s.schedule.tz).await,
             };
             match pruned {
                 Ok(p) => {

@@ -6,7 +6,7 @@
 //! next run, within the run's budget (`crate::target::budget`).
 //!
 //! Not here: copying one backup (`crate::backup::offsite`), retention's
-//! rules (`retention::plan`).
+//! rules (`retention::plan_times`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,7 +49,10 @@ pub async fn kept_on_volume(volume: &dyn Target, s: &Settings) -> Result<Vec<Uni
     for (entries, policy) in singles {
         let entries: Vec<Entry> = entries.into_iter().filter(|e| e.has_manifest).collect();
         let times: Vec<_> = entries.iter().map(|e| e.parsed.taken).collect();
-        for (e, verdict) in entries.iter().zip(retention::plan(&times, policy, tz)) {
+        for (e, verdict) in entries
+            .iter()
+            .zip(retention::plan_times(&times, policy, tz))
+        {
             if verdict.keeps() {
                 units.push(Unit::single(&e.name, e.parsed.taken));
             }
@@ -63,7 +66,7 @@ pub async fn kept_on_volume(volume: &dyn Target, s: &Settings) -> Result<Vec<Uni
     let times: Vec<_> = sets.iter().map(|set| set.taken).collect();
     for (set, verdict) in sets
         .iter()
-        .zip(retention::plan(&times, &s.full_retention, tz))
+        .zip(retention::plan_times(&times, &s.full_retention, tz))
     {
         if verdict.keeps() {
             let mut objects: Vec<String> = set.objects.iter().map(|o| o.name.clone()).collect();

@@ -1,6 +1,6 @@
 //! Which backups to keep: grandfather-father-son retention.
 //!
-//! [`plan`] is a pure function from backup times to a verdict per backup,
+//! [`plan_times`] is a pure function from backup times to a verdict per backup,
 //! with the reasons an operator reads in `prune --dry-run`: walking from the
 //! newest, the newest backup of each of the last `daily` days that have a
 //! backup is kept, likewise the newest of each of the last `weekly` ISO
@@ -9,13 +9,18 @@
 //! of the operator's time zone. The newest backup is always kept, whatever
 //! the counts.
 //!
-//! [`prune`] applies a plan to one target: it lists only our own backups
+//! [`plan`] judges one target: it lists only our own backups
 //! (`catalog::list_db`, so foreign files are never candidates; for file
-//! archives [`prune_archives`] lists one kind's prefix), deletes each
-//! condemned backup and then its manifest, and reports the deletes that
-//! failed instead of stopping (credentials that may put but not delete must
-//! not fail a backup). Deciding *when* to prune (only after a successful
-//! backup) is the caller's business.
+//! archives [`plan_archives`] lists one kind's prefix, for full backups
+//! [`plan_full`] whole sets) and reads nothing else. [`execute`] carries a
+//! plan out: it deletes each condemned backup and then its manifest, and
+//! reports the deletes that failed instead of stopping (credentials that
+//! may put but not delete must not fail a backup). [`prune`] is both.
+//! `prune --dry-run` is a plan that is not executed: no flag reaches the
+//! code that deletes, and no target pretends to delete (a wrapper that
+//! swallowed deletes would leave the log and the result claiming them).
+//! Deciding *when* to prune (only after a successful backup) is the
+//! caller's business.
 //!
 //! [`prune_binlog`] deletes the binlog segments a point-in-time restore can
 //! no longer use: those that end before the snapshot of the oldest dump
@@ -114,7 +119,7 @@ impl fmt::Display for Verdict {
 /// Decide, for backups taken at `times` (any order, duplicates allowed),
 /// which to keep under `policy` with days in `tz`. The result is in the
 /// order of `times`.
-pub fn plan(times: &[DateTime<Utc>], policy: &Policy, tz: Tz) -> Vec<Verdict> {
+pub fn plan_times(times: &[DateTime<Utc>], policy: &Policy, tz: Tz) -> Vec<Verdict> {
     let mut order: Vec<usize> = (0..times.len()).collect();
     // Newest first; for equal times the later index wins, deterministically.
     order.sort_by(|&a, &b| times[b].cmp(&times[a]).then(b.cmp(&a)));
@@ -181,7 +186,8 @@ pub struct DeleteFailure {
     pub error: TargetError,
 }
 
-/// What pruning one target did (or, in a dry run, would do).
+/// What pruning one target would do ([`plan`], [`plan_archives`],
+/// [`plan_full`]) and, once [`execute`]d, did.
 #[derive(Debug)]
 pub struct Pruned {
     /// Which target.
@@ -189,15 +195,17 @@ pub struct Pruned {
     /// Every backup of ours in it, newest first, with its verdict.
     pub verdicts: Vec<(Entry, Verdict)>,
     /// Manifests whose backup is gone (a delete interrupted between the
-    /// two); deleted unless in a dry run.
+    /// two); deleted with the backups.
     pub orphans: Vec<String>,
-    /// Backups deleted (with their manifests).
+    /// Backups deleted (with their manifests); empty until executed.
     pub deleted: Vec<String>,
     /// Deletes that failed; the backups stay.
     pub failed: Vec<DeleteFailure>,
+    /// The full sets planned for deletion, whole (full backups only).
+    doomed_sets: Vec<catalog::FullSetEntry>,
 }
 
-/// Apply `policy` to our backups in `target`; with `dry_run`, only plan.
+/// Apply `policy` to our backups in `target`: [`plan`], then [`execute`].
 /// Listing errors are returned; delete errors are collected in
 /// [`Pruned::failed`].
 pub async fn prune(
@@ -205,11 +213,8 @@ pub async fn prune(
     prefix: &str,
     policy: &Policy,
     tz: Tz,
-    dry_run: bool,
 ) -> Result<Pruned, TargetError> {
-    let (entries, orphans) =
-        catalog::list_with_orphans(target, prefix, catalog::parse_db_name).await?;
-    apply(target, entries, orphans, policy, tz, dry_run).await
+    Ok(execute(target, plan(target, prefix, policy, tz).await?).await)
 }
 
 /// [`prune`] for the file archives with `prefix` (each kind has its own
@@ -219,23 +224,54 @@ pub async fn prune_archives(
     prefix: &str,
     policy: &Policy,
     tz: Tz,
-    dry_run: bool,
 ) -> Result<Pruned, TargetError> {
-    let (entries, orphans) =
-        catalog::list_with_orphans(target, prefix, catalog::parse_archive_name).await?;
-    apply(target, entries, orphans, policy, tz, dry_run).await
+    Ok(execute(target, plan_archives(target, prefix, policy, tz).await?).await)
 }
 
-/// Retention of full backups with `prefix`: whole sets are planned,
-/// kept and deleted, never a part alone. A set without its set manifest
-/// did not finish and is deleted (the caller holds the `BACKUP_DIR` lock,
-/// so no full backup is in progress).
+/// [`prune`] for full backups: whole sets, never a part alone.
 pub async fn prune_full(
     target: &dyn Target,
     prefix: &str,
     policy: &Policy,
     tz: Tz,
-    dry_run: bool,
+) -> Result<Pruned, TargetError> {
+    Ok(execute(target, plan_full(target, prefix, policy, tz).await?).await)
+}
+
+/// The verdict on each database backup with `prefix` in `target`; reads
+/// only (what `prune --dry-run` prints).
+pub async fn plan(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
+) -> Result<Pruned, TargetError> {
+    let (entries, orphans) =
+        catalog::list_with_orphans(target, prefix, catalog::parse_db_name).await?;
+    Ok(judge(target, entries, orphans, policy, tz))
+}
+
+/// [`plan`] for the file archives with `prefix`.
+pub async fn plan_archives(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
+) -> Result<Pruned, TargetError> {
+    let (entries, orphans) =
+        catalog::list_with_orphans(target, prefix, catalog::parse_archive_name).await?;
+    Ok(judge(target, entries, orphans, policy, tz))
+}
+
+/// [`plan`] for full backups with `prefix`: whole sets are planned, kept
+/// and deleted, never a part alone. A set without its set manifest did
+/// not finish and is deleted (whoever executes the plan holds the
+/// `BACKUP_DIR` lock, so no full backup is in progress).
+pub async fn plan_full(
+    target: &dyn Target,
+    prefix: &str,
+    policy: &Policy,
+    tz: Tz,
 ) -> Result<Pruned, TargetError> {
     let sets = catalog::list_full(target, prefix).await?;
     let complete: Vec<DateTime<Utc>> = sets
@@ -243,24 +279,15 @@ pub async fn prune_full(
         .filter(|s| s.complete)
         .map(|s| s.taken)
         .collect();
-    let mut planned = plan(&complete, policy, tz).into_iter();
+    let mut planned = plan_times(&complete, policy, tz).into_iter();
     let mut verdicts = Vec::new();
-    let mut deleted = Vec::new();
-    let mut failed = Vec::new();
+    let mut doomed_sets = Vec::new();
     for set in sets {
         let verdict = if set.complete {
             planned.next().expect("one verdict per complete set")
         } else {
             Verdict::Delete(DeleteReason::Incomplete)
         };
-        if !dry_run && !verdict.keeps() {
-            let fails = delete_set(target, &set).await;
-            if fails.is_empty() {
-                tracing::info!(target = target.label(), set = %set.name, reason = %verdict, "deleted by retention");
-                deleted.push(set.name.clone());
-            }
-            failed.extend(fails);
-        }
         let entry = Entry {
             name: set.name.clone(),
             parsed: catalog::BackupName {
@@ -273,15 +300,80 @@ pub async fn prune_full(
             has_manifest: set.complete,
             location: set.location,
         };
+        if !verdict.keeps() {
+            doomed_sets.push(set);
+        }
         verdicts.push((entry, verdict));
     }
     Ok(Pruned {
         target: target.label(),
         verdicts,
         orphans: Vec::new(),
-        deleted,
-        failed,
+        deleted: Vec::new(),
+        failed: Vec::new(),
+        doomed_sets,
     })
+}
+
+/// Carry out `plan` on `target` (the target it was made from): delete
+/// what it does not keep, backup before manifest, whole sets set manifest
+/// first, then the orphan manifests.
+pub async fn execute(target: &dyn Target, mut plan: Pruned) -> Pruned {
+    let sets = std::mem::take(&mut plan.doomed_sets);
+    for set in &sets {
+        let fails = delete_set(target, set).await;
+        if fails.is_empty() {
+            let reason = plan
+                .verdicts
+                .iter()
+                .find(|(e, _)| e.name == set.name)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
+            tracing::info!(target = target.label(), set = %set.name, reason = %reason, "deleted by retention");
+            plan.deleted.push(set.name.clone());
+        }
+        plan.failed.extend(fails);
+    }
+    if !sets.is_empty() {
+        return plan;
+    }
+    for (e, v) in &plan.verdicts {
+        if v.keeps() {
+            continue;
+        }
+        // Data first: a manifest without its backup is harmless, a
+        // backup without its manifest would look like a legacy file.
+        let result = match target.delete(&e.name).await {
+            Ok(()) => target.delete(&manifest::name_for(&e.name)).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(target = target.label(), file = %e.name, reason = %v, "deleted by retention");
+                plan.deleted.push(e.name.clone());
+            }
+            Err(error) => {
+                tracing::warn!(target = target.label(), file = %e.name, error = %error, "retention could not delete a backup; it stays");
+                plan.failed.push(DeleteFailure {
+                    name: e.name.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    for name in &plan.orphans {
+        match target.delete(name).await {
+            Ok(()) => {
+                tracing::info!(target = target.label(), file = %name, "deleted a manifest whose backup is gone");
+                plan.deleted.push(name.clone());
+            }
+            Err(error) => plan.failed.push(DeleteFailure {
+                name: name.clone(),
+                error,
+            }),
+        }
+    }
+    plan
 }
 
 /// Delete every object of a full backup, the set manifest first (a set
@@ -303,64 +395,27 @@ pub async fn delete_set(target: &dyn Target, set: &catalog::FullSetEntry) -> Vec
     failed
 }
 
-async fn apply(
+/// The verdicts of `policy` on `entries` (no I/O).
+fn judge(
     target: &dyn Target,
     entries: Vec<Entry>,
     orphans: Vec<String>,
     policy: &Policy,
     tz: Tz,
-    dry_run: bool,
-) -> Result<Pruned, TargetError> {
+) -> Pruned {
     let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.parsed.taken).collect();
-    let verdicts: Vec<(Entry, Verdict)> =
-        entries.into_iter().zip(plan(&times, policy, tz)).collect();
-    let mut deleted = Vec::new();
-    let mut failed = Vec::new();
-    if !dry_run {
-        for (e, v) in &verdicts {
-            if v.keeps() {
-                continue;
-            }
-            // Data first: a manifest without its backup is harmless, a
-            // backup without its manifest would look like a legacy file.
-            let result = match target.delete(&e.name).await {
-                Ok(()) => target.delete(&manifest::name_for(&e.name)).await,
-                Err(err) => Err(err),
-            };
-            match result {
-                Ok(()) => {
-                    tracing::info!(target = target.label(), file = %e.name, reason = %v, "deleted by retention");
-                    deleted.push(e.name.clone());
-                }
-                Err(error) => {
-                    tracing::warn!(target = target.label(), file = %e.name, error = %error, "retention could not delete a backup; it stays");
-                    failed.push(DeleteFailure {
-                        name: e.name.clone(),
-                        error,
-                    });
-                }
-            }
-        }
-        for name in &orphans {
-            match target.delete(name).await {
-                Ok(()) => {
-                    tracing::info!(target = target.label(), file = %name, "deleted a manifest whose backup is gone");
-                    deleted.push(name.clone());
-                }
-                Err(error) => failed.push(DeleteFailure {
-                    name: name.clone(),
-                    error,
-                }),
-            }
-        }
-    }
-    Ok(Pruned {
+    let verdicts: Vec<(Entry, Verdict)> = entries
+        .into_iter()
+        .zip(plan_times(&times, policy, tz))
+        .collect();
+    Pruned {
         target: target.label(),
         verdicts,
         orphans,
-        deleted,
-        failed,
-    })
+        deleted: Vec::new(),
+        failed: Vec::new(),
+        doomed_sets: Vec::new(),
+    }
 }
 
 /// Delete from `target` the binlog segments that end before the snapshot
@@ -442,7 +497,7 @@ mod tests {
 
     /// The kept backups as (date, verdict text), newest first.
     fn kept(times: &[DateTime<Utc>], p: Policy, tz: Tz) -> Vec<(String, String)> {
-        let v = plan(times, &p, tz);
+        let v = plan_times(times, &p, tz);
         let mut out: Vec<(DateTime<Utc>, String)> = times
             .iter()
             .zip(v)
@@ -486,7 +541,7 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         assert_eq!(got, want);
-        let deleted = plan(&times, &Policy::default(), Tz::UTC)
+        let deleted = plan_times(&times, &Policy::default(), Tz::UTC)
             .iter()
             .filter(|v| !v.keeps())
             .count();
@@ -510,7 +565,7 @@ mod tests {
                 times.push(at(2025, 1, d, h));
             }
         }
-        let v = plan(&times, &policy(3, 0, 0), Tz::UTC);
+        let v = plan_times(&times, &policy(3, 0, 0), Tz::UTC);
         let keep: Vec<_> = times
             .iter()
             .zip(&v)
@@ -595,17 +650,17 @@ mod tests {
             Utc.with_ymd_and_hms(2025, 2, 1, 12, 0, 0).unwrap(),
         ];
         // In UTC the two on the 31st are one month; in Paris, the 23:30 one is February.
-        let utc_keep = plan(&times, &policy(0, 0, 2), Tz::UTC);
+        let utc_keep = plan_times(&times, &policy(0, 0, 2), Tz::UTC);
         assert_eq!(
             utc_keep.iter().map(Verdict::keeps).collect::<Vec<_>>(),
             [false, true, true]
         );
-        let paris_keep = plan(&times, &policy(0, 0, 2), chrono_tz::Europe::Paris);
+        let paris_keep = plan_times(&times, &policy(0, 0, 2), chrono_tz::Europe::Paris);
         assert_eq!(
             paris_keep.iter().map(Verdict::keeps).collect::<Vec<_>>(),
             [true, false, true]
         );
-        let paris_days = plan(&times, &policy(2, 0, 0), chrono_tz::Europe::Paris);
+        let paris_days = plan_times(&times, &policy(2, 0, 0), chrono_tz::Europe::Paris);
         assert_eq!(
             paris_days[1],
             Verdict::Delete(DeleteReason::SameDay(date("2025-02-01")))
@@ -625,16 +680,16 @@ mod tests {
     #[test]
     fn fewer_backups_than_slots_keeps_them_all() {
         let times = daily_backups(at(2025, 3, 12, 2), 5);
-        assert!(plan(&times, &Policy::default(), Tz::UTC)
+        assert!(plan_times(&times, &Policy::default(), Tz::UTC)
             .iter()
             .all(Verdict::keeps));
-        assert!(plan(&[], &Policy::default(), Tz::UTC).is_empty());
+        assert!(plan_times(&[], &Policy::default(), Tz::UTC).is_empty());
     }
 
     #[test]
     fn identical_times_keep_one() {
         let t = at(2025, 3, 12, 2);
-        let v = plan(&[t, t], &Policy::default(), Tz::UTC);
+        let v = plan_times(&[t, t], &Policy::default(), Tz::UTC);
         assert_eq!(v.iter().filter(|v| v.keeps()).count(), 1);
     }
 }

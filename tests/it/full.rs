@@ -401,12 +401,11 @@ async fn full_retention_deletes_whole_sets_and_db_retention_never_a_part() {
 
     // A dry run plans whole sets: the incomplete one goes whatever the counts.
     let s = tool::settings(&db.name, dir.path(), &[("RETENTION_FULL_MONTHLY", "2")]);
-    let plan = retention::prune_full(
+    let plan = retention::plan_full(
         volume(dir.path())[0].as_ref(),
         &s.full_prefix,
         &s.full_retention,
         s.schedule.tz,
-        true,
     )
     .await
     .unwrap();
