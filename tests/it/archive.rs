@@ -15,7 +15,8 @@ use selmai_backup::config::Settings;
 use selmai_backup::format::archive::{self, ArchiveError, ArchiveKind};
 use selmai_backup::restore::open;
 
-use crate::tool::volume;
+use crate::support::tool::volume;
+use crate::support::tree::tree;
 
 /// Settings archiving `paths` into `dir`, with extra variables.
 fn settings(dir: &Path, paths: &[&Path], extra: &[(&str, &str)]) -> Settings {
@@ -47,33 +48,6 @@ async fn extract(s: &Settings, name: &str, to: &Path) -> Result<(), ArchiveError
 fn set_mtime(p: &Path, secs: i64) {
     let t = filetime::FileTime::from_unix_time(secs, 0);
     filetime::set_symlink_file_times(p, t, t).unwrap();
-}
-
-/// (relative path, type, mode, mtime, content or link target) of every entry under `root`.
-pub(crate) fn tree(root: &Path) -> Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, &'static str, u32, i64, Vec<u8>)>) {
-        let mut kids: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
-        kids.sort_by_key(|e| e.file_name());
-        for e in kids {
-            let p = e.path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_owned();
-            let mode = m.mode() & 0o7777;
-            if m.file_type().is_symlink() {
-                let t = fs::read_link(&p).unwrap();
-                out.push((rel, "symlink", 0, m.mtime(), t.into_os_string().into_vec()));
-            } else if m.is_dir() {
-                out.push((rel, "dir", mode, m.mtime(), Vec::new()));
-                walk(root, &p, out);
-            } else {
-                out.push((rel, "file", mode, m.mtime(), fs::read(&p).unwrap()));
-            }
-        }
-    }
-    use std::os::unix::ffi::OsStringExt;
-    let mut v = Vec::new();
-    walk(root, root, &mut v);
-    v
 }
 
 /// A configuration tree with unicode names, an empty directory, symlinks,
@@ -453,7 +427,7 @@ async fn archive_config_job_in_the_daemon_rotates_only_config_archives() {
     assert_eq!(run.outcome, Outcome::Success, "{:?}", run.error);
     let file = run.file.unwrap();
     assert!(file.starts_with("selmai_config_"), "{file}");
-    let left = crate::tool::files(dir.path());
+    let left = crate::support::tool::files(dir.path());
     assert!(left.contains(&file), "{left:?}");
     assert!(
         !left.iter().any(|n| n.starts_with("selmai_config_2024")),
@@ -507,7 +481,7 @@ async fn archive_uploads_job_in_the_daemon_rotates_only_uploads_archives() {
     assert_eq!(run.outcome, Outcome::Success, "{:?}", run.error);
     let file = run.file.unwrap();
     assert!(file.starts_with("selmai_uploads_"), "{file}");
-    let left = crate::tool::files(dir.path());
+    let left = crate::support::tool::files(dir.path());
     assert!(left.contains(&file), "{left:?}");
     assert!(!left.contains(&old[0].to_string()), "{left:?}");
     for n in &old[1..] {
@@ -531,8 +505,10 @@ fn archive_cli_backup_verify_and_restore_to() {
         ("BACKUP_DIR".into(), dir.path().display().to_string()),
         ("CONFIG_PATHS".into(), config.display().to_string()),
     ];
-    let (code, out, err) =
-        crate::tool::outcome(&crate::tool::run(&vars, &["backup", "--kind", "config"]));
+    let (code, out, err) = crate::support::tool::outcome(&crate::support::tool::run(
+        &vars,
+        &["backup", "--kind", "config"],
+    ));
     assert_eq!(code, 0, "{err}");
     let name = Path::new(out.trim())
         .file_name()
@@ -542,31 +518,34 @@ fn archive_cli_backup_verify_and_restore_to() {
         .to_owned();
     assert!(name.starts_with("selmai_config_"), "{out}");
 
-    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["list", "--json"]));
+    let (code, out, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["list", "--json"]));
     assert_eq!(code, 0, "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["name"], name.as_str());
     assert_eq!(rows[0]["kind"], "config");
 
-    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", &name]));
+    let (code, out, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["verify", &name]));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with("ok: ") && out.contains("3 entries"),
         "{out}"
     );
 
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["restore", &name]));
+    let (code, _, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["restore", &name]));
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("--to"), "{err}");
 
     let to = tempfile::tempdir().unwrap();
     let target = to.path().join("new").display().to_string();
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+    let (code, _, err) = crate::support::tool::outcome(&crate::support::tool::run(
         &vars,
         &["restore", &name, "--to", &target],
     ));
     assert_eq!(code, 7, "no terminal and no --yes: {err}");
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+    let (code, _, err) = crate::support::tool::outcome(&crate::support::tool::run(
         &vars,
         &["restore", &name, "--to", &target, "--yes"],
     ));
@@ -575,12 +554,12 @@ fn archive_cli_backup_verify_and_restore_to() {
         fs::read_to_string(to.path().join("new/config/nginx/nginx.conf")).unwrap(),
         "events {}\n"
     );
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+    let (code, _, err) = crate::support::tool::outcome(&crate::support::tool::run(
         &vars,
         &["restore", &name, "--to", &target, "--yes"],
     ));
     assert_eq!(code, 7, "not empty without --force: {err}");
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+    let (code, _, err) = crate::support::tool::outcome(&crate::support::tool::run(
         &vars,
         &["restore", &name, "--to", &target, "--yes", "--force"],
     ));

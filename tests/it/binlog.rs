@@ -18,8 +18,8 @@ use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
 use selmai_backup::target::Target;
 
-use crate::own_server::OwnServer;
-use crate::target_conformance::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
+use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
+use crate::support::own_server::OwnServer;
 
 const PASS: &str = "binlog test passphrase";
 
@@ -435,7 +435,7 @@ fn daemon_vars(
         ("LOG_LEVEL", "info"),
     ];
     v.extend_from_slice(extra);
-    crate::bucket::bucket_vars("steady", dir, &s3_endpoint(), bucket, &v)
+    crate::support::bucket::bucket_vars("steady", dir, &s3_endpoint(), bucket, &v)
 }
 
 fn read_status(dir: &Path) -> Option<Status> {
@@ -476,7 +476,7 @@ struct Daemon(std::process::Child);
 impl Daemon {
     fn start(vars: &[(String, String)]) -> Daemon {
         Daemon(
-            crate::tool::bin(vars)
+            crate::support::tool::bin(vars)
                 .arg("run")
                 .stdout(std::process::Stdio::null())
                 .stderr(match std::env::var_os("SELMAI_TEST_DAEMON_LOG") {
@@ -526,7 +526,7 @@ async fn bucket_has_only_whole_segments(bucket_name: &str, t: &dyn Target) {
             );
         }
     }
-    let open = crate::target_conformance::raw_bucket(bucket_name)
+    let open = crate::support::bucket::raw_bucket(bucket_name)
         .list_multiparts_uploads(None, None)
         .await
         .unwrap();
@@ -630,15 +630,17 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
         ("FULL_SCHEDULE", "off"),
         ("NOTIFY_WEBHOOK_URL", &hook),
     ];
-    let vars = crate::tool::vars_with("steady", dir.path(), &base);
+    let vars = crate::support::tool::vars_with("steady", dir.path(), &base);
     // A dump, then the archive from its snapshot.
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["backup"]));
+    let (code, _, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["backup"]));
     assert_eq!(code, 0, "{err}");
     let mut child = Daemon::start(&vars);
     env.exec(Some("steady"), "INSERT INTO t VALUES (1)");
     tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
     assert!(tokio::task::block_in_place(|| child.stop()).success());
-    let (code, out, _) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
+    let (code, out, _) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["health"]));
     assert_eq!(code, 0, "healthy before the purge: {out}");
 
     // While it is stopped: more writes, new binlog files, and the server
@@ -670,7 +672,7 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
 
     // The dump the gap asks for must fail here (its database is gone), so
     // that health shows the gap instead of racing the new dump.
-    let broken = crate::tool::vars_with("no_such_db", dir.path(), &base);
+    let broken = crate::support::tool::vars_with("no_such_db", dir.path(), &base);
     let mut child = Daemon::start(&broken);
     let mut saw_gap = false;
     let mut saw_dump = false;
@@ -695,7 +697,8 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
     }
     assert!(saw_gap, "no gap alert");
     assert!(saw_dump, "no database dump was started after the gap");
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
+    let (code, _, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["health"]));
     assert_eq!(code, 1);
     assert!(
         err.contains("unhealthy: binlog gap from binlog.000001"),
@@ -707,20 +710,23 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
     assert!(tokio::task::block_in_place(|| child.stop()).success());
 
     // A new dump after the gap: healthy again.
-    let old_dump: Vec<String> = crate::tool::files(dir.path())
+    let old_dump: Vec<String> = crate::support::tool::files(dir.path())
         .into_iter()
         .filter(|n| n.ends_with(".sql.gz"))
         .collect();
     assert_eq!(old_dump.len(), 1, "{old_dump:?}");
     // --no-prune: retention would delete the old dump of the same day, and
     // the segments before the new one with it, and the gap is what is checked.
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(&vars, &["backup", "--no-prune"]));
+    let (code, _, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["backup", "--no-prune"]));
     assert_eq!(code, 0, "{err}");
-    let (code, out, _) = crate::tool::outcome(&crate::tool::run(&vars, &["health"]));
+    let (code, out, _) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["health"]));
     assert_eq!(code, 0, "healthy after a new dump: {out}");
 
     // `list` names the window: from the new dump on, the old one is cut off.
-    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["list"]));
+    let (code, out, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["list"]));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("point-in-time restore of `steady` from the volume: any time from"),
@@ -728,13 +734,14 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
     );
     assert!(out.contains("1 gap(s) earlier in the archive"), "{out}");
     // verify --binlog: whole from the newest dump, a gap (exit 4) from the old one.
-    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", "--binlog"]));
+    let (code, out, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["verify", "--binlog"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("ok: binlog archive in the volume from binlog.000003"),
         "{out}"
     );
-    let (code, _, err) = crate::tool::outcome(&crate::tool::run(
+    let (code, _, err) = crate::support::tool::outcome(&crate::support::tool::run(
         &vars,
         &["verify", "--binlog", &old_dump[0]],
     ));
@@ -764,7 +771,8 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
             .all(|d| d.contains("binlog.000001") || d.contains("binlog.000002")),
         "{deleted:?}"
     );
-    let (code, out, err) = crate::tool::outcome(&crate::tool::run(&vars, &["verify", "--binlog"]));
+    let (code, out, err) =
+        crate::support::tool::outcome(&crate::support::tool::run(&vars, &["verify", "--binlog"]));
     assert_eq!(code, 0, "{out}{err}");
 }
 

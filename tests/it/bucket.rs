@@ -9,31 +9,9 @@ use std::path::Path;
 
 use selmai_backup::target::Target;
 
+use crate::support::bucket::{bucket_vars, create_bucket, raw_bucket, s3_endpoint, unique_bucket};
+use crate::support::tool;
 use crate::support::{assert_same_database, TestDb};
-use crate::target_conformance::{create_bucket, raw_bucket, s3_endpoint, unique_bucket};
-use crate::tool;
-
-pub(crate) fn bucket_vars(
-    db: &str,
-    dir: &Path,
-    endpoint: &str,
-    bucket: &str,
-    extra: &[(&str, &str)],
-) -> Vec<(String, String)> {
-    let mut v: Vec<(&str, &str)> = vec![
-        ("S3_ENDPOINT", endpoint),
-        ("S3_BUCKET", bucket),
-        ("S3_REGION", "eu-west-3"),
-        ("S3_ACCESS_KEY_ID", "test"),
-        ("S3_SECRET_ACCESS_KEY", "test"),
-        ("S3_PREFIX", "selmai/prod"),
-        ("S3_PATH_STYLE", "true"),
-        ("S3_RETRIES", "1"),
-        ("S3_REQUEST_TIMEOUT", "5"),
-    ];
-    v.extend_from_slice(extra);
-    tool::vars_with(db, dir, &v)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_volume_is_restored_from_the_bucket_alone() {

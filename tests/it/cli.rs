@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use crate::support::tool;
 use crate::support::{mariadb_dump, TestDb};
-use crate::tool;
 
 fn small_db(tag: &str) -> TestDb {
     let db = TestDb::new(tag);

@@ -14,12 +14,10 @@ use chrono::Utc;
 use selmai_backup::dump::NoHooks;
 use selmai_backup::format::catalog;
 
-use crate::bucket::bucket_vars;
+use crate::support::bucket::bucket_vars;
+use crate::support::bucket::{create_bucket, open_uploads, raw_bucket, s3_endpoint, unique_bucket};
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::target_conformance::{
-    create_bucket, open_uploads, raw_bucket, s3_endpoint, unique_bucket,
-};
-use crate::tool;
 
 const PREFIX: &str = "selmai_backup";
 const BUCKET_PREFIX: &str = "selmai/prod/";

@@ -24,8 +24,8 @@ use selmai_backup::restore::drill::{self, DrillReport};
 use selmai_backup::restore::open;
 use sha2::{Digest, Sha256};
 
+use crate::support::tool;
 use crate::support::{db_env, mariadb_dump, TestDb};
-use crate::tool;
 
 /// Locate `file` in `dir`, verify it and drill it against the test server.
 async fn drill(db: &str, dir: &Path, file: &str) -> DrillReport {

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use selmai_backup::dump::NoHooks;
 
+use crate::support::tool;
 use crate::support::{assert_same_database, mariadb_dump, TestDb};
-use crate::tool;
 
 const PASS: &str = "correct horse battery staple";
 

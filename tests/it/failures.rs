@@ -13,8 +13,8 @@ use selmai_backup::db::DbError;
 use selmai_backup::dump::{DumpError, DumpHooks, NoHooks};
 use selmai_backup::target::TargetError;
 
+use crate::support::tool::{self, Tmpfs};
 use crate::support::{db_env, TestDb};
-use crate::tool::{self, Tmpfs};
 
 /// A small database of three tables, `a` < `b` < `c` in dump order.
 fn small_db(tag: &str) -> TestDb {

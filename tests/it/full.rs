@@ -21,9 +21,9 @@ use selmai_backup::daemon::state::Outcome;
 use selmai_backup::dump::{DumpOptions, NoHooks};
 use selmai_backup::format::catalog::{self, Part};
 
-use crate::archive::tree;
+use crate::support::tool::{self, volume};
+use crate::support::tree::tree;
 use crate::support::{assert_same_database, copy_with_mariadb_dump, mariadb_dump, TestDb};
-use crate::tool::{self, volume};
 
 /// A configuration tree and an uploads tree under `root`, with a 0600
 /// secret and a 0750 directory.
@@ -492,7 +492,7 @@ async fn full_retention_deletes_whole_sets_and_db_retention_never_a_part() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_backup_lost_with_the_volume_is_restored_from_the_bucket() {
-    use crate::target_conformance::{create_bucket, raw_bucket, s3_endpoint, unique_bucket};
+    use crate::support::bucket::{create_bucket, raw_bucket, s3_endpoint, unique_bucket};
     let db = sample_db("full_s3");
     let reference = TestDb::new("full_s3_ref");
     copy_with_mariadb_dump(&db, &reference);
@@ -504,7 +504,7 @@ async fn full_backup_lost_with_the_volume_is_restored_from_the_bucket() {
     let bucket = unique_bucket("full");
     create_bucket(&bucket).await;
     let (config_s, uploads_s) = (config.display().to_string(), uploads.display().to_string());
-    let vars = crate::bucket::bucket_vars(
+    let vars = crate::support::bucket::bucket_vars(
         &db.name,
         dir.path(),
         &s3_endpoint(),
@@ -562,7 +562,7 @@ async fn full_backup_with_the_bucket_down_keeps_the_local_set_and_exits_8() {
     let (config, uploads) = sample_files(src.path());
     let (config_s, uploads_s) = (config.display().to_string(), uploads.display().to_string());
     // Nothing listens on port 9 of the loopback address.
-    let vars = crate::bucket::bucket_vars(
+    let vars = crate::support::bucket::bucket_vars(
         &db.name,
         dir.path(),
         "http://127.0.0.1:9",

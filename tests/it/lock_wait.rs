@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::tool;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_behind_an_open_transaction_fails_in_time_naming_the_holder() {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::tool;
+use crate::support::tool;
 
 fn fails_with(extra: &[(&str, &str)], args: &[&str], code: i32, needles: &[&str]) {
     let vars = tool::vars_with("msg_db", Path::new("/nonexistent"), extra);

@@ -11,12 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use selmai_backup::config::Settings;
 
-use crate::bucket::bucket_vars;
+use crate::support::bucket::bucket_vars;
+use crate::support::bucket::{create_bucket, raw_bucket, raw_exists, s3_endpoint, unique_bucket};
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::target_conformance::{
-    create_bucket, raw_bucket, raw_exists, s3_endpoint, unique_bucket,
-};
-use crate::tool;
 
 /// Run the binary off the test's runtime threads (the test may serve a
 /// fake endpoint meanwhile); returns exit code, stdout, stderr, duration.

@@ -7,13 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bucket::bucket_vars;
-use crate::daemon::{backups, fake_backups, HttpSink};
+use crate::daemon::{backups, fake_backups};
+use crate::support::bucket::bucket_vars;
+use crate::support::bucket::{create_bucket, open_uploads, raw_bucket, s3_endpoint, unique_bucket};
+use crate::support::sinks::HttpSink;
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::target_conformance::{
-    create_bucket, open_uploads, raw_bucket, s3_endpoint, unique_bucket,
-};
-use crate::tool;
 
 /// A small database.
 fn small_db(tag: &str) -> TestDb {

@@ -20,8 +20,8 @@ use std::path::Path;
 
 use selmai_backup::preflight::{self, PreflightError, Severity};
 
+use crate::support::tool;
 use crate::support::{db_env, mariadb_dump, DbEnv, TestDb};
-use crate::tool;
 
 /// A MariaDB account for one test (`<tag>_<pid>` at `localhost` and `%`,
 /// so it wins over the anonymous `''@localhost`), dropped on `Drop`.

@@ -5,8 +5,8 @@
 //! ahead. At a terminal, the question starts with a note naming the
 //! backup's database, and only `yes` goes ahead.
 
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::tool;
 
 fn tables(db: &TestDb) -> Vec<String> {
     db.exec("SHOW TABLES").lines().map(str::to_owned).collect()

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::support::tool;
 use crate::support::{checksums, db_env, mariadb_dump, TestDb};
-use crate::tool;
 
 /// Tables `a` < `orders` < `z` (dump order), a view, a trigger and a
 /// routine, with rows.

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use rstest::rstest;
 
+use crate::support::tool;
 use crate::support::{assert_same_database, checksums, db_env, mariadb_dump, row_counts, TestDb};
-use crate::tool;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sakila_round_trips_exactly() {

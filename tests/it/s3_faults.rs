@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::target_conformance::{
+use crate::support::bucket::{
     create_bucket, download, open_uploads, pattern, raw_bucket, raw_exists, s3_endpoint,
     s3_settings, unique_bucket, upload, TEST_PART,
 };

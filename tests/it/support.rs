@@ -11,6 +11,17 @@
 //!
 //! The helpers panic with a message naming the database and the failing
 //! command: they are test preconditions, not code under test.
+//!
+//! Every helper more than one test file uses lives here: the tool run as
+//! a process or through the library (`tool`), a private MariaDB server a
+//! test may restart or kill (`own_server`), the S3 test server
+//! (`bucket`), HTTP and SMTP sinks (`sinks`), directory trees (`tree`).
+
+pub mod bucket;
+pub mod own_server;
+pub mod sinks;
+pub mod tool;
+pub mod tree;
 
 use std::collections::BTreeMap;
 use std::fmt;

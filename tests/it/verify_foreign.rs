@@ -5,8 +5,8 @@
 //! file) is refused with exit 5 before a database is touched.
 
 use crate::roundtrip::legacy_file;
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::tool;
 
 #[test]
 fn a_file_that_is_not_a_dump_is_refused_by_verify_and_restore() {
