@@ -27,6 +27,7 @@ use crate::format::crypto::CryptoError;
 use crate::preflight::PreflightError;
 use crate::restore::docker::AppControl;
 use crate::restore::drill::DrillError;
+use crate::restore::full::FullSetError;
 use crate::restore::open::LocateError;
 use crate::restore::RestoreError;
 use crate::sql::SplitError;
@@ -315,14 +316,20 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     }
     if let Some(f) = e.downcast_ref::<FullError>() {
         return match f {
-            FullError::NotFound { .. } | FullError::Empty(_) => Some(exit::NOT_FOUND),
-            FullError::Manifest(_) | FullError::MissingPart { .. } | FullError::Mismatch { .. } => {
-                Some(exit::CORRUPT)
-            }
             FullError::Target(t) | FullError::SetManifest { source: t, .. } => Some(target_code(t)),
             FullError::Part { source, .. } => code_of(source),
-            FullError::Db { source, .. } => Some(restore_code(source)),
-            FullError::Archive { source, .. } => Some(archive_code(source)),
+        };
+    }
+    if let Some(f) = e.downcast_ref::<FullSetError>() {
+        return match f {
+            FullSetError::NotFound { .. } | FullSetError::Empty(_) => Some(exit::NOT_FOUND),
+            FullSetError::Manifest(_)
+            | FullSetError::MissingPart { .. }
+            | FullSetError::Mismatch { .. } => Some(exit::CORRUPT),
+            FullSetError::Target(t) => Some(target_code(t)),
+            FullSetError::Db { source, .. } | FullSetError::Archive { source, .. } => {
+                Some(restore_code(source))
+            }
         };
     }
     if let Some(p) = e.downcast_ref::<PreflightError>() {
@@ -339,6 +346,7 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
 fn restore_code(r: &RestoreError) -> u8 {
     match r {
         RestoreError::Db(d) => db_code(d),
+        RestoreError::Archive(a) => archive_code(a),
         RestoreError::Crypto { source, .. } => crypto_code(source),
         RestoreError::Unreadable {
             source: SplitError::Io(io),
@@ -360,7 +368,6 @@ fn archive_code(a: &ArchiveError) -> u8 {
         ArchiveError::Corrupt { .. } | ArchiveError::Unsafe { .. } => exit::CORRUPT,
         ArchiveError::NotEmpty(_) => exit::REFUSED,
         ArchiveError::Write { .. } => exit::STORAGE,
-        ArchiveError::Open(r) => restore_code(r),
     }
 }
 

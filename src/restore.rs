@@ -4,8 +4,8 @@
 //! stop the app, safety snapshot, apply, start the app), opening a stored
 //! backup ([`open`]: locate, fetch to the volume, verify against the
 //! manifest), `DEFINER` handling ([`definer`]),
-//! stopping and starting the app's containers ([`docker`]) and restore
-//! drills ([`drill`]). It does not own writing backups (`crate::backup`,
+//! stopping and starting the app's containers ([`docker`]), restore
+//! drills ([`drill`]) and file archives ([`archive`]). It does not own writing backups (`crate::backup`,
 //! whose safety snapshot a restore takes), the formats (`crate::format`)
 //! or asking the operator (`crate::cmd::restore`).
 //!
@@ -20,9 +20,11 @@
 //! from. (It stays in the folder's root file so that its history follows
 //! it.)
 
+pub mod archive;
 pub mod definer;
 pub mod docker;
 pub mod drill;
+pub mod full;
 pub mod open;
 pub mod operation;
 
@@ -44,6 +46,9 @@ pub enum RestoreError {
     /// Connecting or preparing failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A file archive is damaged, unsafe, or could not be extracted.
+    #[error(transparent)]
+    Archive(#[from] crate::format::archive::ArchiveError),
     /// The SQL stream could not be read or split (corrupt, truncated, wrong key ...).
     #[error("the backup {name} cannot be read: {source}")]
     Unreadable {

@@ -14,15 +14,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::backup::full;
 use crate::backup::pipeline::Encoding;
 use crate::backup::snapshot;
 use crate::config::{DbSettings, Settings};
-use crate::format::archive;
 use crate::format::catalog::{self, Part};
 use crate::preflight;
 use crate::progress::human_bytes;
+use crate::restore::archive;
 use crate::restore::docker::AppControl;
+use crate::restore::full;
 use crate::restore::{self, open};
 use crate::target::Target;
 

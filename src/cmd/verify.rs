@@ -4,12 +4,12 @@
 //! data is what was dumped (see [`crate::restore::drill`]). A full backup is
 //! checked part by part against its set manifest.
 
-use crate::backup::full;
 use crate::config::Settings;
-use crate::format::archive;
 use crate::format::catalog::{self, Part};
 use crate::progress::human_bytes;
+use crate::restore::archive;
 use crate::restore::drill;
+use crate::restore::full;
 use crate::restore::open;
 
 /// Arguments of `verify`.

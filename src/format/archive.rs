@@ -8,30 +8,25 @@
 //! in the manifest. Each archived path is stored under its base name
 //! (`/config` -> `config/...`).
 //!
-//! Reading checks the whole archive (stored SHA-256, decryption tags,
-//! decompression, tar structure, each file's SHA-256 against the manifest,
-//! every path) before anything is written, then extracts in a second pass
-//! that refuses, again, absolute paths, `..` components, links that escape
-//! the target and any write through a symlink. This module does not know
-//! where the bytes are stored.
+//! Reading ([`read_tar`]) checks a tar stream's structure, each file's
+//! SHA-256 against the manifest and every path, and extracts (when given a
+//! directory) refusing absolute paths, `..` components, links that escape
+//! the target and any write through a symlink. Opening a stored archive,
+//! checking it whole before writing anything, then extracting it is
+//! `restore::archive`'s. This module does not know where the bytes are
+//! stored.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::io::BufReader;
 
-use crate::config::{ArchiveSettings, Secret, Settings};
-use crate::format::codec::Compression;
+use crate::config::{ArchiveSettings, Settings};
 use crate::format::manifest::{FileEntry, Manifest};
-use crate::progress::Reporter;
-use crate::restore::open::{self, Source};
-use crate::restore::RestoreError;
 
 /// The kinds of file archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +108,6 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
-    /// Opening or decrypting the stored archive failed.
-    #[error(transparent)]
-    Open(#[from] RestoreError),
 }
 
 /// What writing the tar found.
@@ -341,90 +333,6 @@ pub struct ExtractReport {
     pub skipped: Vec<String>,
 }
 
-/// Read the whole archive and check everything, writing nothing.
-pub async fn verify(
-    source: &Source,
-    passphrase: Option<&Secret>,
-) -> Result<ExtractReport, ArchiveError> {
-    pass(source, passphrase, None).await
-}
-
-/// Check the whole archive, then extract it into `dest` (created when
-/// missing; when it holds anything, only with `force`).
-pub async fn extract(
-    source: &Source,
-    passphrase: Option<&Secret>,
-    dest: &Path,
-    force: bool,
-) -> Result<ExtractReport, ArchiveError> {
-    check_target(dest, force)?;
-    verify(source, passphrase).await?;
-    extract_verified(source, passphrase, dest).await
-}
-
-/// Refuse a `dest` that holds anything, unless `force`.
-pub fn check_target(dest: &Path, force: bool) -> Result<(), ArchiveError> {
-    match fs::read_dir(dest) {
-        Ok(mut it) => {
-            if it.next().is_some() && !force {
-                return Err(ArchiveError::NotEmpty(dest.to_owned()));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ArchiveError::Write {
-            path: dest.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Extract into `dest`. Call only after [`verify`] succeeded on the same
-/// source (and [`check_target`] on `dest`): every check runs again, but
-/// what was written before a failure stays.
-pub async fn extract_verified(
-    source: &Source,
-    passphrase: Option<&Secret>,
-    dest: &Path,
-) -> Result<ExtractReport, ArchiveError> {
-    fs::create_dir_all(dest).map_err(|source| ArchiveError::Write {
-        path: dest.to_owned(),
-        source,
-    })?;
-    pass(source, passphrase, Some(dest.to_owned())).await
-}
-
-async fn pass(
-    source: &Source,
-    passphrase: Option<&Secret>,
-    dest: Option<PathBuf>,
-) -> Result<ExtractReport, ArchiveError> {
-    let (plain, counter, hash) = open::open_plain(source, passphrase).await?;
-    let decoded = Compression::from_file_name(&source.name)
-        .decoder(BufReader::with_capacity(256 * 1024, plain));
-    let _progress = Reporter::start(
-        if dest.is_some() {
-            "extracting"
-        } else {
-            "verifying"
-        },
-        counter.clone(),
-        source.size,
-        Duration::from_secs(5),
-    );
-    let bridge = tokio_util::io::SyncIoBridge::new(decoded);
-    let name = source.name.clone();
-    let manifest = source.manifest.clone();
-    let mut report = tokio::task::spawn_blocking(move || {
-        read_tar(bridge, &name, manifest.as_ref(), dest.as_deref())
-    })
-    .await
-    .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))?;
-    open::check_manifest(source, counter.get(), &hash.hex())?;
-    report.manifest_checked = source.manifest.is_some();
-    Ok(report)
-}
-
 /// The normal components of a stored path, or why it is refused.
 fn safe_relative(p: &Path) -> Result<Vec<&std::ffi::OsStr>, String> {
     let mut out = Vec::new();
@@ -465,7 +373,7 @@ fn link_stays_inside(at: &[&std::ffi::OsStr], target: &Path) -> Result<(), Strin
 
 /// Read (and, with `dest`, extract) a tar; drain the stream to its end so
 /// that the decryption and compression layers check their trailers.
-fn read_tar<R: Read>(
+pub fn read_tar<R: Read>(
     reader: R,
     name: &str,
     manifest: Option<&Manifest>,
