@@ -5,7 +5,8 @@
 //! warning saying how to enable it, the daemon runs on) and `on` (exit 3
 //! with one line), `/metrics` over HTTP while the archive runs, and a
 //! bucket that is down while segments close (they stay on the volume,
-//! `health` and `list` say so, and they are copied whole once it is back).
+//! `health` and `list` say so, and they are copied whole once it is back;
+//! `verify --binlog` then finds both chains whole, and a flipped byte).
 //!
 //! Uses a user without grants on the shared server, and private servers
 //! (`own_server.rs`), one of them without `--log-bin`.
@@ -607,4 +608,27 @@ async fn segments_closed_while_the_bucket_is_down_stay_on_the_volume_and_are_cop
         "{out}"
     );
     assert!(tokio::task::block_in_place(|| child.stop()).success());
+
+    // verify --binlog reads both chains from the dump's snapshot: whole.
+    let (code, out, err) = tool::outcome(&tool::run(&direct, &["verify", "--binlog"]));
+    assert_eq!(code, 0, "{out}{err}");
+    for target in ["volume", "bucket"] {
+        assert!(
+            out.contains(&format!(
+                "ok: binlog archive in the {target} from {}:{}",
+                from.file, from.position
+            )),
+            "{out}"
+        );
+    }
+    // A flipped byte in a stored segment is damage (exit 5), named.
+    let victim = &on_volume[on_volume.len() / 2].file;
+    let path = dir.path().join(victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let (code, out, err) = tool::outcome(&tool::run(&direct, &["verify", "--binlog"]));
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(err.contains(victim.as_str()), "{err}");
 }
