@@ -2,8 +2,8 @@
 //! preflight finds (binary logging, ROW format and why, the server id, the
 //! REPLICATION SLAVE and BINLOG MONITOR grants, how long the server keeps
 //! its binlogs), `BINLOG_ARCHIVE=auto` without the prerequisites (one
-//! warning saying how to enable it, the daemon runs on) and `on` (exit 3
-//! with one line), `/metrics` over HTTP while the archive runs, and a
+//! warning saying how to enable it, the daemon runs on), `on` (exit 3
+//! with one line) and `off` (never archives), `/metrics` over HTTP while the archive runs, and a
 //! bucket that is down while segments close (they stay on the volume,
 //! `health` and `list` say so, and they are copied whole once it is back;
 //! `verify --binlog` then finds both chains whole, and a flipped byte).
@@ -148,6 +148,27 @@ fn auto_without_the_prerequisites_warns_once_how_to_enable_it_and_the_daemon_kee
         "{text}"
     );
     assert!(!text.contains("binlog archive started"), "{text}");
+}
+
+#[test]
+fn off_never_archives_even_when_the_server_is_ready_and_says_so_once() {
+    let s = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = s.port.to_string();
+    let mut extra: Vec<(&str, &str)> = QUIET.to_vec();
+    extra.extend([("BINLOG_ARCHIVE", "off"), ("DB_PORT", port.as_str())]);
+    let vars = tool::vars_with("mysql", dir.path(), &extra);
+    let (log, running, status) = run_until(&vars, "daemon started");
+    let text = log.join("\n");
+    assert!(running && status.success(), "{status}: {text}");
+    assert!(warnings_about_binlog(&log).is_empty(), "{text}");
+    let said: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("INFO") && l.contains("the binlog archive is off (BINLOG_ARCHIVE=off): the recovery point is the newest dump"))
+        .collect();
+    assert_eq!(said.len(), 1, "{text}");
+    assert!(!text.contains("binlog archive started"), "{text}");
+    assert!(!dir.path().join(".binlog").exists());
 }
 
 #[test]
