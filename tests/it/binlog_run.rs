@@ -6,7 +6,9 @@
 //! with one line) and `off` (never archives), `/metrics` over HTTP while the archive runs, and a
 //! bucket that is down while segments close (they stay on the volume,
 //! `health` and `list` say so, and they are copied whole once it is back;
-//! `verify --binlog` then finds both chains whole, and a flipped byte).
+//! `verify --binlog` then finds both chains whole, and a flipped byte),
+//! and retention, which deletes the segments before the oldest kept dump on
+//! the volume and in the bucket alike.
 //!
 //! Uses a user without grants on the shared server, and private servers
 //! (`own_server.rs`), one of them without `--log-bin`.
@@ -22,6 +24,7 @@ use selmai_backup::binlog::{store, StartPoint};
 use selmai_backup::preflight::{self, Severity};
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
+use selmai_backup::target::Target;
 
 use crate::binlog::{
     bucket_has_only_whole_segments, check_chain_prefixed, daemon_vars, read_status,
@@ -652,4 +655,114 @@ async fn segments_closed_while_the_bucket_is_down_stay_on_the_volume_and_are_cop
     let (code, out, err) = tool::outcome(&tool::run(&direct, &["verify", "--binlog"]));
     assert_eq!(code, 5, "{out}{err}");
     assert!(err.contains(victim.as_str()), "{err}");
+}
+
+/// Wait until the bucket's chain has the same segments as the volume's.
+async fn bucket_level(volume: &dyn Target, bucket: &dyn Target) {
+    let started = Instant::now();
+    loop {
+        let want = names(&store::list_chain(volume, "selmai_backup").await.unwrap());
+        let have = names(&store::list_chain(bucket, "selmai_backup").await.unwrap());
+        if have == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the bucket holds {have:?}, the volume {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_the_segments_before_the_oldest_kept_dump_on_the_volume_and_in_the_bucket(
+) {
+    use selmai_backup::binlog::segment::file_index;
+    use selmai_backup::format::catalog;
+
+    let s = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("binlog-retention");
+    create_bucket(&bucket_name).await;
+    let vars = daemon_vars(&s, dir.path(), &bucket_name, &[]);
+    let env = s.env();
+    env.exec(
+        None,
+        "CREATE DATABASE steady; CREATE TABLE steady.t (id INT PRIMARY KEY)",
+    );
+    let volume = LocalTarget::new(dir.path());
+    let bucket = S3Target::new(&s3_settings(&s3_endpoint(), &bucket_name, "selmai/prod/")).unwrap();
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["backup"]));
+    assert_eq!(code, 0, "{err}");
+    let first_dump: Vec<String> = catalog::list_db(&volume, "selmai_backup")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(first_dump.len(), 1);
+    let mut child = Daemon::start(&vars);
+    // Segments after the first dump, in both targets.
+    let mut n = 0;
+    while store::list_chain(&volume, "selmai_backup")
+        .await
+        .unwrap()
+        .len()
+        < 3
+    {
+        n += 1;
+        env.exec(Some("steady"), &format!("INSERT INTO t VALUES ({n})"));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    bucket_level(&volume, &bucket).await;
+    let before = names(&store::list_chain(&volume, "selmai_backup").await.unwrap());
+
+    // A second dump the same day: retention keeps it alone, and the
+    // segments a point-in-time restore from it does not need go too.
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["backup"]));
+    assert_eq!(code, 0, "{err}");
+    let settings = tool::settings("steady", dir.path(), &[]);
+    let snap = selmai_backup::daemon::binlog::newest_snapshot(&settings, &volume)
+        .await
+        .unwrap();
+    env.exec(Some("steady"), &format!("INSERT INTO t VALUES ({})", n + 1));
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    bucket_level(&volume, &bucket).await;
+    for t in [&volume as &dyn Target, &bucket] {
+        let dumps: Vec<String> = catalog::list_db(t, "selmai_backup")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(!dumps.contains(&first_dump[0]), "{}: {dumps:?}", t.label());
+        let chain = store::list_chain(t, "selmai_backup").await.unwrap();
+        let deleted: Vec<&String> = before
+            .iter()
+            .filter(|b| !names(&chain).contains(b))
+            .collect();
+        assert!(!deleted.is_empty(), "{}: nothing deleted", t.label());
+        for m in &chain {
+            assert!(
+                (file_index(&m.binlog_file), m.end_position)
+                    >= (file_index(&snap.file), snap.position),
+                "{}: {} ends before the kept dump's snapshot {}:{}",
+                t.label(),
+                m.file,
+                snap.file,
+                snap.position
+            );
+        }
+    }
+    assert!(tokio::task::block_in_place(|| child.stop()).success());
+    // What is left is the whole chain the kept dump needs, in both.
+    let (code, out, err) = tool::outcome(&tool::run(&vars, &["verify", "--binlog"]));
+    assert_eq!(code, 0, "{out}{err}");
+    for target in ["volume", "bucket"] {
+        assert!(
+            out.contains(&format!("ok: binlog archive in the {target} from")),
+            "{out}"
+        );
+    }
 }
