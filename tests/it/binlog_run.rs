@@ -7,8 +7,9 @@
 //! bucket that is down while segments close (they stay on the volume,
 //! `health` and `list` say so, and they are copied whole once it is back;
 //! `verify --binlog` then finds both chains whole, and a flipped byte),
-//! and retention, which deletes the segments before the oldest kept dump on
-//! the volume and in the bucket alike.
+//! retention, which deletes the segments before the oldest kept dump on
+//! the volume and in the bucket alike, and `health` failing on the lag
+//! while the server is down (with the last error) and healthy once back.
 //!
 //! Uses a user without grants on the shared server, and private servers
 //! (`own_server.rs`), one of them without `--log-bin`.
@@ -765,4 +766,62 @@ async fn retention_deletes_the_segments_before_the_oldest_kept_dump_on_the_volum
             "{out}"
         );
     }
+}
+
+/// Run `health` until its exit code is `code` (two minutes at most);
+/// returns its stdout and stderr.
+fn health_until(vars: &[(String, String)], code: i32) -> String {
+    let started = Instant::now();
+    loop {
+        let (got, out, err) = tool::outcome(&tool::run(vars, &["health"]));
+        if got == code {
+            return format!("{out}{err}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "health still exits {got}: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_fails_while_the_archive_falls_behind_a_server_that_is_down_and_recovers_with_it() {
+    let mut s = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("binlog-lag");
+    create_bucket(&bucket_name).await;
+    let vars = daemon_vars(&s, dir.path(), &bucket_name, &[]);
+    let strict = daemon_vars(
+        &s,
+        dir.path(),
+        &bucket_name,
+        &[("HEALTH_MAX_BINLOG_LAG_SECONDS", "3")],
+    );
+    s.env().exec(
+        None,
+        "CREATE DATABASE steady; CREATE TABLE steady.t (id INT PRIMARY KEY)",
+    );
+    let (code, _, err) = tool::outcome(&tool::run(&vars, &["backup"]));
+    assert_eq!(code, 0, "{err}");
+    let mut child = Daemon::start(&vars);
+    s.env().exec(Some("steady"), "INSERT INTO t VALUES (1)");
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    let out = tokio::task::block_in_place(|| health_until(&vars, 0));
+    assert!(out.contains("binlog archive"), "{out}");
+
+    // The server goes away: the archive falls behind, and says why.
+    s.crash();
+    let out = tokio::task::block_in_place(|| health_until(&strict, 1));
+    assert!(
+        out.contains("behind the server, more than HEALTH_MAX_BINLOG_LAG_SECONDS=3; last error:"),
+        "{out}"
+    );
+    // Back: the archive reconnects, catches up, and health follows.
+    s.start_again();
+    s.env().exec(Some("steady"), "INSERT INTO t VALUES (2)");
+    tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
+    let out = tokio::task::block_in_place(|| health_until(&strict, 0));
+    assert!(out.contains("healthy:"), "{out}");
+    assert!(tokio::task::block_in_place(|| child.stop()).success());
 }
