@@ -286,13 +286,16 @@ pub fn sort_chain(v: &mut [SegmentManifest]) {
 /// its manifest ([`crate::backup::offsite::copy_unit`], as every backup),
 /// so a segment off-site is whole once its manifest is there. Remembers what
 /// each target held when last listed, to say what it lacks while it cannot
-/// be listed.
+/// be listed. An outage is logged once as a warning when it starts and once
+/// when it ends, not at every attempt.
 pub struct Copier {
     targets: Vec<Arc<dyn Target>>,
     prefix: String,
     started: chrono::DateTime<Utc>,
     /// Per off-site target: the manifests it holds, `None` until listed once.
     present: HashMap<&'static str, Option<HashSet<String>>>,
+    /// Targets whose last attempt failed.
+    failing: HashSet<&'static str>,
 }
 
 impl Copier {
@@ -303,6 +306,16 @@ impl Copier {
             prefix: prefix.to_owned(),
             started: Utc::now(),
             present: HashMap::new(),
+            failing: HashSet::new(),
+        }
+    }
+
+    /// Log a failed attempt on `label`: a warning the first time.
+    fn failed(failing: &mut HashSet<&'static str>, label: &'static str, what: &str, error: &str) {
+        if failing.insert(label) {
+            tracing::warn!(target = label, error, "{what}; the archive keeps the segments on the volume and tries again every BINLOG_UPLOAD_SECONDS");
+        } else {
+            tracing::debug!(target = label, error, "{what}");
         }
     }
 
@@ -317,27 +330,30 @@ impl Copier {
         let mut out = Vec::new();
         for t in rest {
             let label = t.label();
-            let sizes: HashMap<String, u64> = match t
-                .list(&segment::list_prefix(&self.prefix))
-                .await
-            {
-                Ok(objs) => objs.into_iter().map(|o| (o.name, o.size)).collect(),
-                Err(e) => {
-                    tracing::warn!(target = label, error = %e, "cannot list binlog segments off-site; copying later");
-                    // What it lacked when last listed, or (never listed)
-                    // every segment stored since the archive started.
-                    let known = self.present.get(label).cloned().flatten();
-                    let missing: Vec<&SegmentManifest> = volume_chain
-                        .iter()
-                        .filter(|m| match &known {
-                            Some(have) => !have.contains(&manifest::name_for(&m.file)),
-                            None => m.closed_at >= self.started,
-                        })
-                        .collect();
-                    out.extend(OffsitePending::of(label, &missing, &e.to_string()));
-                    continue;
-                }
-            };
+            let sizes: HashMap<String, u64> =
+                match t.list(&segment::list_prefix(&self.prefix)).await {
+                    Ok(objs) => objs.into_iter().map(|o| (o.name, o.size)).collect(),
+                    Err(e) => {
+                        Self::failed(
+                            &mut self.failing,
+                            label,
+                            "cannot list the binlog segments off-site",
+                            &e.to_string(),
+                        );
+                        // What it lacked when last listed, or (never listed)
+                        // every segment stored since the archive started.
+                        let known = self.present.get(label).cloned().flatten();
+                        let missing: Vec<&SegmentManifest> = volume_chain
+                            .iter()
+                            .filter(|m| match &known {
+                                Some(have) => !have.contains(&manifest::name_for(&m.file)),
+                                None => m.closed_at >= self.started,
+                            })
+                            .collect();
+                        out.extend(OffsitePending::of(label, &missing, &e.to_string()));
+                        continue;
+                    }
+                };
             let mut have: HashSet<String> = sizes
                 .keys()
                 .filter(|n| n.ends_with(manifest::SUFFIX))
@@ -364,15 +380,30 @@ impl Copier {
                     // kept dump needs it, nothing to copy.
                     Err(_) if matches!(volume.metadata(&m.file).await, Ok(None)) => {}
                     Err(e) => {
-                        tracing::warn!(target = label, file = %m.file, error = %e, "binlog segment not copied; retrying later");
                         missing.push(m);
-                        failure = Some(e.to_string());
+                        failure = Some(format!("{}: {e}", m.file));
                     }
                 }
             }
             self.present.insert(label, Some(have));
-            if let Some(why) = failure {
-                out.extend(OffsitePending::of(label, &missing, &why));
+            match failure {
+                Some(why) => {
+                    Self::failed(
+                        &mut self.failing,
+                        label,
+                        "a binlog segment could not be copied off-site",
+                        &why,
+                    );
+                    out.extend(OffsitePending::of(label, &missing, &why));
+                }
+                None => {
+                    if self.failing.remove(label) {
+                        tracing::info!(
+                            target = label,
+                            "the binlog segments off-site are level with the volume again"
+                        );
+                    }
+                }
             }
         }
         out
