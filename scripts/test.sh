@@ -54,7 +54,9 @@ if [ $# -eq 0 ] || [ "${SELMAI_E2E:-}" = 1 ]; then
   tests/e2e.sh
 fi
 
-# The benchmark itself is run by hand (docs/BENCHMARKS.md); CI only checks
-# that the script still works, on a small data set.
+# The benchmarks themselves are run by hand (docs/BENCHMARKS.md); CI only
+# checks that the scripts still work, on a small data set or a short load.
 step "benchmark script on a small data set (scripts/bench.sh --rows 20000)"
 scripts/bench.sh --rows 20000 >/dev/null
+step "binlog archive benchmark script, briefly (scripts/bench-binlog.sh --seconds 3 --rate 100 --big 2)"
+scripts/bench-binlog.sh --seconds 3 --rate 100 --big 2 >/dev/null

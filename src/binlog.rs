@@ -32,7 +32,7 @@ use std::path::Path;
 
 pub use archiver::{run, Hooks, NoHooks, Options, StartPoint};
 pub use segment::SegmentManifest;
-pub use status::{Gap, Position, Status};
+pub use status::{Gap, OffsitePending, Position, Status};
 pub use store::{Encoding, StoreError};
 
 /// Errors that stop the archive (the server's are retried, not returned).

@@ -54,6 +54,17 @@ impl Unit {
         }
     }
 
+    /// A binlog segment and its manifest: the data first and the manifest
+    /// last, the segment's commit point as on the volume (a chain is read
+    /// from manifests, and one without its data is never listed).
+    pub fn data_then_manifest(name: &str, taken: DateTime<Utc>) -> Self {
+        Unit {
+            name: name.to_owned(),
+            taken,
+            objects: vec![name.to_owned(), manifest::name_for(name)],
+        }
+    }
+
     /// The object whose presence makes the backup complete.
     pub fn last(&self) -> &str {
         self.objects.last().map_or("", String::as_str)

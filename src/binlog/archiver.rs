@@ -1,10 +1,12 @@
 //! The archiver loop: follow the server's binlog as a replica and write it
 //! into segments, close them on time or size, and hand them to the uploader.
 //!
-//! Three tasks: a reader that owns the replication connection and passes
+//! Four tasks: a reader that owns the replication connection and passes
 //! packets through a small channel (so that waiting for the next event is
 //! cancel-safe), the writer here (segments, flushes, deadlines, status),
-//! and an uploader that stores closed segments in order. A cut connection is
+//! an uploader that stores closed segments in order on the volume, and a
+//! copier that keeps the off-site targets level with the volume (retrying
+//! while one is down, so it never holds up the volume). A cut connection is
 //! reconnected with backoff and the stream asked again from the last
 //! complete transaction; what followed it in the open segment is dropped
 //! first. This module does not decide when the archive runs (the daemon
@@ -21,7 +23,7 @@ use tokio::sync::mpsc;
 use super::event::{self, types, Format, Header, Tracker};
 use super::protocol::{Packet, ProtocolError, ReplicaConn};
 use super::segment::{self, Closed, OpenSegment, SegmentManifest};
-use super::status::{Gap, Position, Status};
+use super::status::{Gap, OffsitePending, Position, Status};
 use super::store::{self, Encoding};
 use super::BinlogError;
 use crate::config::DbSettings;
@@ -124,11 +126,21 @@ pub async fn run(
     let chain = store::list_chain(targets[0].as_ref(), &opts.prefix)
         .await
         .map_err(BinlogError::Store)?;
+    let (copy_tx, copy_rx) = mpsc::unbounded_channel::<SegmentManifest>();
+    let copier = tokio::spawn(copy_loop(
+        store::Copier::new(targets, &opts.prefix),
+        chain.clone(),
+        copy_rx,
+        opts.upload_after.max(Duration::from_secs(1)),
+        status.clone(),
+        dir.clone(),
+    ));
     let uploader = tokio::spawn(upload_loop(
-        targets.to_vec(),
+        targets[0].clone(),
         opts.clone(),
         chain.clone(),
         closed_rx,
+        copy_tx,
         hooks.clone(),
         status.clone(),
     ));
@@ -192,12 +204,15 @@ pub async fn run(
     }
     drop(w);
     let uploaded = uploader.await;
+    // The uploader is done: the copier makes its last attempt and ends.
+    let copied = copier.await;
     closing?;
     match uploaded {
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(BinlogError::Thread(e.to_string())),
         Ok(Ok(())) => {}
     }
+    copied.map_err(|e| BinlogError::Thread(e.to_string()))?;
     lock(&status).save(dir);
     result
 }
@@ -643,18 +658,18 @@ async fn server_logs(db: &DbSettings) -> Result<(Vec<String>, StartPoint), Strin
     Ok((names, StartPoint { file, position }))
 }
 
-/// Store closed segments in order: on the volume, then copies elsewhere.
-/// A volume failure is retried (the plain file stays until it is stored).
+/// Store closed segments in order on the volume, and hand each stored one
+/// to the copier. A volume failure is retried (the plain file stays until
+/// it is stored).
 async fn upload_loop(
-    targets: Vec<Arc<dyn Target>>,
+    volume: Arc<dyn Target>,
     opts: Options,
     mut chain: Vec<SegmentManifest>,
     mut rx: mpsc::UnboundedReceiver<Closed>,
+    copy_tx: mpsc::UnboundedSender<SegmentManifest>,
     hooks: Arc<dyn Hooks>,
     status: Arc<Mutex<Status>>,
 ) -> Result<(), BinlogError> {
-    let volume = targets[0].clone();
-    store::sync_copies(&targets, &opts.prefix, &chain).await;
     while let Some(c) = rx.recv().await {
         let name = segment::segment_name(
             &opts.prefix,
@@ -703,10 +718,8 @@ async fn upload_loop(
                 "binlog segment stored"
             );
             chain.push(m.clone());
-            // Copies off-site: the new segment and any an outage left behind.
             let recent = chain.len().saturating_sub(1000);
             chain.drain(..recent);
-            store::sync_copies(&targets, &opts.prefix, &chain).await;
             {
                 let mut st = lock(&status);
                 st.segments += 1;
@@ -715,10 +728,61 @@ async fn upload_loop(
                     position: m.end_position,
                 });
             }
+            let _ = copy_tx.send(m.clone());
             hooks.stored(&m).await;
         }
         std::fs::remove_file(&c.path).map_err(|e| BinlogError::io("removing", &c.path, e))?;
         let _ = segment::sync_dir(&opts.work_dir);
     }
     Ok(())
+}
+
+/// Copy stored segments off-site, apart from storing them on the volume so
+/// that a bucket that is down or slow never holds up the volume. Copies at
+/// start what an earlier run could not, after each stored segment, and,
+/// while a target lacks segments, again every `retry` (a bucket that comes
+/// back is caught up even when no new segment closes). Records what is
+/// missing in the status (`health`, `/metrics`). Ends after one last
+/// attempt once the uploader has stopped; what that cannot copy is copied
+/// at the next start.
+async fn copy_loop(
+    mut copier: store::Copier,
+    mut chain: Vec<SegmentManifest>,
+    mut rx: mpsc::UnboundedReceiver<SegmentManifest>,
+    retry: Duration,
+    status: Arc<Mutex<Status>>,
+    work_dir: PathBuf,
+) {
+    let record = |pending: &[OffsitePending]| {
+        let mut st = lock(&status);
+        if st.offsite_pending != pending {
+            st.offsite_pending = pending.to_vec();
+            st.save(&work_dir);
+        }
+    };
+    let mut pending = copier.sync(&chain).await;
+    record(&pending);
+    let mut open = true;
+    while open {
+        let retry_due = async {
+            if pending.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(retry).await;
+        };
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(m) => chain.push(m),
+                None => open = false,
+            },
+            () = retry_due => {}
+        }
+        while let Ok(m) = rx.try_recv() {
+            chain.push(m);
+        }
+        let recent = chain.len().saturating_sub(1000);
+        chain.drain(..recent);
+        pending = copier.sync(&chain).await;
+        record(&pending);
+    }
 }

@@ -2,7 +2,7 @@
 //! (rewritten every second by the running archiver; `health`, `list` and
 //! `/metrics` read it) and `gaps.json` (every gap found, kept until the
 //! operator's retention passes it). This module computes nothing about the
-//! server; it records what the archiver saw.
+//! server or the targets; it records what the archiver saw.
 
 use std::path::Path;
 
@@ -55,6 +55,50 @@ impl std::fmt::Display for Gap {
     }
 }
 
+/// Stored segments an off-site target does not hold yet (it was down or
+/// refused them); they stay on the volume and are copied once it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsitePending {
+    /// Which target (`bucket`).
+    pub target: String,
+    /// How many segments it lacks.
+    pub segments: usize,
+    /// When the oldest of them was stored on the volume.
+    pub oldest: DateTime<Utc>,
+    /// Why the last copy or listing failed.
+    pub error: String,
+}
+
+impl OffsitePending {
+    /// What `target` lacks of `missing` (in chain order), or `None` when
+    /// it lacks nothing.
+    pub fn of(
+        target: &str,
+        missing: &[&super::segment::SegmentManifest],
+        error: &str,
+    ) -> Option<OffsitePending> {
+        Some(OffsitePending {
+            target: target.to_owned(),
+            segments: missing.len(),
+            oldest: missing.iter().map(|m| m.closed_at).min()?,
+            error: error.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for OffsitePending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} binlog segment(s) stored since {} are not in the {} yet: {}",
+            self.segments,
+            self.oldest.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.target,
+            self.error
+        )
+    }
+}
+
 /// What the archiver last reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -84,6 +128,9 @@ pub struct Status {
     /// Every gap found.
     #[serde(default)]
     pub gaps: Vec<Gap>,
+    /// Off-site targets that lack stored segments (empty: all level).
+    #[serde(default)]
+    pub offsite_pending: Vec<OffsitePending>,
 }
 
 impl Status {

@@ -6,9 +6,10 @@
 //! manifest after it. Every other target (the bucket) gets a copy of the
 //! stored bytes from the volume, data first, manifest last, so a segment
 //! off-site is whole as soon as its manifest is there; a target that is down
-//! is caught up by [`sync_copies`] later. The plain file on the volume is
+//! is caught up by [`Copier`] later. The plain file on the volume is
 //! removed only once the volume holds the stored segment and its manifest.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::segment::{self, SegmentManifest, Summary};
+use super::status::OffsitePending;
+use crate::backup::offsite::{copy_unit, Unit};
 use crate::format::codec::Compression;
 use crate::format::manifest::{self, EncryptionInfo};
 use crate::secret::Secret;
@@ -245,39 +248,6 @@ async fn encode_file(
     }
 }
 
-/// Copy the stored segment `m.file` and then its manifest from `volume` to
-/// `to`. A failed copy leaves no manifest, so the segment does not count there.
-pub async fn copy_segment(
-    volume: &dyn Target,
-    to: &dyn Target,
-    m: &SegmentManifest,
-) -> Result<(), TargetError> {
-    let mut reader = volume.open(&m.file).await?;
-    let mut up = to.create(&m.file).await?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                let _ = up.abort().await;
-                return Err(TargetError::from_io(volume.label(), "reading", &m.file, e));
-            }
-        };
-        if let Err(e) = up.write_all(&buf[..n]).await {
-            let _ = up.abort().await;
-            return Err(TargetError::from_io(to.label(), "writing", &m.file, e));
-        }
-    }
-    if let Err(e) = up.shutdown().await {
-        let _ = up.abort().await;
-        return Err(TargetError::from_io(to.label(), "writing", &m.file, e));
-    }
-    up.commit().await?;
-    target::put_bytes(to, &manifest::name_for(&m.file), &m.to_json()).await?;
-    Ok(())
-}
-
 /// The segments of `prefix` in `t` that have a manifest, with it, in chain
 /// order (binlog file, then position). Segments without a manifest are
 /// incomplete copies and are left out.
@@ -311,46 +281,133 @@ pub fn sort_chain(v: &mut [SegmentManifest]) {
     });
 }
 
-/// Copy to every secondary target the segments the volume holds and it
-/// lacks, oldest first (a target that was down catches up). Returns how many
-/// were copied; a target that fails is logged and skipped until next time.
-pub async fn sync_copies(
-    targets: &[Arc<dyn Target>],
-    prefix: &str,
-    volume_chain: &[SegmentManifest],
-) -> usize {
-    let Some((volume, rest)) = targets.split_first() else {
-        return 0;
-    };
-    let mut copied = 0;
-    for t in rest {
-        let have: std::collections::HashSet<String> = match t
-            .list(&segment::list_prefix(prefix))
-            .await
-        {
-            Ok(objs) => objs.into_iter().map(|o| o.name).collect(),
-            Err(e) => {
-                tracing::warn!(target = t.label(), error = %e, "cannot list binlog segments off-site; copying later");
-                continue;
-            }
+/// Keeps the off-site targets (`targets[1..]`) level with the volume's
+/// chain: copies what each lacks, oldest first, each segment's data before
+/// its manifest ([`crate::backup::offsite::copy_unit`], as every backup),
+/// so a segment off-site is whole once its manifest is there. Remembers what
+/// each target held when last listed, to say what it lacks while it cannot
+/// be listed. An outage is logged once as a warning when it starts and once
+/// when it ends, not at every attempt.
+pub struct Copier {
+    targets: Vec<Arc<dyn Target>>,
+    prefix: String,
+    started: chrono::DateTime<Utc>,
+    /// Per off-site target: the manifests it holds, `None` until listed once.
+    present: HashMap<&'static str, Option<HashSet<String>>>,
+    /// Targets whose last attempt failed.
+    failing: HashSet<&'static str>,
+}
+
+impl Copier {
+    /// A copier from `targets[0]` (the volume) to the others.
+    pub fn new(targets: &[Arc<dyn Target>], prefix: &str) -> Self {
+        Copier {
+            targets: targets.to_vec(),
+            prefix: prefix.to_owned(),
+            started: Utc::now(),
+            present: HashMap::new(),
+            failing: HashSet::new(),
+        }
+    }
+
+    /// Log a failed attempt on `label`: a warning the first time.
+    fn failed(failing: &mut HashSet<&'static str>, label: &'static str, what: &str, error: &str) {
+        if failing.insert(label) {
+            tracing::warn!(target = label, error, "{what}; the archive keeps the segments on the volume and tries again every BINLOG_UPLOAD_SECONDS");
+        } else {
+            tracing::debug!(target = label, error, "{what}");
+        }
+    }
+
+    /// Copy to every off-site target the segments of `volume_chain` it
+    /// lacks, oldest first; on a target that fails, stop at its first
+    /// failure (the rest waits for the next call). Returns what each target
+    /// still lacks (nothing: every target is level with the volume).
+    pub async fn sync(&mut self, volume_chain: &[SegmentManifest]) -> Vec<OffsitePending> {
+        let Some((volume, rest)) = self.targets.split_first() else {
+            return Vec::new();
         };
-        for m in volume_chain {
-            if have.contains(&manifest::name_for(&m.file)) {
-                continue;
-            }
-            match copy_segment(volume.as_ref(), t.as_ref(), m).await {
-                Ok(()) => {
-                    copied += 1;
-                    tracing::info!(target = t.label(), file = %m.file, "binlog segment copied");
+        let mut out = Vec::new();
+        for t in rest {
+            let label = t.label();
+            let sizes: HashMap<String, u64> =
+                match t.list(&segment::list_prefix(&self.prefix)).await {
+                    Ok(objs) => objs.into_iter().map(|o| (o.name, o.size)).collect(),
+                    Err(e) => {
+                        Self::failed(
+                            &mut self.failing,
+                            label,
+                            "cannot list the binlog segments off-site",
+                            &e.to_string(),
+                        );
+                        // What it lacked when last listed, or (never listed)
+                        // every segment stored since the archive started.
+                        let known = self.present.get(label).cloned().flatten();
+                        let missing: Vec<&SegmentManifest> = volume_chain
+                            .iter()
+                            .filter(|m| match &known {
+                                Some(have) => !have.contains(&manifest::name_for(&m.file)),
+                                None => m.closed_at >= self.started,
+                            })
+                            .collect();
+                        out.extend(OffsitePending::of(label, &missing, &e.to_string()));
+                        continue;
+                    }
+                };
+            let mut have: HashSet<String> = sizes
+                .keys()
+                .filter(|n| n.ends_with(manifest::SUFFIX))
+                .cloned()
+                .collect();
+            let mut missing = Vec::new();
+            let mut failure: Option<String> = None;
+            for m in volume_chain {
+                let done = manifest::name_for(&m.file);
+                if have.contains(&done) {
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!(target = t.label(), file = %m.file, error = %e, "binlog segment not copied; retrying at the next segment");
-                    break;
+                if failure.is_some() {
+                    missing.push(m);
+                    continue;
+                }
+                let unit = Unit::data_then_manifest(&m.file, m.closed_at);
+                match copy_unit(volume.as_ref(), t.as_ref(), &unit, &sizes).await {
+                    Ok(()) => {
+                        tracing::info!(target = label, file = %m.file, "binlog segment copied");
+                        have.insert(done);
+                    }
+                    // Retention removed it from the volume meanwhile: no
+                    // kept dump needs it, nothing to copy.
+                    Err(_) if matches!(volume.metadata(&m.file).await, Ok(None)) => {}
+                    Err(e) => {
+                        missing.push(m);
+                        failure = Some(format!("{}: {e}", m.file));
+                    }
+                }
+            }
+            self.present.insert(label, Some(have));
+            match failure {
+                Some(why) => {
+                    Self::failed(
+                        &mut self.failing,
+                        label,
+                        "a binlog segment could not be copied off-site",
+                        &why,
+                    );
+                    out.extend(OffsitePending::of(label, &missing, &why));
+                }
+                None => {
+                    if self.failing.remove(label) {
+                        tracing::info!(
+                            target = label,
+                            "the binlog segments off-site are level with the volume again"
+                        );
+                    }
                 }
             }
         }
+        out
     }
-    copied
 }
 
 /// A stored segment opened for reading: the plain segment bytes, and the

@@ -11,8 +11,10 @@
 //! 5. free space on `BACKUP_DIR` is at least `HEALTH_MIN_FREE_MB`, or by
 //!    default twice the size of that backup;
 //! 6. when the binlog archive runs (or `BINLOG_ARCHIVE=on`): it is at most
-//!    `HEALTH_MAX_BINLOG_LAG_SECONDS` behind the server, and no gap was
-//!    found after the newest database backup ([`binlog_verdict`]).
+//!    `HEALTH_MAX_BINLOG_LAG_SECONDS` behind the server, no gap was found
+//!    after the newest database backup, and no stored segment has been
+//!    missing from an off-site target for longer than
+//!    `HEALTH_MAX_OFFSITE_DELAY_HOURS` ([`binlog_verdict`]).
 //!
 //! [`verdict`] is a pure function of the state, the settings, the free
 //! space and the time; [`check`] gathers those from the disk. Neither
@@ -178,8 +180,10 @@ pub fn check(settings: &Settings, now: DateTime<Utc>) -> Verdict {
 }
 
 /// The binlog archive's part of the verdict: `Ok` with a few words to add
-/// (empty when the archive is off), `Err` naming a gap after the newest
-/// dump or a lag over `HEALTH_MAX_BINLOG_LAG_SECONDS`.
+/// (empty when the archive is off; segments not off-site yet are named),
+/// `Err` naming a gap after the newest dump, a lag over
+/// `HEALTH_MAX_BINLOG_LAG_SECONDS`, or segments missing off-site for longer
+/// than `HEALTH_MAX_OFFSITE_DELAY_HOURS`.
 pub fn binlog_verdict(
     status: Option<&Status>,
     settings: &Settings,
@@ -221,12 +225,30 @@ pub fn binlog_verdict(
             human_duration(chrono::Duration::seconds(lag))
         ));
     }
+    let max_offsite = chrono::Duration::from_std(settings.health.max_offsite_delay)
+        .unwrap_or(chrono::Duration::MAX);
+    if let Some(p) = status
+        .offsite_pending
+        .iter()
+        .filter(|p| now - p.oldest > max_offsite)
+        .min_by_key(|p| p.oldest)
+    {
+        return Err(format!(
+            "{p}, more than HEALTH_MAX_OFFSITE_DELAY_HOURS={}",
+            settings.health.max_offsite_delay.as_secs() / 3600
+        ));
+    }
     let at = status
         .archived
         .as_ref()
         .map(|p| format!(" at {p}"))
         .unwrap_or_default();
-    Ok(format!("; binlog archive {lag}s behind{at}"))
+    let offsite: String = status
+        .offsite_pending
+        .iter()
+        .map(|p| format!("; {p}"))
+        .collect();
+    Ok(format!("; binlog archive {lag}s behind{at}{offsite}"))
 }
 
 /// Errors of the space check before a backup.
@@ -481,5 +503,33 @@ mod tests {
         );
         let newer_dump = Some(now - chrono::Duration::minutes(30));
         assert!(binlog_verdict(Some(&st), &s, newer_dump, now).is_ok());
+    }
+
+    #[test]
+    fn binlog_verdict_names_segments_not_off_site_and_fails_once_they_are_overdue() {
+        use crate::binlog::{OffsitePending, Status};
+        let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        let s = settings(&[("BINLOG_ARCHIVE", "on")]);
+        let mut st = Status {
+            caught_up_at: Some(now),
+            offsite_pending: vec![OffsitePending {
+                target: "bucket".into(),
+                segments: 3,
+                oldest: now - chrono::Duration::minutes(10),
+                error: "connection refused".into(),
+            }],
+            ..Status::default()
+        };
+        let ok = binlog_verdict(Some(&st), &s, None, now).unwrap();
+        assert!(
+            ok.contains("3 binlog segment(s) stored since 2026-11-30 11:50:00 UTC are not in the bucket yet: connection refused"),
+            "{ok}"
+        );
+        st.offsite_pending[0].oldest = now - chrono::Duration::hours(27);
+        let e = binlog_verdict(Some(&st), &s, None, now).unwrap_err();
+        assert!(
+            e.contains("not in the bucket yet") && e.contains("HEALTH_MAX_OFFSITE_DELAY_HOURS=26"),
+            "{e}"
+        );
     }
 }

@@ -284,6 +284,12 @@ pub fn render_binlog(st: &crate::binlog::Status, now: chrono::DateTime<Utc>) -> 
         "gauge",
         Some(st.gaps.len() as f64),
     );
+    one(
+        "selmai_backup_binlog_offsite_pending_segments",
+        "Stored binlog segments not yet copied to an off-site target (summed over targets).",
+        "gauge",
+        Some(st.offsite_pending.iter().map(|p| p.segments).sum::<usize>() as f64),
+    );
     out
 }
 
@@ -368,6 +374,7 @@ mod tests {
         assert!(text.contains("selmai_backup_binlog_segments_total 5\n"));
         assert!(text.contains("selmai_backup_binlog_connected 1\n"));
         assert!(text.contains("selmai_backup_binlog_gaps 0\n"));
+        assert!(text.contains("selmai_backup_binlog_offsite_pending_segments 0\n"));
         assert!(text.contains("# TYPE selmai_backup_binlog_bytes_total counter"));
     }
 }

@@ -21,7 +21,7 @@ use selmai_backup::target::Target;
 use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
 use crate::support::own_server::OwnServer;
 
-const PASS: &str = "binlog test passphrase";
+pub(crate) const PASS: &str = "binlog test passphrase";
 
 /// A workload with every kind of event the archive must keep: row inserts,
 /// updates and deletes, DDL, a row over 16 MiB (one event larger than a
@@ -150,7 +150,7 @@ async fn check_chain(
     check_chain_prefixed(s, t, "selmai", from, to).await
 }
 
-async fn check_chain_prefixed(
+pub(crate) async fn check_chain_prefixed(
     s: &OwnServer,
     t: &dyn Target,
     prefix: &str,
@@ -363,7 +363,7 @@ fn dump_thread(s: &OwnServer) -> Option<String> {
 }
 
 /// Runs `steady_writes` on a thread until the returned closure is called.
-fn writer(s: &OwnServer) -> impl FnOnce() -> u64 {
+pub(crate) fn writer(s: &OwnServer) -> impl FnOnce() -> u64 {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let env = s.env();
     let flag = stop.clone();
@@ -414,7 +414,7 @@ async fn a_killed_replication_connection_and_a_restarted_server_lose_and_duplica
 
 /// The variables of `selmai-backup run` archiving `s` into `dir` and the
 /// bucket, with no scheduled backup (only the archive runs).
-fn daemon_vars(
+pub(crate) fn daemon_vars(
     s: &OwnServer,
     dir: &Path,
     bucket: &str,
@@ -438,14 +438,14 @@ fn daemon_vars(
     crate::support::bucket::bucket_vars("steady", dir, &s3_endpoint(), bucket, &v)
 }
 
-fn read_status(dir: &Path) -> Option<Status> {
+pub(crate) fn read_status(dir: &Path) -> Option<Status> {
     Status::read(&dir.join(".binlog"))
 }
 
 /// Wait until the archive in `dir` (written by a daemon) has everything
 /// the server has on the volume (`stored`: in stored segments too), or
 /// panic after two minutes.
-fn wait_for_daemon(s: &OwnServer, dir: &Path, stored: bool) {
+pub(crate) fn wait_for_daemon(s: &OwnServer, dir: &Path, stored: bool) {
     let (file, pos) = s.master_position();
     let started = Instant::now();
     loop {
@@ -471,10 +471,10 @@ fn wait_for_daemon(s: &OwnServer, dir: &Path, stored: bool) {
 }
 
 /// `selmai-backup run` as a child that is killed if the test fails.
-struct Daemon(std::process::Child);
+pub(crate) struct Daemon(pub(crate) std::process::Child);
 
 impl Daemon {
-    fn start(vars: &[(String, String)]) -> Daemon {
+    pub(crate) fn start(vars: &[(String, String)]) -> Daemon {
         Daemon(
             crate::support::tool::bin(vars)
                 .arg("run")
@@ -488,12 +488,12 @@ impl Daemon {
         )
     }
 
-    fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         self.0.kill().unwrap();
         self.0.wait().unwrap();
     }
 
-    fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         sigterm(&mut self.0)
     }
 }
@@ -514,7 +514,7 @@ fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 /// Every segment in the bucket has its manifest (none is half there) and
 /// no multipart upload is left open.
-async fn bucket_has_only_whole_segments(bucket_name: &str, t: &dyn Target) {
+pub(crate) async fn bucket_has_only_whole_segments(bucket_name: &str, t: &dyn Target) {
     let objects = t.list("selmai_backup_binlog_").await.unwrap();
     let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
     for o in &objects {

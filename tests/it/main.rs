@@ -4,6 +4,7 @@
 
 mod archive;
 mod binlog;
+mod binlog_run;
 mod bucket;
 mod cli;
 mod commit_point;

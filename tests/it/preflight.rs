@@ -25,14 +25,14 @@ use crate::support::{db_env, mariadb_dump, DbEnv, TestDb};
 
 /// A MariaDB account for one test (`<tag>_<pid>` at `localhost` and `%`,
 /// so it wins over the anonymous `''@localhost`), dropped on `Drop`.
-struct TestUser {
-    name: String,
+pub(crate) struct TestUser {
+    pub(crate) name: String,
     password: String,
 }
 
 impl TestUser {
     /// Create the account with `grants` (`"SELECT ON `db`.*"` ...).
-    fn new(tag: &str, grants: &[String]) -> TestUser {
+    pub(crate) fn new(tag: &str, grants: &[String]) -> TestUser {
         let name = format!("{tag}_{}", std::process::id());
         let password = format!("pw-{name}");
         let mut sql = String::new();
@@ -49,12 +49,12 @@ impl TestUser {
     }
 
     /// The variables that make the tool log in as this user.
-    fn vars(&self) -> [(&str, &str); 2] {
+    pub(crate) fn vars(&self) -> [(&str, &str); 2] {
         [("DB_USER", &self.name), ("DB_PASSWORD", &self.password)]
     }
 
     /// The test server, logged in as this user.
-    fn env(&self) -> DbEnv {
+    pub(crate) fn env(&self) -> DbEnv {
         DbEnv {
             user: self.name.clone(),
             password: self.password.clone(),

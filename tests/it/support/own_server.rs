@@ -1,7 +1,7 @@
 //! A private MariaDB server for tests that restart, kill or purge a server:
 //! its own port and data directory under a temporary directory, started
 //! with the flags of `scripts/services.sh` (`--log-bin --server-id=1
-//! --binlog-format=ROW`, 64 MiB packets). The data directory is initialised
+//! --binlog-format=ROW`, 64 MiB packets; or without `--log-bin`). The data directory is initialised
 //! once per test process and copied for each server, which keeps a start
 //! under a second or two. The user is the shared server's test user, with
 //! every privilege.
@@ -25,6 +25,8 @@ pub struct OwnServer {
     pub port: u16,
     /// Its data directory (the binlog files are `binlog.NNNNNN` in it).
     pub datadir: PathBuf,
+    /// Started with `--log-bin` (the default) or without.
+    log_bin: bool,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -75,6 +77,15 @@ fn free_port() -> u16 {
 impl OwnServer {
     /// Start a fresh server with the test user created.
     pub fn start() -> OwnServer {
+        OwnServer::start_with(true)
+    }
+
+    /// [`OwnServer::start`] without `--log-bin`: binary logging off.
+    pub fn start_without_log_bin() -> OwnServer {
+        OwnServer::start_with(false)
+    }
+
+    fn start_with(log_bin: bool) -> OwnServer {
         let dir = tempfile::tempdir().unwrap();
         let datadir = dir.path().join("data");
         let st = Command::new("cp")
@@ -88,6 +99,7 @@ impl OwnServer {
         let mut s = OwnServer {
             port: free_port(),
             datadir,
+            log_bin,
             child: None,
             _dir: dir,
         };
@@ -108,6 +120,12 @@ impl OwnServer {
 
     fn launch(&mut self) {
         let log = self.datadir.join("error.log");
+        let binlog: &[&str] = if self.log_bin {
+            &["--log-bin=binlog", "--binlog-format=ROW"]
+        } else {
+            &[]
+        };
+        // --no-defaults must come first.
         let child = Command::new("/usr/sbin/mariadbd")
             .args([
                 "--no-defaults",
@@ -117,9 +135,7 @@ impl OwnServer {
                 &format!("--port={}", self.port),
                 "--bind-address=127.0.0.1",
                 "--max-allowed-packet=64M",
-                "--log-bin=binlog",
                 "--server-id=1",
-                "--binlog-format=ROW",
                 "--innodb-buffer-pool-size=32M",
                 "--innodb-log-file-size=96M",
                 "--innodb-flush-log-at-trx-commit=2",
@@ -127,6 +143,7 @@ impl OwnServer {
                 "--skip-name-resolve",
                 &format!("--log-error={}", log.display()),
             ])
+            .args(binlog)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
