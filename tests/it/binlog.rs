@@ -574,40 +574,6 @@ async fn kill_9_of_the_archiver_ten_times_loses_and_duplicates_nothing_and_no_ha
     bucket_has_only_whole_segments(&bucket_name, &bucket).await;
 }
 
-/// A local HTTP listener that hands over the body of every POST it gets.
-fn webhook_sink() -> (String, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut r = std::io::BufReader::new(&stream);
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let _ = (&stream)
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            if tx
-                .send(String::from_utf8_lossy(&body).into_owned())
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_alert_and_a_dump_at_once(
 ) {
@@ -618,7 +584,8 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
         None,
         "CREATE DATABASE steady; CREATE TABLE steady.t (a INT PRIMARY KEY)",
     );
-    let (hook, alerts) = webhook_sink();
+    let sink = crate::support::sinks::HttpSink::start(200);
+    let hook = format!("{}/hook", sink.url);
     let port = s.port.to_string();
     let base: Vec<(&str, &str)> = vec![
         ("DB_PORT", &port),
@@ -678,8 +645,8 @@ async fn binlogs_purged_while_the_archiver_was_stopped_are_a_gap_in_health_an_al
     let mut saw_dump = false;
     let started = Instant::now();
     while !(saw_gap && saw_dump) && started.elapsed() < Duration::from_secs(60) {
-        if let Ok(body) = alerts.recv_timeout(Duration::from_secs(1)) {
-            let ev: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(alert) = sink.next(Duration::from_secs(1)) {
+            let ev = alert.json();
             match ev["event"].as_str() {
                 Some("binlog_gap") => {
                     let e = ev["error"].as_str().unwrap();

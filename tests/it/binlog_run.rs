@@ -15,7 +15,7 @@
 //! (`own_server.rs`), one of them without `--log-bin`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,11 +31,12 @@ use crate::binlog::{
     bucket_has_only_whole_segments, check_chain_prefixed, daemon_vars, read_status,
     wait_for_daemon, Daemon,
 };
-use crate::own_server::OwnServer;
 use crate::preflight::TestUser;
+use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
+use crate::support::own_server::OwnServer;
+use crate::support::sinks::{free_port, http_get};
+use crate::support::tool;
 use crate::support::TestDb;
-use crate::target_conformance::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
-use crate::tool;
 
 /// No scheduled backup: only the archive's decision is logged.
 const QUIET: [(&str, &str); 6] = [
@@ -327,15 +328,11 @@ async fn the_preflight_checks_log_bin_row_server_id_both_grants_and_how_long_bin
     );
 }
 
-/// `GET path` on `addr`; the body of a 200 answer.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{answer}");
-    body.to_owned()
+/// The body of `GET /metrics` on `addr`, which must answer 200.
+fn metrics_page(addr: &str) -> String {
+    let (code, body) = http_get(addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body
 }
 
 /// The samples of a Prometheus text page, by metric name.
@@ -347,14 +344,6 @@ fn samples(page: &str) -> BTreeMap<String, f64> {
             Some((name.to_owned(), v.parse().ok()?))
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn unix_now() -> f64 {
@@ -385,7 +374,7 @@ async fn metrics_over_http_show_the_archives_lag_last_event_bytes_and_segments()
             &format!("INSERT INTO t VALUES ({round}, REPEAT('m', {kib} * 1024))"),
         );
         tokio::task::block_in_place(|| wait_for_daemon(&s, dir.path(), true));
-        let page = tokio::task::block_in_place(|| http_get(&addr, "/metrics"));
+        let page = tokio::task::block_in_place(|| metrics_page(&addr));
         let m = samples(&page);
         let get = |name: &str| {
             *m.get(&format!("selmai_backup_binlog_{name}"))

@@ -20,7 +20,10 @@ const UPPER_FLOORS: &[(&str, &[&str])] = &[
     // The read path is above the write path: a restore takes a safety
     // snapshot (a backup); a backup never restores.
     ("restore", &["cmd", "preflight", "daemon", "restore"]),
-    ("backup", &["cmd", "preflight", "daemon", "restore", "backup"]),
+    (
+        "backup",
+        &["cmd", "preflight", "daemon", "restore", "backup"],
+    ),
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;

@@ -9,7 +9,6 @@
 //! Panics with the server's error log when it does not come up: a test
 //! precondition, not code under test.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -66,14 +65,6 @@ fn chown_mysql(path: &Path) {
     assert!(st.success(), "chown mysql {}", path.display());
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl OwnServer {
     /// Start a fresh server with the test user created.
     pub fn start() -> OwnServer {
@@ -97,7 +88,7 @@ impl OwnServer {
         assert!(st.success());
         chown_mysql(dir.path());
         let mut s = OwnServer {
-            port: free_port(),
+            port: crate::support::sinks::free_port(),
             datadir,
             log_bin,
             child: None,
