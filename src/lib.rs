@@ -9,13 +9,16 @@
 //!
 //! **Ground floor: vocabulary and settings.**
 //! - [`config`]: environment variables -> [`config::Settings`] (typed, secrets
-//!   redacted). It imports none of the modules it configures: the value types
-//!   it parses (schedules, retention policy, alert formats, the secret type)
-//!   live in small modules under `config/` that those modules import.
+//!   redacted): the names we own and envy's step in `config/env.rs`, one
+//!   conversion per section in `config/convert.rs`. It imports none of the
+//!   modules it configures: the value types it parses (schedules, retention
+//!   policy, alert formats) live in small modules under `config/` that
+//!   those modules import, and the secret type in [`secret`].
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //!
 //! **Sources and formats.**
-//! - [`db`]: connecting to MariaDB with retry, and classifying its errors.
+//! - [`db`]: connecting to MariaDB with retry, classifying its errors, and
+//!   naming the connection that holds a lock we wait for (`db::lock`).
 //! - [`dump`]: the native dumper: one consistent snapshot written as plain SQL
 //!   to any `AsyncWrite`, with per-table row counts and the binlog position.
 //! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
@@ -24,15 +27,19 @@
 //!   ([`format::crypto`]: our versioned `.enc` format and old `.gpg` files),
 //!   and the tar archives of configuration and uploads ([`format::archive`]).
 //! - [`target`]: storage targets behind one trait (the volume in
-//!   `target::local`, an S3-compatible bucket in `target::s3`; room for
-//!   `target::sftp`), and the run-wide time budget that wraps an off-site
-//!   target (`target::budget`).
+//!   `target::local`, an S3-compatible bucket in `target::s3` with its
+//!   upload, resuming read, retry and error wording under `target/s3/`;
+//!   room for `target::sftp`), and the run-wide time budget that wraps an
+//!   off-site target (`target::budget`).
 //!
-//! **Stages.**
+//! **Stages**, the read path above the write path (a restore takes a
+//! safety snapshot, which is a backup; a backup never restores).
 //! - [`backup`]: the write path (encode-and-store to the volume, then a copy
 //!   to each off-site target), full backups, and safety snapshots before a restore.
-//! - [`restore`]: the read path: the statement executor, `DEFINER` handling,
-//!   stopping the app containers (Docker), restore drills.
+//! - [`restore`]: the read path: the one restore operation, opening and
+//!   verifying a stored backup, the statement executor, `DEFINER` handling,
+//!   stopping the app containers (Docker), file archives and full sets,
+//!   restore drills.
 //! - [`binlog`]: the continuous binlog archive: the server's binlog received
 //!   as a replica, kept byte for byte in segments through the same encode
 //!   stages and targets (point-in-time replay will read it from here).
@@ -42,7 +49,9 @@
 //!   retention, catching up missed off-site copies, run history, health,
 //!   alerts, metrics.
 //! - [`preflight`]: privileges, `max_allowed_packet`, free space and server
-//!   version checked at `run` start and before a restore, as a report of findings.
+//!   version checked at `run` start and before a restore, as a report of
+//!   findings: the grants parser, fact gathering and the pure judges in
+//!   their own files under `preflight/`.
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
 pub mod backup;
