@@ -67,7 +67,7 @@
 //!    runs as uid 10001. Fatal, with the `chown` that fixes it.
 //! 8. **The restore drill's privileges** (backups, while `DRILL_SCHEDULE`
 //!    is on): the drill creates and drops a scratch database named
-//!    [`SCRATCH_PREFIX`]`...`, which a user granted only on `DB_NAME` may
+//!    [`crate::restore::drill::SCRATCH_PREFIX`]`...`, which a user granted only on `DB_NAME` may
 //!    not (ERROR 1044). A warning with the GRANT: backups work without it.
 //!
 //! Gathering the facts talks to the server (`preflight/facts.rs`);

@@ -172,7 +172,7 @@ impl fmt::Display for Schedule {
 /// `BACKUP_CATCH_UP`: whether to run a backup at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CatchUp {
-    /// When a scheduled run was missed (see [`catch_up`]).
+    /// When a scheduled run was missed (see `daemon::schedule::catch_up`).
     #[default]
     Auto,
     /// Always, once per scheduled kind.

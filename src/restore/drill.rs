@@ -11,7 +11,7 @@
 //!
 //! This module only checks and reports; deciding that a failed drill is an
 //! error (exit code, alert, state file) is the caller's business. It does
-//! not verify the stored bytes: call [`crate::backup::open::verify`] first.
+//! not verify the stored bytes: call [`crate::restore::open::verify`] first.
 
 use std::collections::BTreeSet;
 use std::fmt;
