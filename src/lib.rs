@@ -22,7 +22,7 @@
 //! - [`dump`]: the native dumper: one consistent snapshot written as plain SQL
 //!   to any `AsyncWrite`, with per-table row counts and the binlog position.
 //! - [`sql`]: the streaming SQL statement splitter used by restore and verify.
-//! - [`format`]: how bytes look at rest: backup names ([`format::catalog`]),
+//! - [`format`](mod@format): how bytes look at rest: backup names ([`format::catalog`]),
 //!   manifests, compression ([`format::codec`]), encryption
 //!   ([`format::crypto`]: our versioned `.enc` format and old `.gpg` files),
 //!   and the tar archives of configuration and uploads ([`format::archive`]).
