@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,12 +52,7 @@ const QUIET: [(&str, &str); 6] = [
 /// it is still running, stop it with SIGTERM and return the whole log and
 /// the exit status. Killed after two minutes without the marker.
 fn run_until(vars: &[(String, String)], marker: &str) -> (Vec<String>, bool, ExitStatus) {
-    let mut child = tool::bin(vars)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting selmai-backup run");
+    let mut child = tool::spawn(vars, &["run"]);
     let pid = child.id();
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {

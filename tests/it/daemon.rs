@@ -15,7 +15,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -69,12 +69,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(vars: &[(String, String)]) -> Daemon {
-        let mut child = tool::bin(vars)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting selmai-backup run");
+        let mut child = tool::spawn(vars, &["run"]);
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

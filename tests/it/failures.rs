@@ -231,12 +231,7 @@ fn a_dump_connection_killed_while_rows_stream_says_what_happened_and_what_to_do(
     );
     let dir = tempfile::tempdir().unwrap();
     let vars = tool::vars(&db.name, dir.path());
-    let mut child = tool::bin(&vars)
-        .arg("backup")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tool::spawn(&vars, &["backup"]);
     // Kill the dump's connection once it is reading rows of `t`.
     let began = Instant::now();
     let killed = loop {

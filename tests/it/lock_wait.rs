@@ -26,12 +26,7 @@ async fn a_restore_behind_an_open_transaction_fails_in_time_naming_the_holder() 
     holder.query_drop("SELECT * FROM t").await.unwrap();
     let holder_id = holder.id();
 
-    let mut child = tool::bin(&vars)
-        .args(["restore", "latest", "--yes"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tool::spawn(&vars, &["restore", "latest", "--yes"]);
     let began = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if began.elapsed() > Duration::from_secs(60) {
@@ -65,12 +60,7 @@ fn run_watching(
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> (i32, String) {
     use std::io::BufRead;
-    let mut child = tool::bin(vars)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tool::spawn(vars, args);
     let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut all = String::new();

@@ -170,12 +170,7 @@ async fn sigterm_and_sigint_abandon_a_one_off_backup_cleanly() {
             &bucket,
             &[("S3_PART_SIZE_MB", "5")],
         );
-        let mut child = tool::bin(&vars)
-            .arg("backup")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = tool::spawn(&vars, &["backup"]);
         // Interrupt it mid-upload: once its multipart upload is open.
         let began = Instant::now();
         while open_uploads(&raw_bucket(&bucket)).await.is_empty() {

@@ -250,7 +250,6 @@ async fn the_drill_is_judged_on_its_scratch_databases_while_it_is_scheduled() {
 #[test]
 fn run_logs_the_warnings_at_start_and_keeps_running() {
     use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
 
     let db = TestDb::new("pf_run_warns");
     db.exec("CREATE TABLE t (id INT PRIMARY KEY)");
@@ -258,12 +257,7 @@ fn run_logs_the_warnings_at_start_and_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
     let mut vars = tool::vars_with(&db.name, dir.path(), &user.vars());
     vars.push(("BACKUP_CATCH_UP".into(), "never".into()));
-    let mut child = tool::bin(&vars)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting selmai-backup run");
+    let mut child = tool::spawn(&vars, &["run"]);
     // The daemon runs until signalled: read its log up to the start line.
     let mut log = Vec::new();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -529,7 +523,6 @@ fn check_prints_both_reports_and_exits_as_the_job_would() {
 #[test]
 fn run_stops_at_once_when_signalled_while_the_preflight_waits_for_the_database() {
     use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
@@ -539,12 +532,7 @@ fn run_stops_at_once_when_signalled_while_the_preflight_waits_for_the_database()
         dir.path(),
         &[("DB_PORT", "1"), ("DB_CONNECT_TIMEOUT", "60")],
     );
-    let mut child = tool::bin(&vars)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting selmai-backup run");
+    let mut child = tool::spawn(&vars, &["run"]);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {
         if line.unwrap().contains("database not reachable yet") {

@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -159,12 +158,7 @@ fn an_interrupted_restore_puts_the_database_back_by_itself() {
     let before = mariadb_dump(&db);
     let sums = checksums(&db);
 
-    let mut child = tool::bin(&vars)
-        .args(["restore", &file, "--yes"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tool::spawn(&vars, &["restore", &file, "--yes"]);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
     for line in lines.by_ref() {

@@ -124,6 +124,17 @@ pub fn bin(vars: &[(String, String)]) -> Command {
     c
 }
 
+/// Start the binary with `args`, its log (stderr) piped for the test to
+/// read, its output dropped.
+pub fn spawn(vars: &[(String, String)], args: &[&str]) -> std::process::Child {
+    bin(vars)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting selmai-backup {args:?}: {e}"))
+}
+
 /// Run the binary to completion.
 pub fn run(vars: &[(String, String)], args: &[&str]) -> Output {
     bin(vars)
