@@ -20,7 +20,7 @@ use s3::request::tokio_backend::ReqwestRequest;
 use s3::request::Request as _;
 use s3::serde_types::Part;
 use tokio::io::AsyncWrite;
-use tokio::sync::{AcquireError, OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::errors::error_code_of;
@@ -42,6 +42,13 @@ pub(super) struct UploadShared {
     initiate_ambiguous: AtomicBool,
     /// The first part failure, so the writer stops early.
     failed: Mutex<Option<String>>,
+    /// The upload id, as soon as the server gave it: set by the initiate
+    /// task even when the part task that started it was aborted.
+    initiated: Mutex<Option<String>>,
+    /// The initiate task ended (with an id or an error).
+    initiate_finished: AtomicBool,
+    /// Wakes [`cleanup`] waiting for the initiate task.
+    initiate_done: Notify,
 }
 
 pub(super) type PartTask = JoinHandle<Result<Part, TargetError>>;
@@ -80,6 +87,9 @@ impl S3Upload {
                 initiate_started: AtomicBool::new(false),
                 initiate_ambiguous: AtomicBool::new(false),
                 failed: Mutex::new(None),
+                initiated: Mutex::new(None),
+                initiate_finished: AtomicBool::new(false),
+                initiate_done: Notify::new(),
             }),
             permits,
             buf: Vec::new(),
@@ -105,11 +115,49 @@ impl UploadShared {
             .clone()
     }
 
-    async fn upload_id(&self) -> Result<&str, TargetError> {
+    async fn upload_id(self: &Arc<Self>) -> Result<&str, TargetError> {
         self.upload_id
-            .get_or_try_init(|| self.initiate())
+            .get_or_try_init(|| {
+                // In a task of its own: a part task aborted while the
+                // request is out (a dropped upload) must not cut it off,
+                // leaving an upload on the server whose id we never learnt.
+                // `cleanup` waits for this task, then aborts that id.
+                let me = Arc::clone(self);
+                async move {
+                    let task = tokio::spawn(async move {
+                        let r = me.initiate().await;
+                        if let Ok(id) = &r {
+                            *me.initiated.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(id.clone());
+                        }
+                        me.initiate_finished.store(true, Ordering::SeqCst);
+                        me.initiate_done.notify_waiters();
+                        r
+                    });
+                    task.await.unwrap_or_else(|e| {
+                        Err(self.client.remote(
+                            "starting the upload of",
+                            &self.name,
+                            format!("the request task stopped: {e}"),
+                        ))
+                    })
+                }
+            })
             .await
             .map(String::as_str)
+    }
+
+    /// Wait (a bounded time) for an initiate request still out, so that
+    /// the upload it may create is known and can be aborted.
+    async fn settle_initiate(&self) {
+        let done = self.initiate_done.notified();
+        if !self.initiate_started.load(Ordering::SeqCst)
+            || self.initiate_finished.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let limit = self.client.request_timeout * (self.client.retry.retries + 1);
+        let _ = tokio::time::timeout(limit, done).await;
     }
 
     async fn initiate(&self) -> Result<String, TargetError> {
@@ -138,7 +186,7 @@ impl UploadShared {
         Ok(init.upload_id)
     }
 
-    async fn upload_part(&self, number: u32, data: Bytes) -> Result<Part, TargetError> {
+    async fn upload_part(self: &Arc<Self>, number: u32, data: Bytes) -> Result<Part, TargetError> {
         if let Some(f) = self.failure() {
             return Err(self.client.remote(
                 "uploading",
@@ -178,7 +226,11 @@ impl UploadShared {
         })
     }
 
-    async fn complete(&self, parts: Vec<Part>, size: u64) -> Result<ObjectInfo, TargetError> {
+    async fn complete(
+        self: &Arc<Self>,
+        parts: Vec<Part>,
+        size: u64,
+    ) -> Result<ObjectInfo, TargetError> {
         let c = &self.client;
         let id = self.upload_id().await?;
         let (parts_ref, key) = (&parts, &self.key);
@@ -237,13 +289,19 @@ impl UploadShared {
     /// Abort the multipart upload, if one may exist. Part tasks must have ended.
     async fn abort(&self) -> Result<(), TargetError> {
         let c = &self.client;
-        if let Some(id) = self.upload_id.get() {
+        self.settle_initiate().await;
+        let initiated = self
+            .initiated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(id) = self.upload_id.get().or(initiated.as_ref()) {
             c.abort_multipart(&self.key, id)
                 .await
                 .map_err(|f| c.error("aborting the upload of", &self.name, f))?;
         }
         if self.initiate_started.load(Ordering::SeqCst)
-            && (self.upload_id.get().is_none() || self.initiate_ambiguous.load(Ordering::SeqCst))
+            && (initiated.is_none() || self.initiate_ambiguous.load(Ordering::SeqCst))
         {
             self.abort_others(None).await;
         }
