@@ -484,7 +484,7 @@ impl Jobs {
         }
         for t in targets {
             let t = t.as_ref();
-            let pruned = match kind {
+            let planned = match kind {
                 Kind::Config | Kind::Uploads => {
                     let policy = if kind == Kind::Config {
                         &s.config_retention
@@ -492,15 +492,16 @@ impl Jobs {
                         &s.retention
                     };
                     let prefix = archive_prefix(s, kind);
-                    retention::prune_archives(t, prefix, policy, s.schedule.tz).await
+                    retention::plan_archives(t, prefix, policy, s.schedule.tz).await
                 }
                 Kind::Full => {
-                    retention::prune_full(t, &s.full_prefix, &s.full_retention, s.schedule.tz).await
+                    retention::plan_full(t, &s.full_prefix, &s.full_retention, s.schedule.tz).await
                 }
-                _ => retention::prune(t, &s.prefix, &s.retention, s.schedule.tz).await,
+                _ => retention::plan(t, &s.prefix, &s.retention, s.schedule.tz).await,
             };
-            match pruned {
-                Ok(p) => {
+            match planned {
+                Ok(plan) => {
+                    let p = retention::execute(t, plan).await;
                     for f in p.failed {
                         warnings.push(format!(
                             "retention could not delete {} from the {}: {}",

@@ -15,7 +15,7 @@
 //! [`plan_full`] whole sets) and reads nothing else. [`execute`] carries a
 //! plan out: it deletes each condemned backup and then its manifest, and
 //! reports the deletes that failed instead of stopping (credentials that
-//! may put but not delete must not fail a backup). [`prune`] is both.
+//! may put but not delete must not fail a backup).
 //! `prune --dry-run` is a plan that is not executed: no flag reaches the
 //! code that deletes, and no target pretends to delete (a wrapper that
 //! swallowed deletes would leave the log and the result claiming them).
@@ -205,39 +205,6 @@ pub struct Pruned {
     doomed_sets: Vec<catalog::FullSetEntry>,
 }
 
-/// Apply `policy` to our backups in `target`: [`plan`], then [`execute`].
-/// Listing errors are returned; delete errors are collected in
-/// [`Pruned::failed`].
-pub async fn prune(
-    target: &dyn Target,
-    prefix: &str,
-    policy: &Policy,
-    tz: Tz,
-) -> Result<Pruned, TargetError> {
-    Ok(execute(target, plan(target, prefix, policy, tz).await?).await)
-}
-
-/// [`prune`] for the file archives with `prefix` (each kind has its own
-/// prefix, so each is rotated on its own).
-pub async fn prune_archives(
-    target: &dyn Target,
-    prefix: &str,
-    policy: &Policy,
-    tz: Tz,
-) -> Result<Pruned, TargetError> {
-    Ok(execute(target, plan_archives(target, prefix, policy, tz).await?).await)
-}
-
-/// [`prune`] for full backups: whole sets, never a part alone.
-pub async fn prune_full(
-    target: &dyn Target,
-    prefix: &str,
-    policy: &Policy,
-    tz: Tz,
-) -> Result<Pruned, TargetError> {
-    Ok(execute(target, plan_full(target, prefix, policy, tz).await?).await)
-}
-
 /// The verdict on each database backup with `prefix` in `target`; reads
 /// only (what `prune --dry-run` prints).
 pub async fn plan(
@@ -419,7 +386,7 @@ fn judge(
 }
 
 /// Delete from `target` the binlog segments that end before the snapshot
-/// of the oldest dump kept there (call after [`prune`]); returns the names
+/// of the oldest dump kept there (call after retention has [`execute`]d); returns the names
 /// deleted and the deletes that failed. Nothing is deleted when the oldest
 /// dump has no binlog position or the chain does not hold it.
 pub async fn prune_binlog(
