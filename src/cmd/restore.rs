@@ -364,17 +364,7 @@ async fn run_archive(args: &Args, to: &Path, settings: &Settings) -> anyhow::Res
     let source = open::fetch_to_volume(source, &targets[0]).await?;
     let started = Instant::now();
     let report = archive::verify(&source, settings.passphrase.as_ref()).await?;
-    eprintln!(
-        "verified {} ({} entries, {} of files{})",
-        source.name,
-        report.entries,
-        human_bytes(report.bytes),
-        if report.manifest_checked {
-            ", every SHA-256 matches the manifest"
-        } else {
-            ", no manifest to check against"
-        }
-    );
+    eprintln!("verified {} ({})", source.name, report.summary());
     if !args.yes {
         eprint!(
             "This extracts {} into {}{}.\nType 'yes' to continue: ",

@@ -41,17 +41,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<()> {
     let source = open::locate(&args.file, &settings.prefix, &super::targets(settings)?).await?;
     if catalog::is_archive_name(&source.name) {
         let report = archive::verify(&source, settings.passphrase.as_ref()).await?;
-        println!(
-            "ok: {} ({} entries, {} of files{})",
-            source.name,
-            report.entries,
-            human_bytes(report.bytes),
-            if report.manifest_checked {
-                ", every SHA-256 matches the manifest"
-            } else {
-                ", no manifest"
-            }
-        );
+        println!("ok: {} ({})", source.name, report.summary());
         return Ok(());
     }
     let report = open::verify(&source, settings.passphrase.as_ref()).await?;

@@ -333,6 +333,23 @@ pub struct ExtractReport {
     pub skipped: Vec<String>,
 }
 
+impl ExtractReport {
+    /// One line for the operator: "12 entries, 3.1 MB of files, every
+    /// SHA-256 matches the manifest".
+    pub fn summary(&self) -> String {
+        format!(
+            "{} entries, {} of files, {}",
+            self.entries,
+            crate::progress::human_bytes(self.bytes),
+            if self.manifest_checked {
+                "every SHA-256 matches the manifest"
+            } else {
+                "no manifest to check against"
+            }
+        )
+    }
+}
+
 /// The normal components of a stored path, or why it is refused.
 fn safe_relative(p: &Path) -> Result<Vec<&std::ffi::OsStr>, String> {
     let mut out = Vec::new();

@@ -304,7 +304,7 @@ pub async fn verify(
                         part: p.kind,
                         source,
                     })?;
-                format!("{} entries, {} of files", r.entries, human_bytes(r.bytes))
+                r.summary()
             }
         };
         reports.push(PartReport {
