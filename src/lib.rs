@@ -32,8 +32,10 @@
 //!   room for `target::sftp`), and the run-wide time budget that wraps an
 //!   off-site target (`target::budget`).
 //!
-//! **Stages**, the read path above the binlog archive above the write path (a restore takes a
-//! safety snapshot, which is a backup; a backup never restores).
+//! **Stages**, the read path above the binlog archive above the write path:
+//! a restore takes a safety snapshot (a backup) and replays the archive; the
+//! archive stores segments through the write path's off-site copy; a backup
+//! never restores.
 //! - [`backup`]: the write path (encode-and-store to the volume, then a copy
 //!   to each off-site target), full backups, and safety snapshots before a restore.
 //! - [`restore`]: the read path: the one restore operation, opening and
