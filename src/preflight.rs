@@ -1438,6 +1438,48 @@ pub async fn for_restore(
     Ok(report)
 }
 
+/// The preflight of a point-in-time restore's replay into `into`: the
+/// `BINLOG REPLAY` privilege (MariaDB 10.5.2+; `SUPER` before) that
+/// `BINLOG` statements and the replayed session settings need, and
+/// `UPDATE` and `DELETE` on the database for the replayed rows. Run after
+/// [`for_restore`], which checks what restoring the dump needs.
+pub async fn for_replay(db: &DbSettings, into: &str) -> Result<Report, PreflightError> {
+    let facts = connect_and_gather(db, into, false).await?;
+    Ok(judge_replay(&facts, into))
+}
+
+/// The findings of [`for_replay`] from gathered facts.
+pub fn judge_replay(facts: &Facts, into: &str) -> Report {
+    let mut r = Report::default();
+    let g = Grants::parse(&facts.grants);
+    let who = account(&facts.current_user);
+    if !g.global("BINLOG REPLAY") && !g.global("SUPER") {
+        r.findings.push(Finding::new(
+            Severity::Fatal,
+            Area::Privileges,
+            format!("{} lacks BINLOG REPLAY on *.*: the archived row changes are replayed as BINLOG statements, which need it; GRANT BINLOG REPLAY ON *.* TO {who}", facts.current_user),
+        ));
+    }
+    let lacking: Vec<&str> = ["UPDATE", "DELETE"]
+        .into_iter()
+        .filter(|p| !g.on_database(into, p))
+        .collect();
+    if !lacking.is_empty() {
+        r.findings.push(Finding::new(
+            Severity::Fatal,
+            Area::Privileges,
+            format!(
+                "{} lacks {} on `{into}`: the archived changes cannot be replayed; GRANT {} ON {}.* TO {who}",
+                facts.current_user,
+                lacking.join(", "),
+                lacking.join(", "),
+                db::ident(into)
+            ),
+        ));
+    }
+    r
+}
+
 fn dir_finding(dir: &Path) -> Finding {
     judge_writable(dir, &probe_writable(dir), process_owner())
 }
@@ -2209,6 +2251,34 @@ mod tests {
         assert_eq!(
             judge_restore(&f, &ctx).at_least(Severity::Warning).count(),
             0
+        );
+    }
+
+    #[test]
+    fn replay_needs_binlog_replay_or_super_and_update_delete_on_the_database() {
+        let ok = facts(&[
+            "GRANT BINLOG REPLAY ON *.* TO `backup`@`%`",
+            "GRANT ALL PRIVILEGES ON `selmai`.* TO `backup`@`%`",
+        ]);
+        assert!(judge_replay(&ok, "selmai").into_result().is_ok());
+        let old = facts(&[
+            "GRANT SUPER ON *.* TO `backup`@`%`",
+            "GRANT ALL PRIVILEGES ON `selmai`.* TO `backup`@`%`",
+        ]);
+        assert!(judge_replay(&old, "selmai").into_result().is_ok());
+        let none = facts(&["GRANT SELECT, INSERT ON `selmai`.* TO `backup`@`%`"]);
+        let text: Vec<String> = judge_replay(&none, "selmai")
+            .at_least(Severity::Fatal)
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("GRANT BINLOG REPLAY ON *.* TO 'backup'@'%'"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("GRANT UPDATE, DELETE ON `selmai`.*"),
+            "{text:?}"
         );
     }
 

@@ -3,7 +3,7 @@
 //! The folder owns the one restore operation ([`run`], in [`operation`]:
 //! stop the app, safety snapshot, apply, start the app), opening a stored
 //! backup ([`open`]: locate, fetch to the volume, verify against the
-//! manifest), `DEFINER` handling ([`definer`]),
+//! manifest), point-in-time replay of the binlog archive ([`replay`]), `DEFINER` handling ([`definer`]),
 //! stopping and starting the app's containers ([`docker`]) and restore
 //! drills ([`drill`]). It does not own writing backups (`crate::backup`,
 //! whose safety snapshot a restore takes), the formats (`crate::format`)
@@ -25,6 +25,7 @@ pub mod docker;
 pub mod drill;
 pub mod open;
 pub mod operation;
+pub mod replay;
 
 pub use operation::{run, Outcome, Plan, RunError, SafetySnapshot};
 

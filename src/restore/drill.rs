@@ -430,6 +430,7 @@ async fn restore_and_compare(
         definer,
         apps: None,
         snapshot: None,
+        replay: None,
     };
     let summary = super::run(plan, std::future::pending(), |_| {})
         .await

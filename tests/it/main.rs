@@ -20,6 +20,7 @@ mod messages;
 mod offsite;
 mod one_off;
 mod own_server;
+mod pitr;
 mod preflight;
 mod restore_source;
 mod rollback;
