@@ -59,12 +59,12 @@ fn after(t: DateTime<Utc>) {
 
 /// Run `sql` in `db` within one second of the server's clock and return
 /// that second (the time stamp of its events).
-fn in_one_second(sql: &str) -> DateTime<Utc> {
+fn in_one_second(sql: &str) -> (DateTime<Utc>, String) {
     loop {
         let before = server_now();
-        exec(Some(SRC), sql);
+        let out = exec(Some(SRC), sql);
         if server_now() == before {
-            return before;
+            return (before, out.trim().to_owned());
         }
     }
 }
@@ -287,6 +287,8 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
     let archiver = Archiver::start(dir.path(), &prefix, vec![volume.clone(), bucket.clone()]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let vars2 = vars.clone();
+    let gtid_out = Arc::new(Mutex::new(String::new()));
+    let edge_gtid_slot = gtid_out.clone();
     let written = |o: &Output| {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -314,9 +316,11 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             let t = server_now();
             after(t);
             // One commit in one known second: the edge.
-            let edge = in_one_second("INSERT INTO kept VALUES ('edge', 2.5)");
+            let (edge, edge_gtid) =
+                in_one_second("INSERT INTO kept VALUES ('edge', 2.5); SELECT @@last_gtid");
             note("pitr_at_5");
             noted.push(("pitr_at_5", edge));
+            *gtid_out.lock().unwrap() = edge_gtid;
             after(edge);
             // The bad statement an operator wants to undo.
             exec(Some(SRC), "DELETE FROM t WHERE id > 1");
@@ -341,6 +345,23 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
         same_state("pitr_at_4", SCRATCH).unwrap();
         // The local form, read in TZ (UTC here).
         restore_to(&vars, &edge.format("%Y-%m-%d %H:%M:%S").to_string());
+        same_state("pitr_at_5", SCRATCH).unwrap();
+        // Up to and including the edge transaction, by its GTID.
+        let gtid = edge_gtid_slot.lock().unwrap().clone();
+        exec(None, &format!("DROP DATABASE IF EXISTS {SCRATCH}"));
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to-gtid",
+                &gtid,
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert!(o.status.success(), "--to-gtid {gtid}: {}", text(&o));
         same_state("pitr_at_5", SCRATCH).unwrap();
         // Everything archived.
         restore_to(&vars, "end");
@@ -607,6 +628,41 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
         let o = restore_to(&vars, "end");
         assert!(text(&o).contains("from the bucket"), "{}", text(&o));
         same_state("pitr_at_6", SCRATCH).unwrap();
+    });
+
+    // Into another server, with another GTID history in the same domain
+    // and gtid_strict_mode: the replayed transactions take its GTIDs.
+    let other = crate::own_server::OwnServer::start();
+    other.root_sql(
+        "SET GLOBAL gtid_strict_mode = 1; SET SESSION gtid_seq_no = 1000000; CREATE DATABASE history; SET GLOBAL server_id = 9",
+    );
+    let port = other.port.to_string();
+    let other_vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "DB_PORT" => (k.clone(), port.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    tokio::task::block_in_place(|| {
+        let o = run(
+            &other_vars,
+            &[
+                "restore", "latest", "--to", "end", "--into", SCRATCH, "--yes",
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "into a strict-mode server: {}",
+            text(&o)
+        );
+        let sums = |env: &crate::support::DbEnv, db: &str| {
+            env.exec(Some(db), "CHECKSUM TABLE t, log, kept")
+                .replace(&format!("{db}."), "")
+        };
+        assert_eq!(sums(&other.env(), SCRATCH), sums(&db_env(), "pitr_at_6"));
+        let gtid = other.root_sql("SELECT @@gtid_binlog_pos");
+        assert!(gtid.trim().starts_with("0-9-10000"), "{gtid}");
         for (db, _) in &noted {
             exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
         }
