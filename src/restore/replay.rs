@@ -76,6 +76,9 @@ pub enum Stop {
     Time(DateTime<Utc>),
     /// Up to and including this transaction.
     Gtid(Gtid),
+    /// Every transaction ending at or before this binlog position (the
+    /// next dump's snapshot, for the drill of the chain).
+    Position(String, u64),
     /// Everything archived.
     End,
 }
@@ -85,6 +88,7 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::Time(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S UTC")),
             Stop::Gtid(g) => write!(f, "GTID {g}"),
+            Stop::Position(file, pos) => write!(f, "binlog position {file}:{pos}"),
             Stop::End => write!(f, "the end of the archive"),
         }
     }
@@ -852,6 +856,9 @@ fn serves(d: &Dump, stop: &Stop) -> bool {
     }
     match stop {
         Stop::End => true,
+        Stop::Position(file, pos) => d
+            .snapshot()
+            .is_some_and(|(f, p)| key(&f, p) <= key(file, *pos)),
         Stop::Time(t) => d.taken().timestamp() <= t.timestamp(),
         Stop::Gtid(g) => {
             let state = d
@@ -867,6 +874,45 @@ fn serves(d: &Dump, stop: &Stop) -> bool {
                 .all(|s| s.seq < g.seq)
         }
     }
+}
+
+/// For the drill of the chain leading to `spec` (`latest` or a dump's
+/// name): that dump's name and manifest, and the plan from the dump before
+/// it (the newest older one with a binlog position) to its snapshot.
+pub async fn chain_to(
+    spec: &str,
+    prefix: &str,
+    targets: &[Arc<dyn Target>],
+    passphrase: Option<&Secret>,
+) -> Result<(String, Manifest, PitrPlan), PitrError> {
+    let all = dumps(prefix, targets).await?;
+    let with_position: Vec<&Dump> = all.iter().filter(|d| d.snapshot().is_some()).collect();
+    let i = match spec {
+        "latest" => (!with_position.is_empty()).then_some(0),
+        name => with_position.iter().position(|d| d.name == name),
+    }
+    .ok_or_else(|| {
+        PitrError::Unreachable(format!(
+            "no dump {spec} with a manifest and a binlog position: the drill of the chain needs one"
+        ))
+    })?;
+    let to = with_position[i];
+    let from = with_position.get(i + 1).ok_or_else(|| {
+        PitrError::Unreachable(format!(
+            "{} is the oldest dump with a binlog position: the drill of the chain replays from the dump before it to its snapshot, and there is none",
+            to.name
+        ))
+    })?;
+    let (file, pos) = to.snapshot().expect("filtered on it");
+    let plan = plan(
+        &from.name,
+        prefix,
+        targets,
+        passphrase,
+        Stop::Position(file, pos),
+    )
+    .await?;
+    Ok((to.name.clone(), to.manifest.clone(), plan))
 }
 
 /// Choose the dump (`spec`: `latest` or a dump's name) and the target whose
@@ -994,6 +1040,25 @@ fn covering(
             }
             chain.len()
         }
+        Stop::Position(file, pos) => {
+            let Some(last) = chain[first..]
+                .iter()
+                .position(|m| key(&m.binlog_file, m.end_position) >= key(file, *pos))
+                .map(|i| first + i)
+            else {
+                return Err(format!(
+                    "the binlog archive in the {label} ends before {file}:{pos}: {window}"
+                ));
+            };
+            if let Some(b) = broken.filter(|&b| b <= last) {
+                let (p, m) = (&chain[b - 1], &chain[b]);
+                return Err(format!(
+                    "gap in the binlog archive in the {label} between {}:{} and {}:{}: {window}",
+                    p.binlog_file, p.end_position, m.binlog_file, m.start_position
+                ));
+            }
+            last + 1
+        }
         Stop::Time(t) => {
             let past = chain[first..]
                 .iter()
@@ -1064,11 +1129,14 @@ async fn read_plan(
         let from = (m.binlog_file == start.0).then_some(start.1);
         let p = parse(&plain, &m, from)?;
         for g in &p.groups {
-            if let Stop::Time(t) = &stop {
-                if i64::from(g.time) > t.timestamp() {
-                    done = true;
-                    break;
-                }
+            let past = match &stop {
+                Stop::Time(t) => i64::from(g.time) > t.timestamp(),
+                Stop::Position(file, pos) => key(&m.binlog_file, g.end) > key(file, *pos),
+                _ => false,
+            };
+            if past {
+                done = true;
+                break;
             }
             let touches = !statements(&plain, &p, g, &database, &database, &mut session)
                 .map_err(|e| unsupported(&m, g, e))?

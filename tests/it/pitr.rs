@@ -299,7 +299,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             })
             .unwrap()
     };
-    let (first_dump_at, first_dump, noted, edge, second_dump) =
+    let (first_dump_at, first_dump, noted, edge, second_dump, third_dump) =
         tokio::task::block_in_place(move || {
             let before_dumps = server_now();
             after(before_dumps);
@@ -325,8 +325,28 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             // The bad statement an operator wants to undo.
             exec(Some(SRC), "DELETE FROM t WHERE id > 1");
             note("pitr_at_6");
-            noted.push(("pitr_at_6", server_now()));
-            (first_dump_at, first_dump, noted, edge, second_dump)
+            let t6 = server_now();
+            noted.push(("pitr_at_6", t6));
+            after(t6);
+            // A change the binlog never saw, then a third dump: the
+            // archive between the second and the third dump is incomplete,
+            // which the drill of the chain must find.
+            exec(
+                Some(SRC),
+                "SET SESSION sql_log_bin = 0; UPDATE t SET s = 'not in the binlog' WHERE id = 1",
+            );
+            note("pitr_at_7");
+            let o = run(&vars2, &["backup", "--no-prune"]);
+            assert!(o.status.success(), "backup: {}", text(&o));
+            let third_dump = written(&o);
+            (
+                first_dump_at,
+                first_dump,
+                noted,
+                edge,
+                second_dump,
+                third_dump,
+            )
         });
     archiver.wait_stored().await;
     archiver.stop().await;
@@ -365,7 +385,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
         same_state("pitr_at_5", SCRATCH).unwrap();
         // Everything archived.
         restore_to(&vars, "end");
-        same_state("pitr_at_6", SCRATCH).unwrap();
+        same_state("pitr_at_7", SCRATCH).unwrap();
 
         // The plan alone touches nothing.
         exec(None, &format!("DROP DATABASE IF EXISTS {SCRATCH}"));
@@ -463,6 +483,42 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
             ""
         );
+    });
+
+    // The drill of the chain: the first dump plus the archive gives the
+    // second dump's tables; the archive to the third lacks a change.
+    tokio::task::block_in_place(|| {
+        let o = run(
+            &vars,
+            &["verify", &second_dump, "--restore-test", "--binlog"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!(
+                "{first_dump} with the binlog archive to {second_dump}'s snapshot"
+            )),
+            "{}",
+            text(&o)
+        );
+        let o = run(
+            &vars,
+            &["verify", &third_dump, "--restore-test", "--binlog"],
+        );
+        assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("does not restore to what was dumped"),
+            "{}",
+            text(&o)
+        );
+        assert!(
+            err.contains(&format!(
+                "{second_dump} with the binlog archive to {third_dump}"
+            )),
+            "{}",
+            text(&o)
+        );
+        assert!(err.contains("table `t`"), "{}", text(&o));
     });
 
     // The same result as mariadb-binlog | mariadb over the same archive.
@@ -587,7 +643,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
                 &v,
                 &[
                     "restore",
-                    "latest",
+                    &second_dump,
                     "--to",
                     "end",
                     "--into",
@@ -627,7 +683,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
         exec(None, &format!("DROP DATABASE {SRC}"));
         let o = restore_to(&vars, "end");
         assert!(text(&o).contains("from the bucket"), "{}", text(&o));
-        same_state("pitr_at_6", SCRATCH).unwrap();
+        same_state("pitr_at_7", SCRATCH).unwrap();
     });
 
     // Into another server, with another GTID history in the same domain
@@ -660,10 +716,10 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             env.exec(Some(db), "CHECKSUM TABLE t, log, kept")
                 .replace(&format!("{db}."), "")
         };
-        assert_eq!(sums(&other.env(), SCRATCH), sums(&db_env(), "pitr_at_6"));
+        assert_eq!(sums(&other.env(), SCRATCH), sums(&db_env(), "pitr_at_7"));
         let gtid = other.root_sql("SELECT @@gtid_binlog_pos");
         assert!(gtid.trim().starts_with("0-9-10000"), "{gtid}");
-        for (db, _) in &noted {
+        for db in ["pitr_at_7"].iter().chain(noted.iter().map(|(d, _)| d)) {
             exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
         }
         for db in [SCRATCH, "pitr_mb", "pitr_marker"] {
