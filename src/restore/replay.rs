@@ -20,7 +20,11 @@
 //!   `LAST_INSERT_ID` and the `RAND` seeds from their own events.
 //! - Transactions are kept whole: a GTID group becomes `BEGIN` ... `COMMIT`
 //!   (or the group's own `COMMIT`/`ROLLBACK`); a standalone group (DDL) is
-//!   its one statement.
+//!   its one statement; a transaction of one row statement (an autocommit
+//!   `INSERT`, ...) is that one `BINLOG` statement, which the server
+//!   commits by itself (one round trip instead of three). One statement per
+//!   round trip: the server does not answer a multi-statement packet that
+//!   holds `BINLOG` statements in a way the client follows.
 //! - Only the dump's database is replayed: `Table_map` events of other
 //!   databases (and `mysql`) are dropped with their rows, and statements
 //!   whose default database is another one (or none) are skipped, as
@@ -556,6 +560,10 @@ fn statements(
 ) -> Result<Vec<Vec<u8>>, String> {
     let mut body: Vec<Vec<u8>> = Vec::new();
     let mut touched = false;
+    // Statements kept (a query counts as two: it never goes alone), and
+    // whether an XID commits the group.
+    let mut units = 0;
+    let mut by_xid = false;
     let mut ours: HashSet<u64> = HashSet::new();
     // The rows statement being collected: its events, and whether the
     // last one kept ends it.
@@ -602,6 +610,7 @@ fn statements(
                         session.format_description(plain, p, &mut body);
                         body.push(binlog_statement(&rows));
                         touched = true;
+                        units += 1;
                     }
                     rows.clear();
                     ours.clear();
@@ -648,8 +657,12 @@ fn statements(
                 body.append(&mut pre);
                 body.push(q.text.clone());
                 touched = true;
+                units += 2;
             }
-            types::XID => body.push(b"COMMIT".to_vec()),
+            types::XID => {
+                body.push(b"COMMIT".to_vec());
+                by_xid = true;
+            }
             _ => {}
         }
     }
@@ -657,7 +670,13 @@ fn statements(
         return Ok(Vec::new());
     }
     if !g.standalone && g.gtid.is_some() {
-        body.insert(0, b"BEGIN".to_vec());
+        if units == 1 && by_xid && body.last().is_some_and(|l| l == b"COMMIT") {
+            // One row statement: in autocommit it is the whole transaction,
+            // in one round trip instead of three.
+            body.pop();
+        } else {
+            body.insert(0, b"BEGIN".to_vec());
+        }
     }
     Ok(body)
 }
