@@ -1339,9 +1339,13 @@ mod tests {
     }
 
     fn table_map(db: &str) -> Vec<u8> {
+        table_map_id(db, 7)
+    }
+
+    fn table_map_id(db: &str, id: u8) -> Vec<u8> {
         let mut ev = vec![0u8; HEADER_LEN];
         ev[4] = TABLE_MAP;
-        ev.extend_from_slice(&[7, 0, 0, 0, 0, 0, 1, 0]);
+        ev.extend_from_slice(&[id, 0, 0, 0, 0, 0, 1, 0]);
         ev.push(db.len() as u8);
         ev.extend_from_slice(db.as_bytes());
         ev.push(0);
@@ -1364,6 +1368,79 @@ mod tests {
             &out[HEADER_LEN + 19..out.len() - 4],
             &ev[HEADER_LEN + 15..ev.len() - 4]
         );
+    }
+
+    fn rows(table: u8, flags: u16) -> Vec<u8> {
+        let mut ev = vec![0u8; HEADER_LEN];
+        ev[4] = 30;
+        ev.extend_from_slice(&[table, 0, 0, 0, 0, 0]);
+        ev.extend_from_slice(&flags.to_le_bytes());
+        ev.extend_from_slice(&[1, 2, 3, 0, 0, 0, 0]);
+        reseal(ev, true)
+    }
+
+    fn group_of(events: &[Vec<u8>]) -> (Vec<u8>, Parsed, Group) {
+        let mut plain = Vec::new();
+        let mut ranges = Vec::new();
+        for e in events {
+            ranges.push((plain.len(), plain.len() + e.len()));
+            plain.extend_from_slice(e);
+        }
+        let mut xid = vec![0u8; HEADER_LEN];
+        xid[4] = types::XID;
+        xid.extend_from_slice(&[0; 12]);
+        let xid = reseal(xid, true);
+        ranges.push((plain.len(), plain.len() + xid.len()));
+        plain.extend_from_slice(&xid);
+        let parsed = Parsed {
+            fde: (0, 0),
+            format: Format {
+                crc32: true,
+                query_post_header: 13,
+            },
+            post: Vec::new(),
+            groups: Vec::new(),
+        };
+        let g = Group {
+            gtid: Some(Gtid {
+                domain: 0,
+                server: 1,
+                seq: 5,
+            }),
+            standalone: false,
+            events: ranges,
+            time: 0,
+            end: 0,
+        };
+        (plain, parsed, g)
+    }
+
+    #[test]
+    fn rows_of_other_databases_are_dropped_and_our_statement_still_ends() {
+        let ours = table_map_id("shop", 1);
+        let theirs = table_map_id("mysql", 2);
+        let (plain, p, g) = group_of(&[ours.clone(), theirs, rows(1, 0), rows(2, STMT_END)]);
+        let sql = statements(&plain, &p, &g, "shop", "shop", &mut Session::default()).unwrap();
+        // The format description, then one BINLOG statement that is the
+        // whole transaction (autocommit): our table map and our rows,
+        // flagged as the end of the statement.
+        assert_eq!(sql.len(), 2, "{sql:?}");
+        let ended = with_flags(&rows(1, 0), HEADER_LEN + 6, STMT_END, true);
+        assert!(event::checksum_ok(&ended));
+        assert_eq!(sql[1], binlog_statement(&[ours, ended]));
+
+        let theirs = table_map_id("other", 3);
+        let (plain, p, g) = group_of(&[theirs, rows(3, STMT_END)]);
+        let sql = statements(&plain, &p, &g, "shop", "shop", &mut Session::default()).unwrap();
+        assert!(sql.is_empty(), "{sql:?}");
+
+        // Two statements: one transaction, BEGIN ... COMMIT.
+        let ours = table_map_id("shop", 1);
+        let (plain, p, g) = group_of(&[ours.clone(), rows(1, STMT_END), ours, rows(1, STMT_END)]);
+        let sql = statements(&plain, &p, &g, "shop", "scratch", &mut Session::default()).unwrap();
+        assert_eq!(sql.first().map(Vec::as_slice), Some(&b"BEGIN"[..]));
+        assert_eq!(sql.last().map(Vec::as_slice), Some(&b"COMMIT"[..]));
+        assert_eq!(sql.len(), 5, "{sql:?}");
     }
 
     #[test]
