@@ -112,6 +112,7 @@ timed() { # label, command...: prints "label;seconds;rss MiB"
 }
 
 r_dump=$(timed "selmai-backup restore of the dump alone" "$BIN" restore latest --into bench_dumponly --yes --no-safety-snapshot)
+r_plan=$(timed "selmai-backup restore latest --to end --dry-run (read and verify the segments, plan)" "$BIN" restore latest --to end --into bench_native --dry-run)
 r_native=$(timed "selmai-backup restore latest --to end (dump + native replay)" "$BIN" restore latest --to end --into bench_native --yes --no-safety-snapshot)
 planned=$(grep -o 'transactions: [0-9]*' "$work/out" | head -1 | awk '{print $2}')
 
@@ -158,7 +159,7 @@ echo "$TX small transactions, $LARGE large ones; ${planned:-?} transactions repl
 echo
 echo "| what | seconds | peak RSS MiB |"
 echo "|---|---:|---:|"
-for r in "$r_dump" "$r_native" "$r_mb"; do
+for r in "$r_dump" "$r_plan" "$r_native" "$r_mb"; do
   IFS=';' read -r label secs rss <<<"$r"
   echo "| $label | $secs | $rss |"
 done

@@ -279,16 +279,21 @@ async fn run_pitr(args: &Args, settings: &Settings, apps: &AppControl) -> anyhow
     );
     let into = args.into.clone().unwrap_or_else(|| db.name.clone());
     let other = other_database(&source, &into, args)?;
-    check_restore(settings, &db, &into, &source, !args.no_safety_snapshot).await?;
-    let report = preflight::for_replay(&db, &into)
+    // The restore's preflight and the replay's, every finding printed
+    // before refusing, so that one run names every grant missing.
+    let untouched = "not restoring, the database was not touched";
+    let restoring = preflight::for_restore(settings, &db, &into, &source, !args.no_safety_snapshot)
         .await
-        .context("not restoring, the database was not touched")?;
-    for finding in report.at_least(preflight::Severity::Warning) {
+        .context(untouched)?;
+    let replaying = preflight::for_replay(&db, &into).await.context(untouched)?;
+    for finding in restoring
+        .at_least(preflight::Severity::Warning)
+        .chain(replaying.at_least(preflight::Severity::Warning))
+    {
         eprintln!("preflight: {finding}");
     }
-    report
-        .into_result()
-        .context("not restoring, the database was not touched")?;
+    restoring.into_result().context(untouched)?;
+    replaying.into_result().context(untouched)?;
     if !args.yes {
         eprint!(
             "{other}This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}, then replays {} archived transactions up to {}.\nType 'yes' to continue: ",

@@ -483,6 +483,43 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
             ""
         );
+        // A user who may restore the database but not replay BINLOG
+        // statements: the preflight refuses (3) before anything is touched.
+        exec(
+            None,
+            &["'pitr_limited'@'%'", "'pitr_limited'@'localhost'"]
+                .map(|u| format!("DROP USER IF EXISTS {u}; CREATE USER {u} IDENTIFIED BY 'pitr-limited-pw'; \
+                     GRANT ALL PRIVILEGES ON `pitr_scratch`.* TO {u}; GRANT SELECT ON *.* TO {u};"))
+                .concat(),
+        );
+        let limited: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "DB_USER" => (k.clone(), "pitr_limited".to_owned()),
+                "DB_PASSWORD" => (k.clone(), "pitr-limited-pw".to_owned()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        let o = run(
+            &limited,
+            &[
+                "restore", "latest", "--to", "end", "--into", SCRATCH, "--yes",
+            ],
+        );
+        exec(
+            None,
+            "DROP USER 'pitr_limited'@'%', 'pitr_limited'@'localhost'",
+        );
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(
+            text(&o).contains("GRANT BINLOG REPLAY ON *.*"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(
+            exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
+            ""
+        );
     });
 
     // The drill of the chain: the first dump plus the archive gives the
