@@ -483,6 +483,33 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
             ""
         );
+        // A replay that fails after the dump was restored is rolled back
+        // with it: the database holds a table the archive creates again.
+        exec(
+            None,
+            &format!("DROP DATABASE IF EXISTS {SCRATCH}; CREATE DATABASE {SCRATCH}; CREATE TABLE {SCRATCH}.kept (k INT); INSERT INTO {SCRATCH}.kept VALUES (42)"),
+        );
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                &rfc(noted[2].1),
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("already exists"), "{}", text(&o));
+        assert!(text(&o).contains("is as it was before"), "{}", text(&o));
+        assert_eq!(
+            exec(None, &format!("SHOW TABLES FROM {SCRATCH}")).trim(),
+            "kept"
+        );
+        assert_eq!(exec(Some(SCRATCH), "SELECT k FROM kept").trim(), "42");
+        exec(None, &format!("DROP DATABASE {SCRATCH}"));
         // A user who may restore the database but not replay BINLOG
         // statements: the preflight refuses (3) before anything is touched.
         exec(
