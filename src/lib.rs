@@ -32,10 +32,12 @@
 //! - [`backup`]: the write path (encode-and-store to the volume, then a copy
 //!   to each off-site target), full backups, and safety snapshots before a restore.
 //! - [`restore`]: the read path: the statement executor, `DEFINER` handling,
-//!   stopping the app containers (Docker), restore drills.
+//!   stopping the app containers (Docker), restore drills, and the
+//!   point-in-time replay of the binlog archive (`restore::replay`).
 //! - [`binlog`]: the continuous binlog archive: the server's binlog received
 //!   as a replica, kept byte for byte in segments through the same encode
-//!   stages and targets (point-in-time replay will read it from here).
+//!   stages and targets (the point-in-time replay in `restore::replay`
+//!   reads it from here).
 //!
 //! **Above the stages.**
 //! - [`daemon`]: schedules and the scheduler loop, one job start to finish,
