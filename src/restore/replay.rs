@@ -36,6 +36,9 @@
 //!   length and CRC32 recomputed) and statements run with the new name as
 //!   their default database, as `mariadb-binlog --rewrite-db` does; a
 //!   statement naming the old database explicitly still names it.
+//! - `CREATE`/`ALTER DATABASE` are skipped (the restore chose the database,
+//!   as a restore skips them); a `DROP DATABASE` of the replayed database
+//!   refuses the plan (nothing touched): the target must be before it.
 //!
 //! # GTIDs
 //! The archived GTIDs are deliberately not replayed: no `SET SESSION
@@ -548,6 +551,29 @@ fn with_flags(ev: &[u8], at: usize, flags: u16, crc: bool) -> Vec<u8> {
     reseal(out, crc)
 }
 
+/// Statements about a whole database, which name it explicitly.
+#[derive(Debug, PartialEq, Eq)]
+enum DatabaseStatement {
+    Drop,
+    CreateOrAlter,
+}
+
+fn database_statement(text: &[u8]) -> Option<DatabaseStatement> {
+    let t = super::tokens(text, 2);
+    let second = t.get(1)?;
+    if !(second.eq_ignore_ascii_case("DATABASE") || second.eq_ignore_ascii_case("SCHEMA")) {
+        return None;
+    }
+    let first = t.first()?;
+    if first.eq_ignore_ascii_case("DROP") {
+        Some(DatabaseStatement::Drop)
+    } else if first.eq_ignore_ascii_case("CREATE") || first.eq_ignore_ascii_case("ALTER") {
+        Some(DatabaseStatement::CreateOrAlter)
+    } else {
+        None
+    }
+}
+
 /// What one transaction becomes: the statements to send, or nothing when
 /// it does not touch the database.
 fn statements(
@@ -652,6 +678,21 @@ fn statements(
                 if q.db != from_db.as_bytes() {
                     pre.clear();
                     continue;
+                }
+                match database_statement(text) {
+                    Some(DatabaseStatement::Drop) => {
+                        return Err(format!(
+                            "a DROP DATABASE statement at {}: a point-in-time restore stops before it; give a time (or GTID) before this transaction",
+                            segment::event_time(h.timestamp).format("%Y-%m-%d %H:%M:%S UTC")
+                        ))
+                    }
+                    // The database exists (the dump was restored into the
+                    // one the operator chose): as a restore, never another.
+                    Some(DatabaseStatement::CreateOrAlter) => {
+                        pre.clear();
+                        continue;
+                    }
+                    None => {}
                 }
                 session.context(&q, h.timestamp, into, &mut body);
                 body.append(&mut pre);
@@ -1321,6 +1362,24 @@ mod tests {
         );
         assert!(parse_stop(Some("end"), Some("0-1-2")).is_err());
         assert!(parse_stop(None, Some("0-1")).is_err());
+    }
+
+    #[test]
+    fn statements_on_a_whole_database_are_recognised() {
+        assert_eq!(
+            database_statement(b"DROP DATABASE `shop`"),
+            Some(DatabaseStatement::Drop)
+        );
+        assert_eq!(
+            database_statement(b"/* x */ drop schema if exists shop"),
+            Some(DatabaseStatement::Drop)
+        );
+        assert_eq!(
+            database_statement(b"ALTER DATABASE shop CHARACTER SET utf8mb4"),
+            Some(DatabaseStatement::CreateOrAlter)
+        );
+        assert_eq!(database_statement(b"DROP TABLE `database`"), None);
+        assert_eq!(database_statement(b"CREATE TABLE t (a INT)"), None);
     }
 
     #[test]
