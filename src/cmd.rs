@@ -109,6 +109,11 @@ pub struct Interrupted {
     pub after: &'static str,
 }
 
+/// A command-line value that does not parse (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArgument(pub String);
+
 /// A refusal that is not an error of the data (exit code 7).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -213,8 +218,18 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
-    if e.is::<ConfigError>() {
+    if e.is::<ConfigError>() || e.is::<BadArgument>() {
         return Some(exit::CONFIG);
+    }
+    if let Some(p) = e.downcast_ref::<crate::restore::replay::PitrError>() {
+        use crate::restore::replay::PitrError;
+        return match p {
+            PitrError::Unreachable(_) => Some(exit::NOT_FOUND),
+            PitrError::Store(s) | PitrError::Reread(s) => code_of(s),
+            PitrError::Locate(l) => code_of(l),
+            PitrError::Unsupported(_) | PitrError::Statement { .. } => Some(exit::FAILURE),
+            PitrError::Db(d) => Some(db_code(d)),
+        };
     }
     if e.is::<Refused>() || e.is::<LockError>() {
         return Some(match e.downcast_ref::<LockError>() {
@@ -302,6 +317,9 @@ fn code_of(e: &(dyn StdError + 'static)) -> Option<u8> {
     if let Some(run) = e.downcast_ref::<crate::restore::RunError>() {
         if let crate::restore::RunError::Apply(r) = run {
             return Some(restore_code(r));
+        }
+        if let crate::restore::RunError::Replay(r) = run {
+            return code_of(r);
         }
         // A rolled-back or partly restored failure exits as the failure does.
         if let Some(cause) = run.cause() {

@@ -41,10 +41,12 @@
 //! - [`restore`]: the read path: the one restore operation, opening and
 //!   verifying a stored backup, the statement executor, `DEFINER` handling,
 //!   stopping the app containers (Docker), file archives and full sets,
-//!   restore drills.
+//!   restore drills, and the point-in-time replay of the binlog archive
+//!   (`restore::replay`).
 //! - [`binlog`]: the continuous binlog archive: the server's binlog received
 //!   as a replica, kept byte for byte in segments through the same encode
-//!   stages and targets (point-in-time replay will read it from here).
+//!   stages and targets (the point-in-time replay in `restore::replay`
+//!   reads it from here).
 //!
 //! **Above the stages.**
 //! - [`daemon`]: schedules and the scheduler loop, one job start to finish,

@@ -310,6 +310,16 @@ pub async fn for_restore(
     Ok(report)
 }
 
+/// The preflight of a point-in-time restore's replay into `into`: the
+/// `BINLOG REPLAY` privilege (MariaDB 10.5.2+; `SUPER` before) that
+/// `BINLOG` statements and the replayed session settings need, and
+/// `UPDATE` and `DELETE` on the database for the replayed rows. Run after
+/// [`for_restore`], which checks what restoring the dump needs.
+pub async fn for_replay(db: &DbSettings, into: &str) -> Result<Report, PreflightError> {
+    let facts = connect_and_gather(db, into, false).await?;
+    Ok(judge_replay(&facts, into))
+}
+
 fn dir_finding(dir: &Path) -> Finding {
     judge_writable(dir, &probe_writable(dir), process_owner())
 }

@@ -3,9 +3,10 @@
 //! The folder owns the one restore operation ([`run`], in [`operation`]:
 //! stop the app, safety snapshot, apply, start the app), opening a stored
 //! backup ([`open`]: locate, fetch to the volume, verify against the
-//! manifest), `DEFINER` handling ([`definer`]),
-//! stopping and starting the app's containers ([`docker`]), restore
-//! drills ([`drill`]) and file archives ([`archive`]). It does not own writing backups (`crate::backup`,
+//! manifest), point-in-time replay of the binlog archive ([`replay`]),
+//! `DEFINER` handling ([`definer`]), stopping and starting the app's
+//! containers ([`docker`]), restore drills ([`drill`]), file archives
+//! ([`archive`]) and full sets ([`full`]). It does not own writing backups (`crate::backup`,
 //! whose safety snapshot a restore takes), the formats (`crate::format`)
 //! or asking the operator (`crate::cmd::restore`).
 //!
@@ -27,6 +28,7 @@ pub mod drill;
 pub mod full;
 pub mod open;
 pub mod operation;
+pub mod replay;
 
 pub use operation::{run, Outcome, Plan, RunError, SafetySnapshot};
 

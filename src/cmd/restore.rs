@@ -23,10 +23,11 @@ use crate::progress::human_bytes;
 use crate::restore::archive;
 use crate::restore::docker::AppControl;
 use crate::restore::full;
+use crate::restore::replay::{self, PitrPlan, Replay};
 use crate::restore::{self, open};
 use crate::target::Target;
 
-use super::Refused;
+use super::{BadArgument, Refused};
 
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]
@@ -42,8 +43,19 @@ pub struct Args {
     pub yes: bool,
     /// Extract a configuration or uploads archive into this directory (new or
     /// empty); for a full backup, its archives go into DIR/config and DIR/uploads.
-    #[arg(long, value_name = "DIR")]
-    pub to: Option<PathBuf>,
+    /// For a database backup (`latest` or a dump's name): the point in time to
+    /// restore to, RFC 3339, `YYYY-MM-DD HH:MM:SS` (read in TZ) or `end`;
+    /// the dump is restored, then the binlog archive replayed up to it.
+    #[arg(long, value_name = "DIR|TIME")]
+    pub to: Option<String>,
+    /// Restore a database backup, then replay the binlog archive up to and
+    /// including this transaction (domain-server-sequence).
+    #[arg(long, value_name = "D-S-N", conflicts_with = "to")]
+    pub to_gtid: Option<String>,
+    /// With --to TIME or --to-gtid: print the plan (dump, segments,
+    /// transactions, the last one applied) and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// With --to: extract into a directory that is not empty, replacing the files the archive holds.
     #[arg(long, requires = "to")]
     pub force: bool,
@@ -58,7 +70,7 @@ pub struct Args {
 pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
     if catalog::is_full_spec(&settings.full_prefix, &args.file) {
         return match &args.to {
-            Some(to) => run_full(&args, to, settings, apps).await,
+            Some(to) => run_full(&args, Path::new(to), settings, apps).await,
             None => Err(Refused(format!(
                 "{} is a full backup: give the directory to extract its configuration and uploads into with --to DIR (the database is restored too)",
                 args.file
@@ -67,14 +79,9 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         };
     }
     match (&args.to, catalog::is_archive_name(&args.file)) {
-        (Some(to), true) => return run_archive(&args, to, settings).await,
-        (Some(_), false) => {
-            return Err(Refused(format!(
-                "{} is not a file archive (.tar.gz ...): --to extracts archives; restore a database backup without it",
-                args.file
-            ))
-            .into())
-        }
+        (Some(to), true) => return run_archive(&args, Path::new(to), settings).await,
+        (Some(_), false) => return run_pitr(&args, settings, apps).await,
+        (None, false) if args.to_gtid.is_some() => return run_pitr(&args, settings, apps).await,
         (None, true) => {
             return Err(Refused(format!(
                 "{} is a file archive: give the directory to extract it into with --to DIR",
@@ -83,6 +90,12 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
             .into())
         }
         (None, false) => {}
+    }
+    if args.dry_run {
+        return Err(Refused(
+            "--dry-run plans a point-in-time restore: give --to TIME or --to-gtid D-S-N".into(),
+        )
+        .into());
     }
     let db = settings.db()?;
     let into = args.into.clone().unwrap_or_else(|| db.name.clone());
@@ -133,7 +146,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
         }
     }
     apply_db(
-        &args, settings, apps, &targets, &source, &db, &into, started,
+        &args, settings, apps, &targets, &source, &db, &into, started, None,
     )
     .await
 }
@@ -151,6 +164,7 @@ async fn apply_db(
     db: &DbSettings,
     into: &str,
     started: Instant,
+    replay: Option<Replay<'_>>,
 ) -> anyhow::Result<()> {
     let encoding = Encoding::of(settings);
     let plan = restore::Plan {
@@ -164,6 +178,7 @@ async fn apply_db(
             volume: &targets[0],
             encoding: &encoding,
         }),
+        replay,
     };
     let outcome = restore::run(plan, super::interrupted(), |file| {
         eprintln!("safety snapshot of `{into}`: {file}")
@@ -176,12 +191,22 @@ async fn apply_db(
             e
         }
     })?;
-    eprintln!(
-        "restored {} into `{into}`: {} statements in {:.1}s",
-        source.name,
-        outcome.summary.statements,
-        started.elapsed().as_secs_f64()
-    );
+    match &outcome.replayed {
+        Some(r) => eprintln!(
+            "restored {} into `{into}` ({} statements) and replayed {} transactions ({} statements) in {:.1}s",
+            source.name,
+            outcome.summary.statements,
+            r.transactions,
+            r.statements,
+            started.elapsed().as_secs_f64()
+        ),
+        None => eprintln!(
+            "restored {} into `{into}`: {} statements in {:.1}s",
+            source.name,
+            outcome.summary.statements,
+            started.elapsed().as_secs_f64()
+        ),
+    }
     if let Some(snap) = outcome.snapshot {
         let into_arg = if into == db.name {
             String::new()
@@ -202,6 +227,141 @@ async fn apply_db(
         }
     }
     Ok(())
+}
+
+/// `restore latest|DUMP --to TIME|end` or `--to-gtid D-S-N`: choose the
+/// dump and read every binlog segment up to the target against its
+/// manifest (exit 4 when the archive does not reach, 5 on damage), print
+/// the plan (all `--dry-run` does), verify the dump, run the preflight
+/// (with `BINLOG REPLAY`), confirm, then restore the dump and replay
+/// through the one restore operation (a failed replay is rolled back with
+/// the restore).
+async fn run_pitr(args: &Args, settings: &Settings, apps: &AppControl) -> anyhow::Result<()> {
+    let stop =
+        replay::parse_stop(args.to.as_deref(), args.to_gtid.as_deref()).map_err(BadArgument)?;
+    let db = settings.db()?;
+    if !args.dry_run && !args.yes && !std::io::stdin().is_terminal() {
+        let into = args.into.clone().unwrap_or_else(|| db.name.clone());
+        return Err(Refused(format!(
+            "refusing to restore into `{into}` without confirmation: there is no terminal to ask on; pass --yes"
+        ))
+        .into());
+    }
+    let _lock = super::lock_and_clean(settings).await?;
+    let targets = super::targets(settings)?;
+    let started = Instant::now();
+    let plan = replay::plan(
+        &args.file,
+        &settings.prefix,
+        &targets,
+        settings.passphrase.as_ref(),
+        stop,
+    )
+    .await?;
+    print_plan(&plan);
+    if args.dry_run {
+        return Ok(());
+    }
+    let (source, report) = open::prepare(
+        &plan.dump,
+        &settings.prefix,
+        &targets,
+        Some(&targets[0]),
+        settings.passphrase.as_ref(),
+    )
+    .await?;
+    eprintln!(
+        "verified {} ({}, {} statements, {})",
+        source.name,
+        human_bytes(report.bytes),
+        report.statements,
+        report.checked()
+    );
+    let into = args.into.clone().unwrap_or_else(|| db.name.clone());
+    let other = other_database(&source, &into, args)?;
+    // The restore's preflight and the replay's, every finding printed
+    // before refusing, so that one run names every grant missing.
+    let untouched = "not restoring, the database was not touched";
+    let restoring = preflight::for_restore(settings, &db, &into, &source, !args.no_safety_snapshot)
+        .await
+        .context(untouched)?;
+    let replaying = preflight::for_replay(&db, &into).await.context(untouched)?;
+    for finding in restoring
+        .at_least(preflight::Severity::Warning)
+        .chain(replaying.at_least(preflight::Severity::Warning))
+    {
+        eprintln!("preflight: {finding}");
+    }
+    restoring.into_result().context(untouched)?;
+    replaying.into_result().context(untouched)?;
+    if !args.yes {
+        eprint!(
+            "{other}This replaces the tables, views and routines of database `{into}` on {} with those of {} taken {}, then replays {} archived transactions up to {}.\nType 'yes' to continue: ",
+            crate::db::addr(&db),
+            source.name,
+            plan.manifest.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            plan.transactions,
+            plan.asked
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            return Err(Refused("restore cancelled; the database was not touched".into()).into());
+        }
+    }
+    let replay = Replay {
+        plan: &plan,
+        passphrase: settings.passphrase.as_ref(),
+    };
+    apply_db(
+        args,
+        settings,
+        apps,
+        &targets,
+        &source,
+        &db,
+        &into,
+        started,
+        Some(replay),
+    )
+    .await
+}
+
+/// The plan on stdout: dump, segments, transactions, the last one.
+fn print_plan(plan: &PitrPlan) {
+    println!(
+        "dump: {} (taken {}, binlog position {}:{})",
+        plan.dump,
+        plan.manifest.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        plan.start.0,
+        plan.start.1
+    );
+    println!(
+        "segments: {} from the {}, each verified against its manifest",
+        plan.segments.len(),
+        plan.target.label()
+    );
+    for m in &plan.segments {
+        println!(
+            "  {} ({}:{}..{})",
+            m.file, m.binlog_file, m.start_position, m.end_position
+        );
+    }
+    println!(
+        "transactions: {} of database `{}` up to {}",
+        plan.transactions, plan.database, plan.asked
+    );
+    match &plan.last {
+        Some(l) => println!(
+            "last: {} committed {} (ends at {}:{})",
+            l.gtid.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+            l.time.format("%Y-%m-%d %H:%M:%S UTC"),
+            l.file,
+            l.position
+        ),
+        None => println!("last: none (the dump alone is the state asked for)"),
+    }
 }
 
 /// A backup of another database than the one it would replace: its
@@ -300,7 +460,10 @@ async fn run_full(
             return Err(Refused("restore cancelled; nothing was touched".into()).into());
         }
     }
-    apply_db(args, settings, apps, &targets, source, &db, &into, started).await?;
+    apply_db(
+        args, settings, apps, &targets, source, &db, &into, started, None,
+    )
+    .await?;
     for (part, dir) in &archives {
         let source = set.part(*part).expect("archives come from the set's parts");
         let report = archive::extract_verified(source, settings.passphrase.as_ref(), dir)

@@ -605,6 +605,38 @@ pub fn version(v: &str) -> Finding {
     Finding::new(Severity::Ok, Area::Version, format!("server MariaDB {v}"))
 }
 
+/// The findings of [`crate::preflight::for_replay`] from gathered facts.
+pub fn judge_replay(facts: &Facts, into: &str) -> Report {
+    let mut r = Report::default();
+    let g = Grants::parse(&facts.grants);
+    let who = account(&facts.current_user);
+    if !g.global("BINLOG REPLAY") && !g.global("SUPER") {
+        r.findings.push(Finding::new(
+            Severity::Fatal,
+            Area::Privileges,
+            format!("{} lacks BINLOG REPLAY on *.*: the archived row changes are replayed as BINLOG statements, which need it; GRANT BINLOG REPLAY ON *.* TO {who}", facts.current_user),
+        ));
+    }
+    let lacking: Vec<&str> = ["UPDATE", "DELETE"]
+        .into_iter()
+        .filter(|p| !g.on_database(into, p))
+        .collect();
+    if !lacking.is_empty() {
+        r.findings.push(Finding::new(
+            Severity::Fatal,
+            Area::Privileges,
+            format!(
+                "{} lacks {} on `{into}`: the archived changes cannot be replayed; GRANT {} ON {}.* TO {who}",
+                facts.current_user,
+                lacking.join(", "),
+                lacking.join(", "),
+                db::ident(into)
+            ),
+        ));
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1106,6 +1138,34 @@ mod tests {
         assert_eq!(
             judge_restore(&f, &ctx).at_least(Severity::Warning).count(),
             0
+        );
+    }
+
+    #[test]
+    fn replay_needs_binlog_replay_or_super_and_update_delete_on_the_database() {
+        let ok = facts(&[
+            "GRANT BINLOG REPLAY ON *.* TO `backup`@`%`",
+            "GRANT ALL PRIVILEGES ON `selmai`.* TO `backup`@`%`",
+        ]);
+        assert!(judge_replay(&ok, "selmai").into_result().is_ok());
+        let old = facts(&[
+            "GRANT SUPER ON *.* TO `backup`@`%`",
+            "GRANT ALL PRIVILEGES ON `selmai`.* TO `backup`@`%`",
+        ]);
+        assert!(judge_replay(&old, "selmai").into_result().is_ok());
+        let none = facts(&["GRANT SELECT, INSERT ON `selmai`.* TO `backup`@`%`"]);
+        let text: Vec<String> = judge_replay(&none, "selmai")
+            .at_least(Severity::Fatal)
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("GRANT BINLOG REPLAY ON *.* TO 'backup'@'%'"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("GRANT UPDATE, DELETE ON `selmai`.*"),
+            "{text:?}"
         );
     }
 }

@@ -24,8 +24,10 @@ use mysql_async::Conn;
 use crate::config::{DbSettings, Secret};
 use crate::db::{self, ident, literal, query_strings, DbError};
 use crate::dump;
+use crate::format::manifest::Manifest;
 use crate::restore::definer::Definer;
 use crate::restore::open::Source;
+use crate::restore::replay::Replay;
 
 /// Prefix of every scratch database a drill creates.
 pub const SCRATCH_PREFIX: &str = "selmai_drill_";
@@ -343,6 +345,30 @@ pub async fn run(
     scratch: &str,
     definer: Definer,
 ) -> Result<DrillReport, DrillError> {
+    run_with(source, passphrase, db, scratch, definer, None).await
+}
+
+/// The drill of the binlog chain: restore `source` (dump N) into the
+/// scratch database, replay the archive to the next dump's snapshot
+/// position (`chain.plan`), and compare with that dump's manifest
+/// (`chain.expected`), so that the archive between the two is proven
+/// complete without reading the live database.
+pub struct ChainDrill<'a> {
+    /// The replay up to the next dump's snapshot.
+    pub replay: Replay<'a>,
+    /// The next dump's name and manifest.
+    pub expected: (&'a str, &'a Manifest),
+}
+
+/// [`run`], or with `chain`, the drill of the binlog chain.
+pub async fn run_with(
+    source: &Source,
+    passphrase: Option<&Secret>,
+    db: &DbSettings,
+    scratch: &str,
+    definer: Definer,
+    chain: Option<ChainDrill<'_>>,
+) -> Result<DrillReport, DrillError> {
     assert!(scratch.starts_with(SCRATCH_PREFIX));
     let started = Instant::now();
     if source.manifest.is_none() {
@@ -387,13 +413,20 @@ pub async fn run(
         armed: true,
     };
     tracing::info!(file = %source.name, scratch, "restore test started");
-    let result = restore_and_compare(source, passphrase, db, scratch, definer).await;
+    let file = match &chain {
+        Some(c) => format!(
+            "{} with the binlog archive to {}'s snapshot",
+            source.name, c.expected.0
+        ),
+        None => source.name.clone(),
+    };
+    let result = restore_and_compare(source, passphrase, db, scratch, definer, chain).await;
     guard.armed = false;
     let dropped = discard(db, scratch).await;
     let (statements, tables, extra_tables, objects) = result?;
     dropped?;
     let report = DrillReport {
-        file: source.name.clone(),
+        file,
         scratch: scratch.to_owned(),
         tables,
         extra_tables,
@@ -417,8 +450,15 @@ async fn restore_and_compare(
     db: &DbSettings,
     scratch: &str,
     definer: Definer,
+    chain: Option<ChainDrill<'_>>,
 ) -> Result<Compared, DrillError> {
-    let manifest = source.manifest.as_ref().expect("checked by the caller");
+    let (manifest, replay) = match chain {
+        Some(c) => (c.expected.1, Some(c.replay)),
+        None => (
+            source.manifest.as_ref().expect("checked by the caller"),
+            None,
+        ),
+    };
     // The one restore operation, without the app's containers (a scratch
     // database is not the app's) and without a safety snapshot (nothing
     // is replaced).
@@ -430,6 +470,7 @@ async fn restore_and_compare(
         definer,
         apps: None,
         snapshot: None,
+        replay,
     };
     let summary = super::run(plan, std::future::pending(), |_| {})
         .await

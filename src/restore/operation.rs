@@ -1,6 +1,7 @@
 //! The one restore operation: with a backup located and verified
 //! ([`super::open::prepare`]), stop the app, take the safety snapshot,
-//! apply, start the app again.
+//! apply (and, for a point-in-time restore, replay the archived
+//! transactions after the dump), start the app again.
 //!
 //! When the plan has a safety snapshot and applying fails or is
 //! interrupted midway, the database is put back as it was before the app
@@ -30,6 +31,7 @@ use crate::db::{self, ident, literal, query_strings, DbError};
 use crate::restore::definer::Definer;
 use crate::restore::docker::{AppControl, DockerError};
 use crate::restore::open::{self, Source};
+use crate::restore::replay::{PitrError, Replay, ReplaySummary};
 use crate::restore::{ExecSummary, RestoreError};
 use crate::secret::Secret;
 use crate::target::Target;
@@ -59,6 +61,9 @@ pub struct Plan<'a> {
     pub apps: Option<&'a AppControl>,
     /// Dump `into` first, when it holds anything.
     pub snapshot: Option<SafetySnapshot<'a>>,
+    /// Then replay archived transactions into it (a point-in-time
+    /// restore); a failed replay is rolled back with the restore.
+    pub replay: Option<Replay<'a>>,
 }
 
 /// What a restore did.
@@ -68,6 +73,8 @@ pub struct Outcome {
     pub summary: ExecSummary,
     /// The safety snapshot's file name, when one was taken.
     pub snapshot: Option<String>,
+    /// What the replay applied, when there was one.
+    pub replayed: Option<ReplaySummary>,
 }
 
 /// Why a restore stopped. The messages say whether the database was touched.
@@ -91,6 +98,9 @@ pub enum RunError {
     /// Executing the backup failed.
     #[error(transparent)]
     Apply(#[from] RestoreError),
+    /// Replaying the archived transactions after the dump failed.
+    #[error(transparent)]
+    Replay(#[from] PitrError),
     /// A stop signal came while restoring.
     #[error("restore of {name} into `{into}` interrupted by {signal}{}", if *.touched { ": the database may be partly restored; run the restore again" } else { " before it changed anything: the database was not touched" })]
     Interrupted {
@@ -189,9 +199,14 @@ pub async fn run(
         touched.store(true, Ordering::SeqCst);
         let summary =
             open::apply_with(plan.source, plan.passphrase, plan.db, into, plan.definer).await?;
+        let replayed = match &plan.replay {
+            Some(r) => Some(r.run(plan.db, into).await?),
+            None => None,
+        };
         Ok::<_, RunError>(Outcome {
             summary,
             snapshot: snap,
+            replayed,
         })
     };
     let applied = tokio::select! {
@@ -249,7 +264,7 @@ impl RunError {
     /// Other errors are returned as they are.
     pub fn partly_restored(self, name: &str, into: &str) -> RunError {
         let applied = match &self {
-            RunError::Apply(_) => true,
+            RunError::Apply(_) | RunError::Replay(_) => true,
             RunError::Interrupted { touched, .. } => *touched,
             _ => false,
         };

@@ -78,7 +78,7 @@ impl DbEnv {
     /// `program` (`mariadb`, `mariadb-dump`) with the connection arguments.
     /// The password goes in the environment: a command line is readable by
     /// every user in `/proc/*/cmdline`.
-    fn client(&self, program: &str) -> Command {
+    pub fn client(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         // --no-defaults must come first; it keeps a developer's ~/.my.cnf
         // from changing what the tests see.

@@ -97,6 +97,7 @@ pub async fn try_restore_with(
         definer: Definer::Keep,
         apps: None,
         snapshot: None,
+        replay: None,
     };
     match restore::run(plan, std::future::pending(), |_| {}).await {
         Ok(outcome) => Ok(outcome.summary),

@@ -1,0 +1,793 @@
+//! Point-in-time restore against the shared server (`--log-bin`, ROW):
+//! a workload in phases is archived (encrypted, volume and bucket), each
+//! phase's time and state are noted, and `restore latest --to T --into
+//! scratch` must give that state (canonical dump, `CHECKSUM TABLE`, row
+//! counts), as `mariadb-binlog ... | mariadb` over the same archive does;
+//! targets at the edges, before the dumps and after the archive are
+//! refused or served as documented; the bucket alone serves after the
+//! volume is lost; a gap and a damaged segment are refused before
+//! anything is touched.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use selmai_backup::binlog::{self, store, Encoding, NoHooks, Options, StartPoint, Status};
+use selmai_backup::config::Secret;
+use selmai_backup::format::codec::Compression;
+use selmai_backup::target::local::LocalTarget;
+use selmai_backup::target::s3::S3Target;
+use selmai_backup::target::Target;
+
+use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
+use crate::support::tool;
+use crate::support::{assert_same_database, compare_databases, copy_with_mariadb_dump, db_env};
+
+const PASS: &str = "pitr test passphrase";
+const SRC: &str = "pitr_src";
+const SCRATCH: &str = "pitr_scratch";
+const CHARSET: &str = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci";
+
+fn exec(db: Option<&str>, sql: &str) -> String {
+    db_env().exec(db, sql)
+}
+
+fn master_position() -> (String, u64) {
+    let out = exec(None, "SHOW MASTER STATUS");
+    let mut f = out.split('\t');
+    let file = f.next().unwrap().trim().to_owned();
+    let pos = f.next().unwrap().trim().parse().unwrap();
+    (file, pos)
+}
+
+fn server_now() -> DateTime<Utc> {
+    let s: i64 = exec(None, "SELECT UNIX_TIMESTAMP()")
+        .trim()
+        .parse()
+        .unwrap();
+    Utc.timestamp_opt(s, 0).unwrap()
+}
+
+/// Wait until the server's clock is in a later second than `t`.
+fn after(t: DateTime<Utc>) {
+    while server_now() <= t {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Run `sql` in `db` within one second of the server's clock and return
+/// that second (the time stamp of its events).
+fn in_one_second(sql: &str) -> (DateTime<Utc>, String) {
+    loop {
+        let before = server_now();
+        let out = exec(Some(SRC), sql);
+        if server_now() == before {
+            return (before, out.trim().to_owned());
+        }
+    }
+}
+
+/// Note the state of the source database under `name`.
+fn note(name: &str) {
+    exec(
+        None,
+        &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} {CHARSET}"),
+    );
+    copy_with_mariadb_dump(SRC, name);
+}
+
+/// Set every AUTO_INCREMENT counter of `db` to its table's largest key
+/// plus one. A rolled-back transaction advances a counter on the source
+/// but leaves no event in the binlog, so no replay (ours or
+/// `mariadb-binlog`'s) can advance it: the counters are compared as the
+/// rows define them.
+fn settle_counters(db: &str) {
+    let tables = exec(
+        None,
+        &format!("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND AUTO_INCREMENT IS NOT NULL"),
+    );
+    for t in tables.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        exec(Some(db), &format!("ALTER TABLE `{t}` AUTO_INCREMENT = 1"));
+    }
+}
+
+/// The state noted as `noted` and the database `db` are the same (rows,
+/// schema, checksums; counters as the rows define them).
+fn same_state(noted: &str, db: &str) -> Result<(), String> {
+    settle_counters(noted);
+    settle_counters(db);
+    compare_databases(noted, db).map_err(|m| m.to_string())
+}
+
+struct Archiver {
+    status: Arc<Mutex<Status>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), binlog::BinlogError>>,
+}
+
+impl Archiver {
+    fn start(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>) -> Archiver {
+        let mut o = Options::new(
+            4000 + std::process::id() % 1000,
+            prefix,
+            Encoding {
+                compression: Compression::Gzip(1),
+                passphrase: Some(Secret::new(PASS)),
+            },
+            dir.join(".binlog"),
+        );
+        o.upload_after = Duration::from_secs(1);
+        o.segment_bytes = 1 << 20;
+        let (file, position) = master_position();
+        let db = tool::settings("mysql", dir, &[]).db().unwrap();
+        let status = Arc::new(Mutex::new(Status::default()));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let st = status.clone();
+        let task = tokio::spawn(async move {
+            binlog::run(
+                &db,
+                &targets,
+                &o,
+                Some(StartPoint { file, position }),
+                Arc::new(NoHooks),
+                st,
+                async {
+                    let _ = rx.await;
+                },
+            )
+            .await
+        });
+        Archiver {
+            status,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Wait until stored segments hold everything the server has now.
+    async fn wait_stored(&self) {
+        let (file, pos) = master_position();
+        let started = Instant::now();
+        loop {
+            let up = self.status.lock().unwrap().uploaded.clone();
+            if up.as_ref().is_some_and(|a| {
+                a.file == file && a.position >= pos
+                    || selmai_backup::binlog::segment::file_index(&a.file)
+                        > selmai_backup::binlog::segment::file_index(&file)
+            }) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the archive did not store {file}:{pos}; it is at {up:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn run(vars: &[(String, String)], args: &[&str]) -> Output {
+    tool::run(vars, args)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `restore latest --to TO --into SCRATCH` (dropped first); asserts success.
+fn restore_to(vars: &[(String, String)], to: &str) -> Output {
+    exec(None, &format!("DROP DATABASE IF EXISTS {SCRATCH}"));
+    let o = run(
+        vars,
+        &[
+            "restore",
+            "latest",
+            "--to",
+            to,
+            "--into",
+            SCRATCH,
+            "--yes",
+            "--no-safety-snapshot",
+        ],
+    );
+    assert!(o.status.success(), "restore --to {to}: {}", text(&o));
+    o
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339()
+}
+
+/// The workload, in phases after the first dump; returns each phase's
+/// noted database and time.
+fn phases() -> Vec<(&'static str, DateTime<Utc>)> {
+    let mut noted = Vec::new();
+    fn done(name: &'static str, noted: &mut Vec<(&'static str, DateTime<Utc>)>) {
+        let t = server_now();
+        note(name);
+        noted.push((name, t));
+        after(t);
+    }
+    // Inserts, NULLs, FLOAT, utf8mb4, the trigger firing.
+    exec(
+        Some(SRC),
+        "INSERT INTO t (s, f, n) VALUES ('déjà vu 😀 中文', 3.14159, NULL), (NULL, -0.000123, 5), ('third', 1e30, NULL);
+         INSERT INTO t (s, f, n) VALUES ('fourth', NULL, 42)",
+    );
+    done("pitr_at_1", &mut noted);
+    // Updates, deletes, a multi-statement transaction, a rolled-back one.
+    exec(
+        Some(SRC),
+        "UPDATE t SET s = CONCAT(IFNULL(s, ''), ' updated'), f = f * 2 WHERE id % 2 = 0;
+         DELETE FROM t WHERE s = 'third';
+         BEGIN; INSERT INTO t (s, n) VALUES ('multi 1', 1); UPDATE t SET n = n + 1 WHERE n IS NOT NULL; DELETE FROM log WHERE id = 1; COMMIT;
+         BEGIN; INSERT INTO t (s) VALUES ('never committed'); DELETE FROM t; ROLLBACK;",
+    );
+    done("pitr_at_2", &mut noted);
+    // DDL: ALTER TABLE, a table created, used and dropped, another kept.
+    exec(
+        Some(SRC),
+        "ALTER TABLE t ADD COLUMN extra INT DEFAULT 7;
+         CREATE TABLE gone (a INT) ENGINE=InnoDB; INSERT INTO gone VALUES (1); DROP TABLE gone;
+         CREATE TABLE kept (k VARCHAR(10) PRIMARY KEY, v DOUBLE) ENGINE=InnoDB;
+         INSERT INTO kept VALUES ('a', 0.1), ('b', NULL);",
+    );
+    done("pitr_at_3", &mut noted);
+    // A 20 MiB BLOB, then updated.
+    exec(
+        Some(SRC),
+        "INSERT INTO t (s, b) VALUES ('big', REPEAT('x', 20 * 1024 * 1024));
+         UPDATE t SET b = CONCAT(REPEAT('y', 20 * 1024 * 1024), 'end'), extra = 8 WHERE s = 'big';",
+    );
+    done("pitr_at_4", &mut noted);
+    noted
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_bucket_and_refuses_what_the_archive_cannot_reach(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("pitr");
+    create_bucket(&bucket_name).await;
+    let vars = crate::support::bucket::bucket_vars(
+        SRC,
+        dir.path(),
+        &s3_endpoint(),
+        &bucket_name,
+        &[("BACKUP_PASSPHRASE", PASS), ("TZ", "UTC")],
+    );
+    let prefix = tool::settings(SRC, dir.path(), &[]).prefix;
+    let bucket: Arc<dyn Target> = Arc::new(
+        S3Target::new(&s3_settings(&s3_endpoint(), &bucket_name, "selmai/prod/")).unwrap(),
+    );
+    let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(dir.path()));
+    for db in [SRC, SCRATCH, "pitr_mb", "pitr_marker"] {
+        exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
+    }
+    exec(None, &format!("CREATE DATABASE {SRC} {CHARSET}"));
+    exec(
+        Some(SRC),
+        "CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, s VARCHAR(100), f FLOAT, n INT NULL, b LONGBLOB) ENGINE=InnoDB;
+         CREATE TABLE log (id INT PRIMARY KEY AUTO_INCREMENT, t_id INT, at_s VARCHAR(100)) ENGINE=InnoDB;
+         CREATE TRIGGER t_logged AFTER INSERT ON t FOR EACH ROW INSERT INTO log (t_id, at_s) VALUES (NEW.id, NEW.s);
+         INSERT INTO t (s, f) VALUES ('before the dump', 1.5);",
+    );
+    let archiver = Archiver::start(dir.path(), &prefix, vec![volume.clone(), bucket.clone()]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let vars2 = vars.clone();
+    let gtid_out = Arc::new(Mutex::new(String::new()));
+    let edge_gtid_slot = gtid_out.clone();
+    let written = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| {
+                Path::new(l.trim())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap()
+    };
+    let (first_dump_at, first_dump, noted, edge, second_dump, third_dump) =
+        tokio::task::block_in_place(move || {
+            let before_dumps = server_now();
+            after(before_dumps);
+            let o = run(&vars2, &["backup", "--no-prune"]);
+            assert!(o.status.success(), "backup: {}", text(&o));
+            let first_dump = written(&o);
+            let first_dump_at = server_now();
+            after(first_dump_at);
+            let mut noted = phases();
+            // A second dump after phase 2's state is noted, and a last phase.
+            let o = run(&vars2, &["backup", "--no-prune"]);
+            assert!(o.status.success(), "backup: {}", text(&o));
+            let second_dump = written(&o);
+            let t = server_now();
+            after(t);
+            // One commit in one known second: the edge.
+            let (edge, edge_gtid) =
+                in_one_second("INSERT INTO kept VALUES ('edge', 2.5); SELECT @@last_gtid");
+            note("pitr_at_5");
+            noted.push(("pitr_at_5", edge));
+            *gtid_out.lock().unwrap() = edge_gtid;
+            after(edge);
+            // The bad statement an operator wants to undo.
+            exec(Some(SRC), "DELETE FROM t WHERE id > 1");
+            note("pitr_at_6");
+            let t6 = server_now();
+            noted.push(("pitr_at_6", t6));
+            after(t6);
+            // A change the binlog never saw, then a third dump: the
+            // archive between the second and the third dump is incomplete,
+            // which the drill of the chain must find.
+            exec(
+                Some(SRC),
+                "SET SESSION sql_log_bin = 0; UPDATE t SET s = 'not in the binlog' WHERE id = 1",
+            );
+            note("pitr_at_7");
+            let o = run(&vars2, &["backup", "--no-prune"]);
+            assert!(o.status.success(), "backup: {}", text(&o));
+            let third_dump = written(&o);
+            (
+                first_dump_at,
+                first_dump,
+                noted,
+                edge,
+                second_dump,
+                third_dump,
+            )
+        });
+    archiver.wait_stored().await;
+    archiver.stop().await;
+
+    tokio::task::block_in_place(|| {
+        // Every noted time, from the first dump (phases 1-3 lie before the
+        // second dump, so `latest` must choose the first) and the second.
+        for (name, t) in &noted {
+            restore_to(&vars, &rfc(*t));
+            if let Err(m) = same_state(name, SCRATCH) {
+                panic!("restore --to {t} differs from the state noted then ({name}): {m}");
+            }
+        }
+        // One second before the edge commit: the state before it.
+        restore_to(&vars, &rfc(edge - chrono::Duration::seconds(1)));
+        same_state("pitr_at_4", SCRATCH).unwrap();
+        // The local form, read in TZ (UTC here).
+        restore_to(&vars, &edge.format("%Y-%m-%d %H:%M:%S").to_string());
+        same_state("pitr_at_5", SCRATCH).unwrap();
+        // Up to and including the edge transaction, by its GTID.
+        let gtid = edge_gtid_slot.lock().unwrap().clone();
+        exec(None, &format!("DROP DATABASE IF EXISTS {SCRATCH}"));
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to-gtid",
+                &gtid,
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert!(o.status.success(), "--to-gtid {gtid}: {}", text(&o));
+        same_state("pitr_at_5", SCRATCH).unwrap();
+        // Everything archived.
+        restore_to(&vars, "end");
+        same_state("pitr_at_7", SCRATCH).unwrap();
+
+        // The plan alone touches nothing.
+        exec(None, &format!("DROP DATABASE IF EXISTS {SCRATCH}"));
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                &rfc(edge),
+                "--into",
+                SCRATCH,
+                "--dry-run",
+            ],
+        );
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(out.contains(&format!("dump: {second_dump}")), "{out}");
+        assert!(out.contains("segments: "), "{out}");
+        assert!(
+            out.contains(&format!(
+                "committed {}",
+                edge.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("transactions: 1 of database `pitr_src`"),
+            "{out}"
+        );
+        assert_eq!(
+            exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
+            ""
+        );
+
+        // Before every dump: refused (4), naming the oldest.
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                &rfc(first_dump_at - chrono::Duration::seconds(5)),
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(
+            text(&o).contains("no dump was taken before"),
+            "{}",
+            text(&o)
+        );
+        // The second dump asked for a time before it: the first serves.
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                &second_dump,
+                "--to",
+                &rfc(noted[0].1),
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(
+            text(&o).contains("the older dump selmai_backup_"),
+            "{}",
+            text(&o)
+        );
+        // After the archive's end: refused unless `end`.
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                &rfc(Utc::now() + chrono::Duration::hours(1)),
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(
+            text(&o).contains("after the end of the archive"),
+            "{}",
+            text(&o)
+        );
+        assert!(text(&o).contains("--to end"), "{}", text(&o));
+        assert_eq!(
+            exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
+            ""
+        );
+        // A replay that fails after the dump was restored is rolled back
+        // with it: the database holds a table the archive creates again.
+        exec(
+            None,
+            &format!("DROP DATABASE IF EXISTS {SCRATCH}; CREATE DATABASE {SCRATCH}; CREATE TABLE {SCRATCH}.kept (k INT); INSERT INTO {SCRATCH}.kept VALUES (42)"),
+        );
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                &rfc(noted[2].1),
+                "--into",
+                SCRATCH,
+                "--yes",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("already exists"), "{}", text(&o));
+        assert!(text(&o).contains("is as it was before"), "{}", text(&o));
+        assert_eq!(
+            exec(None, &format!("SHOW TABLES FROM {SCRATCH}")).trim(),
+            "kept"
+        );
+        assert_eq!(exec(Some(SCRATCH), "SELECT k FROM kept").trim(), "42");
+        exec(None, &format!("DROP DATABASE {SCRATCH}"));
+        // A user who may restore the database but not replay BINLOG
+        // statements: the preflight refuses (3) before anything is touched.
+        exec(
+            None,
+            &["'pitr_limited'@'%'", "'pitr_limited'@'localhost'"]
+                .map(|u| format!("DROP USER IF EXISTS {u}; CREATE USER {u} IDENTIFIED BY 'pitr-limited-pw'; \
+                     GRANT ALL PRIVILEGES ON `pitr_scratch`.* TO {u}; GRANT SELECT ON *.* TO {u};"))
+                .concat(),
+        );
+        let limited: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "DB_USER" => (k.clone(), "pitr_limited".to_owned()),
+                "DB_PASSWORD" => (k.clone(), "pitr-limited-pw".to_owned()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        let o = run(
+            &limited,
+            &[
+                "restore", "latest", "--to", "end", "--into", SCRATCH, "--yes",
+            ],
+        );
+        exec(
+            None,
+            "DROP USER 'pitr_limited'@'%', 'pitr_limited'@'localhost'",
+        );
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(
+            text(&o).contains("GRANT BINLOG REPLAY ON *.*"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(
+            exec(None, &format!("SHOW DATABASES LIKE '{SCRATCH}'")).trim(),
+            ""
+        );
+    });
+
+    // The drill of the chain: the first dump plus the archive gives the
+    // second dump's tables; the archive to the third lacks a change.
+    tokio::task::block_in_place(|| {
+        let o = run(
+            &vars,
+            &["verify", &second_dump, "--restore-test", "--binlog"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!(
+                "{first_dump} with the binlog archive to {second_dump}'s snapshot"
+            )),
+            "{}",
+            text(&o)
+        );
+        let o = run(
+            &vars,
+            &["verify", &third_dump, "--restore-test", "--binlog"],
+        );
+        assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("does not restore to what was dumped"),
+            "{}",
+            text(&o)
+        );
+        assert!(
+            err.contains(&format!(
+                "{second_dump} with the binlog archive to {third_dump}"
+            )),
+            "{}",
+            text(&o)
+        );
+        assert!(err.contains("table `t`"), "{}", text(&o));
+    });
+
+    // The same result as mariadb-binlog | mariadb over the same archive.
+    let t = noted[2].1;
+    let chain = store::list_chain(volume.as_ref(), &prefix).await.unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(format!("{first_dump}.manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let snap_file = manifest["snapshot"]["file"].as_str().unwrap().to_owned();
+    let snap_pos = manifest["snapshot"]["position"].as_u64().unwrap();
+    let start = store::segment_at(&chain, &snap_file, snap_pos).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, m) in chain[start..].iter().enumerate() {
+        let plain = store::read_verified(volume.as_ref(), m, Some(&Secret::new(PASS)))
+            .await
+            .unwrap();
+        let p = files.path().join(format!("{i:04}.bin"));
+        std::fs::write(&p, plain).unwrap();
+        paths.push(p);
+    }
+    let first_m = &chain[start];
+    let offset = first_m.header_len + snap_pos.saturating_sub(first_m.start_position);
+    let stop = (t + chrono::Duration::seconds(1))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    tokio::task::block_in_place(|| {
+        exec(
+            None,
+            "CREATE DATABASE pitr_mb CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+        );
+        let o = run(
+            &vars,
+            &[
+                "restore",
+                &first_dump,
+                "--into",
+                "pitr_mb",
+                "--yes",
+                "--no-safety-snapshot",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let mut binlog = Command::new("mariadb-binlog")
+            .env("TZ", "UTC")
+            .args([
+                "--no-defaults",
+                &format!("--start-position={offset}"),
+                &format!("--stop-datetime={stop}"),
+                "--rewrite-db=pitr_src->pitr_mb",
+                "--database=pitr_src",
+            ])
+            .args(&paths)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let load = db_env()
+            .client("mariadb")
+            .args(["--max-allowed-packet=1G", "--batch"])
+            .stdin(Stdio::from(binlog.stdout.take().unwrap()))
+            .output()
+            .unwrap();
+        assert!(binlog.wait().unwrap().success(), "mariadb-binlog failed");
+        assert!(
+            load.status.success(),
+            "mariadb-binlog | mariadb: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        restore_to(&vars, &rfc(t));
+        assert_same_database("pitr_mb", SCRATCH);
+        same_state(noted[2].0, "pitr_mb").unwrap();
+    });
+
+    // Damage, on copies of the volume without the bucket: nothing touched.
+    let volume_only = tool::vars_with(SRC, dir.path(), &[("BACKUP_PASSPHRASE", PASS)]);
+    tokio::task::block_in_place(|| {
+        exec(None, "CREATE DATABASE pitr_marker; CREATE TABLE pitr_marker.m (a INT); INSERT INTO pitr_marker.m VALUES (1)");
+        // A segment `--to end` reads: from the newest dump's snapshot on.
+        let newest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("{second_dump}.manifest.json"))).unwrap(),
+        )
+        .unwrap();
+        let from = store::segment_at(
+            &chain,
+            newest["snapshot"]["file"].as_str().unwrap(),
+            newest["snapshot"]["position"].as_u64().unwrap(),
+        )
+        .unwrap();
+        let middle = &chain[from + (chain.len() - from) / 2];
+        for (what, code) in [("gap", 4), ("damage", 5)] {
+            let copy = tempfile::tempdir().unwrap();
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", dir.path().display()))
+                .arg(copy.path())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let seg = copy.path().join(&middle.file);
+            if what == "gap" {
+                std::fs::remove_file(&seg).unwrap();
+                std::fs::remove_file(copy.path().join(format!("{}.manifest.json", middle.file)))
+                    .unwrap();
+            } else {
+                let mut b = std::fs::read(&seg).unwrap();
+                let at = b.len() / 2;
+                b[at] ^= 0x40;
+                std::fs::write(&seg, b).unwrap();
+            }
+            let v: Vec<(String, String)> = volume_only
+                .iter()
+                .map(|(k, val)| {
+                    if k == "BACKUP_DIR" {
+                        (k.clone(), copy.path().display().to_string())
+                    } else {
+                        (k.clone(), val.clone())
+                    }
+                })
+                .collect();
+            let o = run(
+                &v,
+                &[
+                    "restore",
+                    &second_dump,
+                    "--to",
+                    "end",
+                    "--into",
+                    "pitr_marker",
+                    "--yes",
+                ],
+            );
+            assert_eq!(o.status.code(), Some(code), "{what}: {}", text(&o));
+            assert!(
+                text(&o).contains("nothing was touched"),
+                "{what}: {}",
+                text(&o)
+            );
+            assert_eq!(
+                exec(None, "SELECT a FROM pitr_marker.m").trim(),
+                "1",
+                "{what}"
+            );
+            assert_eq!(
+                exec(None, "SHOW TABLES FROM pitr_marker").trim(),
+                "m",
+                "{what}"
+            );
+        }
+    });
+
+    // The volume is lost: the bucket alone serves, encrypted.
+    for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        } else {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    tokio::task::block_in_place(|| {
+        exec(None, &format!("DROP DATABASE {SRC}"));
+        let o = restore_to(&vars, "end");
+        assert!(text(&o).contains("from the bucket"), "{}", text(&o));
+        same_state("pitr_at_7", SCRATCH).unwrap();
+    });
+
+    // Into another server, with another GTID history in the same domain
+    // and gtid_strict_mode: the replayed transactions take its GTIDs.
+    let other = crate::support::own_server::OwnServer::start();
+    other.root_sql(
+        "SET GLOBAL gtid_strict_mode = 1; SET SESSION gtid_seq_no = 1000000; CREATE DATABASE history; SET GLOBAL server_id = 9",
+    );
+    let port = other.port.to_string();
+    let other_vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "DB_PORT" => (k.clone(), port.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    tokio::task::block_in_place(|| {
+        let o = run(
+            &other_vars,
+            &[
+                "restore", "latest", "--to", "end", "--into", SCRATCH, "--yes",
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "into a strict-mode server: {}",
+            text(&o)
+        );
+        let sums = |env: &crate::support::DbEnv, db: &str| {
+            env.exec(Some(db), "CHECKSUM TABLE t, log, kept")
+                .replace(&format!("{db}."), "")
+        };
+        assert_eq!(sums(&other.env(), SCRATCH), sums(&db_env(), "pitr_at_7"));
+        let gtid = other.root_sql("SELECT @@gtid_binlog_pos");
+        assert!(gtid.trim().starts_with("0-9-10000"), "{gtid}");
+        for db in ["pitr_at_7"].iter().chain(noted.iter().map(|(d, _)| d)) {
+            exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
+        }
+        for db in [SCRATCH, "pitr_mb", "pitr_marker"] {
+            exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
+        }
+    });
+}
