@@ -104,6 +104,7 @@ fn cause(e: JobError) -> anyhow::Error {
         JobError::Locate(e) => e.into(),
         JobError::Verify(e) => e.into(),
         JobError::Drill(e) => e.into(),
+        JobError::Chain(e) => e.into(),
         JobError::Full(e) => e.into(),
     }
 }

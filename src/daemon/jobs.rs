@@ -39,6 +39,7 @@ use crate::format::archive::ArchiveKind;
 use crate::format::catalog::{self, DirLock, LockError};
 use crate::restore::drill::{self, DrillError};
 use crate::restore::open::{self, LocateError};
+use crate::restore::replay;
 use crate::restore::RestoreError;
 use crate::target::budget;
 use crate::target::Target;
@@ -70,6 +71,9 @@ pub enum JobError {
     /// The restore drill failed or found differences.
     #[error(transparent)]
     Drill(#[from] DrillError),
+    /// The binlog chain to the newest dump could not be read or replayed.
+    #[error(transparent)]
+    Chain(#[from] replay::PitrError),
     /// The full backup failed (none of it was kept).
     #[error(transparent)]
     Full(#[from] FullError),
@@ -398,6 +402,7 @@ impl Jobs {
                 .await?;
                 tracing::info!("{report}");
                 let report = report.into_result()?;
+                self.drill_chain(targets).await?;
                 Ok(Done {
                     // Nothing was written: the metrics' bytes stay true.
                     size: 0,
@@ -471,6 +476,53 @@ impl Jobs {
             offsite,
             warnings,
         }
+    }
+
+    /// With the binlog archive running, the monthly drill also proves the
+    /// chain: the dump before the newest, restored into a scratch database
+    /// and replayed to the newest dump's snapshot, must give the newest
+    /// dump's tables (the drill fails naming a table that differs, or the
+    /// gap or damaged segment in the way). Nothing to prove while the
+    /// archive is off or has never run here, or before there are two
+    /// dumps with a binlog position (said in the log).
+    async fn drill_chain(&self, targets: &[Arc<dyn Target>]) -> Result<(), JobError> {
+        let s = &self.settings;
+        if s.binlog.mode == crate::config::binlog::ArchiveMode::Off
+            || crate::binlog::Status::read(&crate::daemon::binlog::work_dir(s)).is_none()
+        {
+            return Ok(());
+        }
+        let passphrase = s.passphrase.as_ref();
+        let (to, expected, plan) =
+            match replay::chain_to("latest", &s.prefix, targets, passphrase).await {
+                Ok(found) => found,
+                Err(replay::PitrError::Unreachable(why)) => {
+                    tracing::info!("drill of the binlog chain skipped: {why}");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+        let (source, _) = open::prepare(&plan.dump, &s.prefix, targets, None, passphrase).await?;
+        let db = s.db().map_err(BackupError::from)?;
+        let chain = drill::ChainDrill {
+            replay: replay::Replay {
+                plan: &plan,
+                passphrase,
+            },
+            expected: (&to, &expected),
+        };
+        let report = drill::run_with(
+            &source,
+            passphrase,
+            &db,
+            &drill::scratch_name(),
+            s.restore_definer,
+            Some(chain),
+        )
+        .await?;
+        tracing::info!("{report}");
+        report.into_result()?;
+        Ok(())
     }
 
     /// Retention of `kind`'s backups on every target (unless turned off by

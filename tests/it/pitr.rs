@@ -15,7 +15,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use selmai_backup::binlog::{self, store, Encoding, NoHooks, Options, StartPoint, Status};
-use selmai_backup::config::Secret;
+use selmai_backup::config::{Secret, Settings};
+use selmai_backup::daemon::jobs::Jobs;
+use selmai_backup::daemon::metrics::Metrics;
+use selmai_backup::daemon::notify::Notifier;
+use selmai_backup::daemon::schedule::{Kind, Trigger};
+use selmai_backup::daemon::state::Outcome;
 use selmai_backup::format::codec::Compression;
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
@@ -584,6 +589,34 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
         );
         assert!(err.contains("table `t`"), "{}", text(&o));
     });
+
+    // The daemon's monthly drill proves the chain too: the dump drill of
+    // the third dump alone would pass, but the chain to it lacks the change
+    // the binlog never saw, and the drill fails naming the table. (It passes
+    // on a whole chain: the same drill as `verify --restore-test --binlog`
+    // above, between the first and second dumps.)
+    // As the daemon's own settings would be, with the archive on.
+    let mut daemon_vars = vars.clone();
+    daemon_vars.retain(|(k, _)| k != "BINLOG_ARCHIVE");
+    daemon_vars.push(("BINLOG_ARCHIVE".into(), "on".into()));
+    let settings = Arc::new(Settings::from_vars(daemon_vars).unwrap());
+    let drilled = Jobs::new(
+        settings.clone(),
+        vec![volume.clone(), bucket.clone()],
+        Notifier::new(settings.notify.clone()),
+        Metrics::default(),
+    )
+    .run_once(Kind::Drill, Trigger::Schedule)
+    .await;
+    assert_eq!(drilled.outcome, Outcome::Failed, "{drilled:?}");
+    let why = drilled.error.unwrap_or_default();
+    assert!(why.contains("table `t`"), "{why}");
+    assert!(
+        why.contains(&format!(
+            "{second_dump} with the binlog archive to {third_dump}"
+        )),
+        "{why}"
+    );
 
     // The same result as mariadb-binlog | mariadb over the same archive.
     let t = noted[2].1;
