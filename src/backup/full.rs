@@ -20,8 +20,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::backup::pipeline::{self, BackupError, BackupOutcome, TargetFailure};
-use crate::config::Settings;
+use crate::backup::pipeline::{self, BackupError, BackupOutcome, Encoding, TargetFailure};
+use crate::config::{ArchiveSettings, ConfigError, DbSettings, Settings};
 use crate::dump::{DumpHooks, DumpOptions};
 use crate::format::archive::ArchiveKind;
 use crate::format::catalog::{self, Part};
@@ -87,23 +87,59 @@ fn archive_kind(part: Part) -> Option<ArchiveKind> {
     }
 }
 
+/// What a full backup needs of the configuration: the database, the
+/// encoding, `FULL_PREFIX` and the two archives' paths.
+#[derive(Debug, Clone)]
+pub struct FullSpec {
+    /// The database dumped as the `db` part.
+    pub db: DbSettings,
+    /// Compression and encryption of every part.
+    pub encoding: Encoding,
+    /// `FULL_PREFIX`.
+    pub prefix: String,
+    /// `CONFIG_PATHS` and `CONFIG_EXCLUDE`.
+    pub config: ArchiveSettings,
+    /// `UPLOADS_PATHS`.
+    pub uploads: ArchiveSettings,
+}
+
+impl FullSpec {
+    /// The full backup the configuration asks for.
+    pub fn of(settings: &Settings) -> Result<FullSpec, ConfigError> {
+        Ok(FullSpec {
+            db: settings.db()?,
+            encoding: Encoding::of(settings),
+            prefix: settings.full_prefix.clone(),
+            config: settings.config_archive.clone(),
+            uploads: settings.uploads_archive.clone(),
+        })
+    }
+
+    fn archive(&self, kind: ArchiveKind) -> &ArchiveSettings {
+        match kind {
+            ArchiveKind::Config => &self.config,
+            ArchiveKind::Uploads => &self.uploads,
+        }
+    }
+}
+
 /// Make a full backup on `targets` (the first is primary): the database,
 /// then each archive whose paths exist, then the set manifest.
 pub async fn backup(
-    settings: &Settings,
+    spec: &FullSpec,
     targets: &[Arc<dyn Target>],
     opts: &DumpOptions,
     hooks: &dyn DumpHooks,
 ) -> Result<FullOutcome, FullError> {
     let started = Instant::now();
-    let prefix = &settings.full_prefix;
-    let ext = settings.compression.extension();
-    let encrypted = settings.passphrase.is_some();
+    let prefix = &spec.prefix;
+    let ext = spec.encoding.compression.extension();
+    let encrypted = spec.encoding.passphrase.is_some();
     let mut parts = vec![Part::Db];
     let mut warnings = Vec::new();
     for part in [Part::Config, Part::Uploads] {
         let kind = archive_kind(part).expect("an archive part");
-        let paths = &kind.settings(settings).paths;
+        let paths = &spec.archive(kind).paths;
         if paths.iter().any(|p| p.exists()) {
             parts.push(part);
         } else {
@@ -131,8 +167,13 @@ pub async fn backup(
     for part in parts {
         let name = catalog::full_part_name(prefix, taken, part, ext, encrypted);
         let made = match archive_kind(part) {
-            None => pipeline::backup_db_as(settings, targets, &name, opts, hooks).await,
-            Some(kind) => pipeline::backup_archive_as(settings, targets, kind, &name).await,
+            None => {
+                pipeline::backup_db_as(&spec.db, &spec.encoding, targets, &name, opts, hooks).await
+            }
+            Some(kind) => {
+                let archive = spec.archive(kind);
+                pipeline::backup_archive_as(archive, &spec.encoding, targets, kind, &name).await
+            }
         };
         match made {
             Ok(o) => done.push((part, o)),

@@ -21,7 +21,7 @@ use chrono::Utc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::config::{DbSettings, Settings};
+use crate::config::{ArchiveSettings, DbSettings, Settings};
 use crate::dump::{self, DumpError, DumpHooks, DumpOptions};
 use crate::format::archive::{self, ArchiveError, ArchiveKind};
 use crate::format::catalog;
@@ -230,20 +230,9 @@ impl Encoding {
     }
 }
 
-/// Back the database up to `targets` (the first is primary).
+/// Back database `db.name` up to `targets` (the first is primary) under a
+/// new name with `prefix` (`BACKUP_PREFIX`, or the safety snapshots').
 pub async fn backup_db(
-    settings: &Settings,
-    targets: &[Arc<dyn Target>],
-    opts: &DumpOptions,
-    hooks: &dyn DumpHooks,
-) -> Result<BackupOutcome, BackupError> {
-    let db = settings.db()?;
-    let enc = Encoding::of(settings);
-    dump_to(&db, &enc, &settings.prefix, targets, opts, hooks).await
-}
-
-/// Dump database `db.name` to `targets` under a new name with `prefix`.
-pub async fn dump_to(
     db: &DbSettings,
     enc: &Encoding,
     prefix: &str,
@@ -257,23 +246,11 @@ pub async fn dump_to(
         catalog::db_file_name(prefix, when, compression.extension(), encrypted)
     })
     .await?;
-    dump_as(db, enc, targets, &name, opts, hooks).await
+    backup_db_as(db, enc, targets, &name, opts, hooks).await
 }
 
 /// [`backup_db`] under a name the caller chose (a part of a full backup).
 pub async fn backup_db_as(
-    settings: &Settings,
-    targets: &[Arc<dyn Target>],
-    name: &str,
-    opts: &DumpOptions,
-    hooks: &dyn DumpHooks,
-) -> Result<BackupOutcome, BackupError> {
-    let db = settings.db()?;
-    dump_as(&db, &Encoding::of(settings), targets, name, opts, hooks).await
-}
-
-/// Dump database `db.name` to `targets` as `name`.
-async fn dump_as(
     db: &DbSettings,
     enc: &Encoding,
     targets: &[Arc<dyn Target>],
@@ -321,50 +298,46 @@ async fn dump_as(
     })
 }
 
-/// Archive the files of `kind` (`CONFIG_PATHS` or `UPLOADS_PATHS`) to
-/// `targets` through the same compression, encryption and storage as a
-/// database dump.
+/// Archive the files `spec` names (`CONFIG_PATHS` or `UPLOADS_PATHS`, for
+/// `kind`) to `targets` through the same compression, encryption and
+/// storage as a database dump.
 pub async fn backup_archive(
-    settings: &Settings,
+    spec: &ArchiveSettings,
+    enc: &Encoding,
     targets: &[Arc<dyn Target>],
     kind: ArchiveKind,
 ) -> Result<BackupOutcome, BackupError> {
-    let prefix = &kind.settings(settings).prefix;
-    let compression = settings.compression;
-    let encrypted = settings.passphrase.is_some();
+    let compression = enc.compression;
+    let encrypted = enc.passphrase.is_some();
     let name = free_name(targets, |when| {
-        catalog::archive_file_name(prefix, when, compression.extension(), encrypted)
+        catalog::archive_file_name(&spec.prefix, when, compression.extension(), encrypted)
     })
     .await?;
-    backup_archive_as(settings, targets, kind, &name).await
+    backup_archive_as(spec, enc, targets, kind, &name).await
 }
 
 /// [`backup_archive`] under a name the caller chose (a part of a full backup).
 pub async fn backup_archive_as(
-    settings: &Settings,
+    spec: &ArchiveSettings,
+    enc: &Encoding,
     targets: &[Arc<dyn Target>],
     kind: ArchiveKind,
     name: &str,
 ) -> Result<BackupOutcome, BackupError> {
     let started = Instant::now();
-    let spec = kind.settings(settings).clone();
-    let compression = settings.compression;
+    let spec = spec.clone();
+    let compression = enc.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
-    let encoded = encode_and_store(
-        &Encoding::of(settings),
-        volume_of(targets),
-        &name,
-        |w| async move {
-            // The file system is read with blocking calls: a blocking thread
-            // writes the tar into the pipe through a bridge.
-            let bridge = tokio_util::io::SyncIoBridge::new(w);
-            tokio::task::spawn_blocking(move || archive::write_tar(bridge, &spec))
-                .await
-                .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))
-                .map_err(BackupError::from)
-        },
-    )
+    let encoded = encode_and_store(enc, volume_of(targets), &name, |w| async move {
+        // The file system is read with blocking calls: a blocking thread
+        // writes the tar into the pipe through a bridge.
+        let bridge = tokio_util::io::SyncIoBridge::new(w);
+        tokio::task::spawn_blocking(move || archive::write_tar(bridge, &spec))
+            .await
+            .unwrap_or_else(|e| Err(ArchiveError::Thread(e.to_string())))
+            .map_err(BackupError::from)
+    })
     .await?;
     let summary = &encoded.value;
     let mut manifest = Manifest::for_archive(

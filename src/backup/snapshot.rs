@@ -77,7 +77,7 @@ pub async fn take(
         name: database.to_owned(),
         ..db.clone()
     };
-    pipeline::dump_to(
+    pipeline::backup_db(
         &db,
         enc,
         PREFIX,

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::backup::full::{self, FullError};
-use crate::backup::pipeline::{self, BackupError, BackupOutcome, TargetFailure};
+use crate::backup::pipeline::{self, BackupError, BackupOutcome, Encoding, TargetFailure};
 use crate::config::Settings;
 use crate::daemon::health::{self, SpaceError};
 use crate::daemon::metrics::Metrics;
@@ -366,9 +366,15 @@ impl Jobs {
     async fn backup(&self, kind: Kind, targets: &[Arc<dyn Target>]) -> Result<Done, JobError> {
         match kind {
             Kind::Db => {
-                let outcome =
-                    pipeline::backup_db(&self.settings, targets, &DumpOptions::default(), &NoHooks)
-                        .await?;
+                let outcome = pipeline::backup_db(
+                    &self.settings.db().map_err(BackupError::from)?,
+                    &Encoding::of(&self.settings),
+                    &self.settings.prefix,
+                    targets,
+                    &DumpOptions::default(),
+                    &NoHooks,
+                )
+                .await?;
                 let mut done = self.done(outcome);
                 done.warnings.extend(self.prune(kind, targets).await);
                 Ok(done)
@@ -379,7 +385,13 @@ impl Jobs {
                 } else {
                     ArchiveKind::Uploads
                 };
-                let outcome = pipeline::backup_archive(&self.settings, targets, archive).await?;
+                let outcome = pipeline::backup_archive(
+                    archive.settings(&self.settings),
+                    &Encoding::of(&self.settings),
+                    targets,
+                    archive,
+                )
+                .await?;
                 let changed = outcome.manifest.changed_file_warnings();
                 let mut done = self.done(outcome);
                 done.warnings.extend(changed);
@@ -413,8 +425,8 @@ impl Jobs {
                 })
             }
             Kind::Full => {
-                let o = full::backup(&self.settings, targets, &DumpOptions::default(), &NoHooks)
-                    .await?;
+                let spec = full::FullSpec::of(&self.settings).map_err(BackupError::from)?;
+                let o = full::backup(&spec, targets, &DumpOptions::default(), &NoHooks).await?;
                 let mut done = self.done_of(o.set, o.manifest.size(), &o.stored, &o.failed);
                 // The parts first, then the set manifest that completes them.
                 let set = done.written.files.pop();

@@ -31,7 +31,8 @@ fn settings(dir: &Path, paths: &[&Path], extra: &[(&str, &str)]) -> Settings {
 }
 
 async fn backup(s: &Settings, kind: ArchiveKind) -> BackupOutcome {
-    pipeline::backup_archive(s, &volume(&s.backup_dir), kind)
+    let enc = pipeline::Encoding::of(s);
+    pipeline::backup_archive(kind.settings(s), &enc, &volume(&s.backup_dir), kind)
         .await
         .unwrap_or_else(|e| panic!("archive failed: {e}"))
 }

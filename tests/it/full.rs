@@ -234,9 +234,14 @@ async fn full_restore_with_a_corrupt_part_refuses_and_touches_nothing() {
     let (config, uploads) = sample_files(src.path());
     let vars = full_vars(&db.name, dir.path(), &config, &uploads);
     let s = Settings::from_vars(vars.clone()).unwrap();
-    let o = full::backup(&s, &volume(dir.path()), &DumpOptions::default(), &NoHooks)
-        .await
-        .unwrap();
+    let o = full::backup(
+        &full::FullSpec::of(&s).unwrap(),
+        &volume(dir.path()),
+        &DumpOptions::default(),
+        &NoHooks,
+    )
+    .await
+    .unwrap();
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     let uploads_part = part_file(&o, Part::Uploads);
     // One flipped byte in the last part: the database part is intact.
@@ -302,9 +307,14 @@ async fn full_backup_with_a_failing_part_leaves_no_part() {
             ),
         ],
     );
-    let err = full::backup(&s, &volume(dir.path()), &DumpOptions::default(), &NoHooks)
-        .await
-        .unwrap_err();
+    let err = full::backup(
+        &full::FullSpec::of(&s).unwrap(),
+        &volume(dir.path()),
+        &DumpOptions::default(),
+        &NoHooks,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -354,9 +364,14 @@ async fn full_backup_with_a_failing_part_leaves_no_part() {
             ("UPLOADS_PATHS", &missing.display().to_string()),
         ],
     );
-    let o = full::backup(&s, &volume(dir.path()), &DumpOptions::default(), &NoHooks)
-        .await
-        .unwrap();
+    let o = full::backup(
+        &full::FullSpec::of(&s).unwrap(),
+        &volume(dir.path()),
+        &DumpOptions::default(),
+        &NoHooks,
+    )
+    .await
+    .unwrap();
     let kinds: Vec<Part> = o.manifest.parts.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [Part::Db, Part::Config]);
     assert!(

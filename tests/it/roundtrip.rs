@@ -273,7 +273,9 @@ async fn rows_spread_over_connections_leave_every_table_identical() {
         ..Default::default()
     };
     selmai_backup::backup::pipeline::backup_db(
-        &s,
+        &s.db().unwrap(),
+        &selmai_backup::backup::pipeline::Encoding::of(&s),
+        &s.prefix,
         &tool::volume(dir.path()),
         &small,
         &selmai_backup::dump::NoHooks,

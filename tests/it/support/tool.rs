@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use selmai_backup::backup::pipeline::{self, BackupError, BackupOutcome};
+use selmai_backup::backup::pipeline::{self, BackupError, BackupOutcome, Encoding};
 use selmai_backup::config::Settings;
 use selmai_backup::dump::{DumpHooks, DumpOptions, NoHooks};
 use selmai_backup::restore::definer::Definer;
@@ -59,7 +59,15 @@ pub fn volume(dir: &Path) -> Vec<Arc<dyn Target>> {
 
 /// Back up with these settings through the library.
 pub async fn try_backup(s: &Settings, hooks: &dyn DumpHooks) -> Result<BackupOutcome, BackupError> {
-    pipeline::backup_db(s, &volume(&s.backup_dir), &DumpOptions::default(), hooks).await
+    pipeline::backup_db(
+        &s.db()?,
+        &Encoding::of(s),
+        &s.prefix,
+        &volume(&s.backup_dir),
+        &DumpOptions::default(),
+        hooks,
+    )
+    .await
 }
 
 /// Back up `db` into `dir`; panics on failure.
