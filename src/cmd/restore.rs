@@ -109,21 +109,7 @@ pub async fn run(args: Args, settings: &Settings, apps: &AppControl) -> anyhow::
     let _lock = super::lock_and_clean(settings).await?;
     let targets = super::targets(settings)?;
     let started = Instant::now();
-    let (source, report) = open::prepare(
-        &args.file,
-        &settings.prefix,
-        &targets,
-        Some(&targets[0]),
-        settings.passphrase.as_ref(),
-    )
-    .await?;
-    eprintln!(
-        "verified {} ({}, {} statements, {})",
-        source.name,
-        human_bytes(report.bytes),
-        report.statements,
-        report.checked()
-    );
+    let source = fetch_and_verify(&args.file, settings, &targets).await?;
     // Read from the manifest before anything is touched (verifying reads only).
     let other = other_database(&source, &into, &args)?;
     check_restore(settings, &db, &into, &source, !args.no_safety_snapshot).await?;
@@ -262,21 +248,7 @@ async fn run_pitr(args: &Args, settings: &Settings, apps: &AppControl) -> anyhow
     if args.dry_run {
         return Ok(());
     }
-    let (source, report) = open::prepare(
-        &plan.dump,
-        &settings.prefix,
-        &targets,
-        Some(&targets[0]),
-        settings.passphrase.as_ref(),
-    )
-    .await?;
-    eprintln!(
-        "verified {} ({}, {} statements, {})",
-        source.name,
-        human_bytes(report.bytes),
-        report.statements,
-        report.checked()
-    );
+    let source = fetch_and_verify(&plan.dump, settings, &targets).await?;
     let into = args.into.clone().unwrap_or_else(|| db.name.clone());
     let other = other_database(&source, &into, args)?;
     // The restore's preflight and the replay's, every finding printed
@@ -362,6 +334,31 @@ fn print_plan(plan: &PitrPlan) {
         ),
         None => println!("last: none (the dump alone is the state asked for)"),
     }
+}
+
+/// Locate `spec`, fetch it into the volume (`targets[0]`) and verify it
+/// whole, saying so; nothing is touched yet.
+async fn fetch_and_verify(
+    spec: &str,
+    settings: &Settings,
+    targets: &[Arc<dyn Target>],
+) -> anyhow::Result<open::Source> {
+    let (source, report) = open::prepare(
+        spec,
+        &settings.prefix,
+        targets,
+        Some(&targets[0]),
+        settings.passphrase.as_ref(),
+    )
+    .await?;
+    eprintln!(
+        "verified {} ({}, {} statements, {})",
+        source.name,
+        human_bytes(report.bytes),
+        report.statements,
+        report.checked()
+    );
+    Ok(source)
 }
 
 /// A backup of another database than the one it would replace: its
