@@ -42,9 +42,6 @@ pub(super) struct UploadShared {
     initiate_ambiguous: AtomicBool,
     /// The first part failure, so the writer stops early.
     failed: Mutex<Option<String>>,
-    /// The upload id, as soon as the server gave it: set by the initiate
-    /// task even when the part task that started it was aborted.
-    initiated: Mutex<Option<String>>,
     /// The initiate task ended (with an id or an error).
     initiate_finished: AtomicBool,
     /// Wakes [`cleanup`] waiting for the initiate task.
@@ -87,7 +84,6 @@ impl S3Upload {
                 initiate_started: AtomicBool::new(false),
                 initiate_ambiguous: AtomicBool::new(false),
                 failed: Mutex::new(None),
-                initiated: Mutex::new(None),
                 initiate_finished: AtomicBool::new(false),
                 initiate_done: Notify::new(),
             }),
@@ -116,35 +112,37 @@ impl UploadShared {
     }
 
     async fn upload_id(self: &Arc<Self>) -> Result<&str, TargetError> {
-        self.upload_id
-            .get_or_try_init(|| {
-                // In a task of its own: a part task aborted while the
-                // request is out (a dropped upload) must not cut it off,
-                // leaving an upload on the server whose id we never learnt.
-                // `cleanup` waits for this task, then aborts that id.
-                let me = Arc::clone(self);
-                async move {
-                    let task = tokio::spawn(async move {
-                        let r = me.initiate().await;
-                        if let Ok(id) = &r {
-                            *me.initiated.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(id.clone());
-                        }
-                        me.initiate_finished.store(true, Ordering::SeqCst);
-                        me.initiate_done.notify_waiters();
-                        r
-                    });
-                    task.await.unwrap_or_else(|e| {
-                        Err(self.client.remote(
-                            "starting the upload of",
-                            &self.name,
-                            format!("the request task stopped: {e}"),
-                        ))
-                    })
-                }
-            })
-            .await
-            .map(String::as_str)
+        if let Some(id) = self.upload_id.get() {
+            return Ok(id);
+        }
+        // In a task of its own: a part task aborted while the request is
+        // out (a dropped upload) must not cut it off, leaving an upload on
+        // the server whose id we never learnt. The cell is filled inside
+        // that task, so an initiate is never cancelled and never sent
+        // twice at once; `cleanup` waits for it, then aborts that id.
+        let me = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let r = me
+                .upload_id
+                .get_or_try_init(|| me.initiate())
+                .await
+                .map(|_| ());
+            me.initiate_finished.store(true, Ordering::SeqCst);
+            me.initiate_done.notify_waiters();
+            r
+        });
+        task.await.unwrap_or_else(|e| {
+            Err(self.client.remote(
+                "starting the upload of",
+                &self.name,
+                format!("the request task stopped: {e}"),
+            ))
+        })?;
+        Ok(self
+            .upload_id
+            .get()
+            .expect("set by the initiate task")
+            .as_str())
     }
 
     /// Wait (a bounded time) for an initiate request still out, so that
@@ -290,18 +288,13 @@ impl UploadShared {
     async fn abort(&self) -> Result<(), TargetError> {
         let c = &self.client;
         self.settle_initiate().await;
-        let initiated = self
-            .initiated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(id) = self.upload_id.get().or(initiated.as_ref()) {
+        if let Some(id) = self.upload_id.get() {
             c.abort_multipart(&self.key, id)
                 .await
                 .map_err(|f| c.error("aborting the upload of", &self.name, f))?;
         }
         if self.initiate_started.load(Ordering::SeqCst)
-            && (initiated.is_none() || self.initiate_ambiguous.load(Ordering::SeqCst))
+            && (self.upload_id.get().is_none() || self.initiate_ambiguous.load(Ordering::SeqCst))
         {
             self.abort_others(None).await;
         }
