@@ -187,11 +187,14 @@ pub fn interrupted() -> impl std::future::Future<Output = &'static str> {
 }
 
 /// The targets configured: the volume first (primary), then the bucket
-/// when `S3_BUCKET` is set.
+/// when `S3_BUCKET` is set, then the SFTP server when `SFTP_HOST` is.
 pub fn targets(settings: &Settings) -> Result<Vec<Arc<dyn Target>>, TargetError> {
     let mut v: Vec<Arc<dyn Target>> = vec![Arc::new(LocalTarget::new(&settings.backup_dir))];
     if let Some(s3) = &settings.s3 {
         v.push(Arc::new(crate::target::s3::S3Target::new(s3)?));
+    }
+    if let Some(sftp) = &settings.sftp {
+        v.push(Arc::new(crate::target::sftp::SftpTarget::new(sftp)?));
     }
     Ok(v)
 }
@@ -402,6 +405,8 @@ fn crypto_code(c: &CryptoError) -> u8 {
 fn target_code(t: &TargetError) -> u8 {
     match t {
         TargetError::NotFound { .. } => exit::NOT_FOUND,
+        // Found before anything was written: the settings are wrong.
+        TargetError::Config { .. } => exit::CONFIG,
         _ => exit::STORAGE,
     }
 }

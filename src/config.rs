@@ -88,6 +88,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// An SFTP server whose key is not pinned: never connected to.
+    #[error("SFTP_HOST is set but neither SFTP_HOST_KEY nor SFTP_KNOWN_HOSTS is: no connection is made to a server whose key is not pinned. Print its key fingerprints with `ssh-keyscan -p {port} {host} | ssh-keygen -lf -`, check one with the server's owner, then set SFTP_HOST_KEY=SHA256:... (or SFTP_KNOWN_HOSTS to a known_hosts file)")]
+    Unpinned {
+        /// `SFTP_HOST`.
+        host: String,
+        /// `SFTP_PORT`.
+        port: u16,
+    },
     /// envy's own parse error (wrong type).
     #[error("{0}")]
     Parse(String),
@@ -152,6 +160,55 @@ pub struct S3Settings {
     /// First back-off delay, doubled at each retry (1 s; not a variable:
     /// tests shorten it).
     pub retry_delay: Duration,
+}
+
+/// The SFTP server, when one is configured (`SFTP_HOST`).
+#[derive(Debug, Clone)]
+pub struct SftpSettings {
+    /// Host name or address (`SFTP_HOST`).
+    pub host: String,
+    /// Port (`SFTP_PORT`, default 22).
+    pub port: u16,
+    /// Account (`SFTP_USER`).
+    pub user: String,
+    /// Remote directory (`SFTP_PATH`), created when missing; relative to
+    /// the account's home unless it starts with `/`.
+    pub path: String,
+    /// Private key in OpenSSH format, as read from `SFTP_KEY_FILE`.
+    pub key: Option<Secret>,
+    /// Where the key came from, for messages.
+    pub key_file: Option<String>,
+    /// The key's passphrase (`SFTP_KEY_PASSPHRASE` or `_FILE`).
+    pub key_passphrase: Option<Secret>,
+    /// Password (`SFTP_PASSWORD` or `_FILE`), tried when there is no key or
+    /// the key is refused.
+    pub password: Option<Secret>,
+    /// The server's pinned key: a known_hosts file (`SFTP_KNOWN_HOSTS`)
+    /// or one key line or `SHA256:` fingerprint (`SFTP_HOST_KEY`).
+    pub host_key: HostKeyPin,
+    /// Writes (and reads) in flight at once on the connection
+    /// (`SFTP_CONCURRENCY`, default 16).
+    pub concurrency: usize,
+    /// Extra attempts after a dropped connection or a timeout
+    /// (`SFTP_RETRIES`, default 5).
+    pub retries: u32,
+    /// Time limit of one request, the connection included (`SFTP_TIMEOUT`
+    /// in seconds, default 30).
+    pub timeout: Duration,
+    /// First back-off delay, doubled at each retry (1 s; not a variable:
+    /// tests shorten it).
+    pub retry_delay: Duration,
+}
+
+/// How the SFTP server's identity is pinned: there is no unpinned mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyPin {
+    /// A known_hosts file (`SFTP_KNOWN_HOSTS`), read at each connection.
+    KnownHosts(PathBuf),
+    /// One public key line, `TYPE BASE64 [comment]` (`SFTP_HOST_KEY`).
+    Key(String),
+    /// A `SHA256:` fingerprint as `ssh-keygen -l` prints it (`SFTP_HOST_KEY`).
+    Fingerprint(String),
 }
 
 /// The smallest part S3 accepts (all parts but the last).
@@ -271,6 +328,8 @@ pub struct Settings {
     pub passphrase: Option<Secret>,
     /// The bucket, when `S3_BUCKET` is set.
     pub s3: Option<S3Settings>,
+    /// The SFTP server, when `SFTP_HOST` is set.
+    pub sftp: Option<SftpSettings>,
     /// How long one run waits on an off-site target that does not answer,
     /// over all its steps (`BACKUP_OFFSITE_TIMEOUT`, default 60 s).
     pub offsite_timeout: Duration,
@@ -383,6 +442,11 @@ impl Settings {
         &self.db_name
     }
 
+    /// Whether any off-site target (bucket, SFTP server) is configured.
+    pub fn has_offsite(&self) -> bool {
+        self.s3.is_some() || self.sftp.is_some()
+    }
+
     /// Every secret value configured, for redaction checks.
     pub fn secrets(&self) -> Vec<&Secret> {
         let mut v: Vec<&Secret> = Vec::new();
@@ -390,6 +454,11 @@ impl Settings {
         v.extend(self.passphrase.as_ref());
         if let Some(s3) = &self.s3 {
             v.extend(s3.secret_access_key.as_ref());
+        }
+        if let Some(sftp) = &self.sftp {
+            v.extend(sftp.key.as_ref());
+            v.extend(sftp.key_passphrase.as_ref());
+            v.extend(sftp.password.as_ref());
         }
         v.extend(self.notify.webhook.as_ref());
         v.extend(self.notify.ping.as_ref());

@@ -1,5 +1,5 @@
 //! Storage targets: the places a finished backup lives (the mounted volume,
-//! an S3-compatible bucket, later SFTP).
+//! an S3-compatible bucket, an SFTP server).
 //!
 //! Every target implements [`Target`]: list by prefix, metadata, create (a
 //! streaming [`Upload`] that becomes visible under its final name only on
@@ -19,6 +19,7 @@
 pub mod budget;
 pub mod local;
 pub mod s3;
+pub mod sftp;
 
 use std::fmt;
 use std::io;
@@ -195,6 +196,16 @@ pub async fn clean_interrupted_all(targets: &[std::sync::Arc<dyn Target>]) {
 /// How long a command that found what it needs on the volume waits for an
 /// off-site target to answer at all before going on without it.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest wait between two attempts of a request.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Wait before retry number `retry` (1-based): `first`, doubled at each
+/// retry, capped at [`MAX_BACKOFF`].
+pub fn backoff(first: std::time::Duration, retry: u32) -> std::time::Duration {
+    let factor = 1u32 << retry.saturating_sub(1).min(16);
+    first.saturating_mul(factor).min(MAX_BACKOFF)
+}
 
 /// A name that is never one of ours: asking for it shows that a target answers.
 pub const PROBE_NAME: &str = "selmai-backup-reachable";

@@ -17,7 +17,8 @@ use super::values::{
 };
 use super::{
     binlog, restore, ArchiveSettings, ConfigError, EnvConfig, HealthSettings, LogSettings,
-    NotifySettings, S3Settings, ScheduleSettings, Settings, SmtpSettings, SNAPSHOT_PREFIX,
+    HostKeyPin, NotifySettings, S3Settings, ScheduleSettings, Settings, SftpSettings, SmtpSettings,
+    SNAPSHOT_PREFIX,
 };
 
 impl TryFrom<EnvConfig> for Settings {
@@ -35,6 +36,7 @@ impl TryFrom<EnvConfig> for Settings {
         let (prefix, config_archive, uploads_archive, full_prefix) = kinds(&mut e)?;
         let log = log(&mut e)?;
         let s3 = s3(&mut e)?;
+        let sftp = sftp(&mut e)?;
         let schedule = schedules(&mut e)?;
         let (retention, config_retention, full_retention) = retention(&mut e);
         let restore_snapshot_keep_days = e.restore_snapshot_keep_days.unwrap_or(7);
@@ -79,6 +81,7 @@ impl TryFrom<EnvConfig> for Settings {
                 e.backup_passphrase_file,
             )?,
             s3,
+            sftp,
             offsite_timeout: Duration::from_secs(in_range(
                 "BACKUP_OFFSITE_TIMEOUT",
                 e.backup_offsite_timeout,
@@ -181,6 +184,160 @@ fn log(e: &mut EnvConfig) -> Result<LogSettings, ConfigError> {
         level: log_level(e.log_level.take())?,
         json: log_json,
     })
+}
+
+/// The SFTP server, when `SFTP_HOST` is set. Without it, any other
+/// `SFTP_*` variable is an error (a half-configured server must not look
+/// like a configured one); its tuning is checked either way.
+fn sftp(e: &mut EnvConfig) -> Result<Option<SftpSettings>, ConfigError> {
+    let concurrency = in_range("SFTP_CONCURRENCY", e.sftp_concurrency, 16, 1, 64)?;
+    let retries = in_range("SFTP_RETRIES", e.sftp_retries, 5, 0, 20)?;
+    let timeout = in_range("SFTP_TIMEOUT", e.sftp_timeout, 30, 1, 3600)?;
+    let Some(host) = e.sftp_host.take().filter(|h| !h.trim().is_empty()) else {
+        let set = [
+            ("SFTP_PORT", e.sftp_port.is_some()),
+            ("SFTP_USER", e.sftp_user.is_some()),
+            ("SFTP_PATH", e.sftp_path.is_some()),
+            ("SFTP_KEY_FILE", e.sftp_key_file.is_some()),
+            ("SFTP_KEY_PASSPHRASE", e.sftp_key_passphrase.is_some()),
+            ("SFTP_KEY_PASSPHRASE_FILE", e.sftp_key_passphrase_file.is_some()),
+            ("SFTP_PASSWORD", e.sftp_password.is_some()),
+            ("SFTP_PASSWORD_FILE", e.sftp_password_file.is_some()),
+            ("SFTP_KNOWN_HOSTS", e.sftp_known_hosts.is_some()),
+            ("SFTP_HOST_KEY", e.sftp_host_key.is_some()),
+        ];
+        if let Some((name, _)) = set.iter().find(|(_, is_set)| *is_set) {
+            return Err(ConfigError::Invalid {
+                name,
+                detail: "SFTP_HOST is not set: set it to copy backups to an SFTP server, or remove this variable".into(),
+            });
+        }
+        return Ok(None);
+    };
+    let port = e.sftp_port.unwrap_or(22);
+    if port == 0 {
+        return Err(ConfigError::Invalid {
+            name: "SFTP_PORT",
+            detail: "0: use the server's SSH port (22 by default)".into(),
+        });
+    }
+    let user = e
+        .sftp_user
+        .take()
+        .filter(|u| !u.is_empty())
+        .ok_or(ConfigError::Missing {
+            name: "SFTP_USER",
+            detail: "the account on the SFTP server",
+        })?;
+    let path = e
+        .sftp_path
+        .take()
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .filter(|p| !p.is_empty())
+        .ok_or(ConfigError::Missing {
+            name: "SFTP_PATH",
+            detail: "the directory for backups on the SFTP server, e.g. backups/selmai (relative to the account's home) or /srv/backups/selmai",
+        })?;
+    let key_file = e.sftp_key_file.take().filter(|k| !k.is_empty());
+    let key = match &key_file {
+        None => None,
+        Some(path) => Some(super::Secret::new(std::fs::read_to_string(path).map_err(
+            |source| ConfigError::Invalid {
+                name: "SFTP_KEY_FILE",
+                detail: format!(
+                    "cannot read {path}: {source}: mount the private key (e.g. as a Docker secret) readable by this container's user"
+                ),
+            },
+        )?)),
+    };
+    let key_passphrase = secret(
+        "SFTP_KEY_PASSPHRASE",
+        e.sftp_key_passphrase.take(),
+        e.sftp_key_passphrase_file.take(),
+    )?;
+    if key.is_none() && key_passphrase.is_some() {
+        return Err(ConfigError::Invalid {
+            name: "SFTP_KEY_PASSPHRASE",
+            detail: "set without SFTP_KEY_FILE: give the key it opens".into(),
+        });
+    }
+    let password = secret(
+        "SFTP_PASSWORD",
+        e.sftp_password.take(),
+        e.sftp_password_file.take(),
+    )?;
+    if key.is_none() && password.is_none() {
+        return Err(ConfigError::Missing {
+            name: "SFTP_KEY_FILE",
+            detail: "the SFTP server needs a private key (SFTP_KEY_FILE) or a password (SFTP_PASSWORD or SFTP_PASSWORD_FILE)",
+        });
+    }
+    let host_key = match (
+        e.sftp_known_hosts.take().filter(|k| !k.is_empty()),
+        e.sftp_host_key.take().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                name: "SFTP_HOST_KEY",
+                detail: "SFTP_KNOWN_HOSTS is set too: pin the server's key one way, keep only one".into(),
+            })
+        }
+        (None, None) => return Err(ConfigError::Unpinned { host, port }),
+        (Some(file), None) => {
+            if let Err(source) = std::fs::metadata(&file) {
+                return Err(ConfigError::Invalid {
+                    name: "SFTP_KNOWN_HOSTS",
+                    detail: format!("cannot read {file}: {source}: mount the known_hosts file, or pin the key with SFTP_HOST_KEY"),
+                });
+            }
+            HostKeyPin::KnownHosts(PathBuf::from(file))
+        }
+        (None, Some(key)) => host_key_pin(&key)?,
+    };
+    Ok(Some(SftpSettings {
+        host,
+        port,
+        user,
+        path,
+        key,
+        key_file,
+        key_passphrase,
+        password,
+        host_key,
+        concurrency,
+        retries,
+        timeout: Duration::from_secs(timeout),
+        retry_delay: Duration::from_secs(1),
+    }))
+}
+
+/// `SFTP_HOST_KEY`: a `SHA256:` fingerprint, or a public key line (a
+/// known_hosts line's host field is accepted and ignored).
+fn host_key_pin(value: &str) -> Result<HostKeyPin, ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid {
+        name: "SFTP_HOST_KEY",
+        detail: format!("{why}: give the server's SHA256: fingerprint (from `ssh-keyscan HOST | ssh-keygen -lf -`) or its public key line, e.g. `ssh-ed25519 AAAA...`"),
+    };
+    if let Some(b64) = value.strip_prefix("SHA256:") {
+        let ok = b64.len() == 43
+            && b64
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+        return if ok {
+            Ok(HostKeyPin::Fingerprint(value.to_owned()))
+        } else {
+            Err(bad(&format!("{value:?} is not a SHA256 fingerprint (43 base64 characters after SHA256:)")))
+        };
+    }
+    let fields: Vec<&str> = value.split_whitespace().collect();
+    let at = fields
+        .iter()
+        .position(|f| f.starts_with("ssh-") || f.starts_with("ecdsa-") || f.starts_with("rsa-"))
+        .ok_or_else(|| bad(&format!("{value:?} names no key type")))?;
+    match fields.get(at + 1) {
+        Some(b64) if b64.len() > 16 => Ok(HostKeyPin::Key(format!("{} {b64}", fields[at]))),
+        _ => Err(bad("the key line has no key after its type")),
+    }
 }
 
 /// The bucket, when `S3_BUCKET` is set (its tuning is checked either way).

@@ -4,7 +4,7 @@
 //! Healthy means all of:
 //! 1. the state file is readable and records a successful database backup;
 //! 2. that backup started less than `HEALTH_MAX_AGE_HOURS` ago;
-//! 3. when a bucket is configured, its off-site copy succeeded;
+//! 3. when off-site targets are configured, its copy to each succeeded;
 //! 4. no backup that retention keeps has been missing from an off-site
 //!    target (as the last catch-up found) for longer than
 //!    `HEALTH_MAX_OFFSITE_DELAY_HOURS` after it was taken;
@@ -80,7 +80,7 @@ pub fn verdict(
             settings.health.max_age.as_secs() / 3600
         ));
     }
-    if settings.s3.is_some() {
+    if settings.has_offsite() {
         match &last.offsite {
             Offsite::Stored => {}
             Offsite::Failed { error } => {
@@ -90,7 +90,7 @@ pub fn verdict(
             }
             Offsite::NotConfigured => {
                 return Err(format!(
-                    "the newest database backup {file} was made without the bucket (S3_BUCKET is set now): it has no off-site copy"
+                    "the newest database backup {file} was made before an off-site target was configured: it has no off-site copy"
                 ))
             }
         }
@@ -120,7 +120,7 @@ pub fn verdict(
     Ok(format!(
         "healthy: newest database backup {file} is {} old{}, {} free{}",
         human_duration(age),
-        if settings.s3.is_some() {
+        if settings.has_offsite() {
             ", copied off-site"
         } else {
             ""

@@ -217,7 +217,7 @@ impl Jobs {
                     outcome: Outcome::Failed,
                     file: None,
                     size: None,
-                    offsite: if self.settings.s3.is_some() && kind != Kind::Drill {
+                    offsite: if self.settings.has_offsite() && kind != Kind::Drill {
                         Offsite::Failed {
                             error: "no backup was made".into(),
                         }
@@ -456,14 +456,13 @@ impl Jobs {
             .iter()
             .map(|f| format!("the copy to the {} failed: {}", f.target, f.error))
             .collect();
-        let offsite = if self.settings.s3.is_none() {
+        let offsite = if !self.settings.has_offsite() {
             Offsite::NotConfigured
         } else if failed.is_empty() && stored.iter().any(|t| *t != "volume") {
             Offsite::Stored
         } else {
             let error = if warnings.is_empty() {
-                "no bucket target was written (S3_BUCKET is set but this build has no bucket target)"
-                    .to_owned()
+                "no off-site target was written".to_owned()
             } else {
                 warnings.join("; ")
             };

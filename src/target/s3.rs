@@ -52,8 +52,6 @@ const LABEL: &str = "bucket";
 /// S3 numbers parts 1 to 10,000.
 const MAX_PARTS: u32 = 10_000;
 const CONTENT_TYPE: &str = "application/octet-stream";
-/// Back-off never waits longer than this between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Key (under the prefix) of the multipart upload `check` starts and aborts.
 /// It starts with a dot, so it is never listed as one of our names.
 const WRITE_CHECK_NAME: &str = ".selmai-write-check";

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use s3::Bucket;
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
+use selmai_backup::target::sftp::SftpTarget;
 use selmai_backup::target::{get_bytes, put_bytes, Target, TargetError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::bucket::*;
+use crate::support::sshd;
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -29,6 +31,8 @@ pub(crate) struct Fixture {
 enum Kind {
     Volume(tempfile::TempDir),
     Bucket { raw: Box<Bucket>, prefix: String },
+    /// The remote directory, seen through the local file system.
+    Sftp(std::path::PathBuf),
 }
 
 impl Fixture {
@@ -54,6 +58,15 @@ impl Fixture {
         }
     }
 
+    fn sftp(tag: &str) -> Self {
+        let (remote, local) = sshd::fresh_dir(tag);
+        let target = SftpTarget::new(&sshd::settings(&remote)).unwrap();
+        Fixture {
+            target: Arc::new(target),
+            kind: Kind::Sftp(local),
+        }
+    }
+
     fn target(&self) -> &dyn Target {
         &*self.target
     }
@@ -61,8 +74,8 @@ impl Fixture {
     /// Plant objects that are near our names but not ours.
     async fn put_foreign(&self, name: &str) {
         match &self.kind {
-            Kind::Volume(dir) => {
-                let d = dir.path();
+            Kind::Volume(_) | Kind::Sftp(_) => {
+                let d = self.local_dir();
                 std::fs::write(d.join(format!(".{name}")), b"hidden").unwrap();
                 std::fs::write(d.join(format!(".{name}.partial")), b"partial").unwrap();
                 std::fs::create_dir(d.join(format!("{name}.d"))).unwrap();
@@ -84,10 +97,19 @@ impl Fixture {
         }
     }
 
+    /// The directory behind a volume or an SFTP server.
+    fn local_dir(&self) -> &std::path::Path {
+        match &self.kind {
+            Kind::Volume(dir) => dir.path(),
+            Kind::Sftp(dir) => dir,
+            Kind::Bucket { .. } => unreachable!("a bucket has no directory"),
+        }
+    }
+
     /// Partial files or incomplete multipart uploads left behind.
     async fn leftovers(&self) -> Vec<String> {
         match &self.kind {
-            Kind::Volume(dir) => std::fs::read_dir(dir.path())
+            Kind::Volume(_) | Kind::Sftp(_) => std::fs::read_dir(self.local_dir())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .filter(|n| n.ends_with(".partial"))
@@ -278,7 +300,7 @@ async fn nothing_is_visible_before_commit(f: &Fixture) {
     assert_eq!(t.list("").await.unwrap().len(), 1);
 }
 
-/// One test per check and target: `volume::case` and `bucket::case`.
+/// One test per check and target: `volume::case`, `bucket::case` and `sftp::case`.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod volume {
@@ -295,6 +317,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let f = super::Fixture::bucket(stringify!($case)).await;
+                    super::$case(&f).await;
+                }
+            )*
+        }
+        mod sftp {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let f = super::Fixture::sftp(stringify!($case));
                     super::$case(&f).await;
                 }
             )*

@@ -8,22 +8,20 @@ use std::time::Duration;
 use s3::error::S3Error;
 
 use super::errors::{is_dns_failure, one_line, xml_field, Failed};
-use super::MAX_BACKOFF;
 
 /// How often and how patiently a request is retried.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RetryPolicy {
     /// Extra attempts after the first.
     pub(super) retries: u32,
-    /// Wait before the first retry; doubled each time, capped at [`MAX_BACKOFF`].
+    /// Wait before the first retry; doubled each time, capped at [`crate::target::MAX_BACKOFF`].
     pub(super) first_delay: Duration,
 }
 
 impl RetryPolicy {
     /// Wait before retry number `retry` (1-based).
     pub(super) fn delay(&self, retry: u32) -> Duration {
-        let factor = 1u32 << retry.saturating_sub(1).min(16);
-        self.first_delay.saturating_mul(factor).min(MAX_BACKOFF)
+        crate::target::backoff(self.first_delay, retry)
     }
 }
 
@@ -103,8 +101,8 @@ mod tests {
         };
         let d: Vec<u64> = (1..=4).map(|r| p.delay(r).as_millis() as u64).collect();
         assert_eq!(d, [500, 1000, 2000, 4000]);
-        assert_eq!(p.delay(20), MAX_BACKOFF);
-        assert_eq!(p.delay(u32::MAX), MAX_BACKOFF);
+        assert_eq!(p.delay(20), crate::target::MAX_BACKOFF);
+        assert_eq!(p.delay(u32::MAX), crate::target::MAX_BACKOFF);
     }
 
     #[rstest]
