@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command (CI runs it through .ci/run). Starts the
-# real MariaDB and S3-compatible servers the integration tests talk to
-# (scripts/services.sh, idempotent), then checks formatting and lints and
+# real MariaDB, S3-compatible and SFTP servers the integration tests talk
+# to (scripts/services.sh, idempotent), then checks formatting and lints and
 # runs every test. Exits non-zero on the first failure.
 #
 # Extra arguments go to `cargo test` (and skip the end-to-end test of the

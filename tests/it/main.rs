@@ -1,5 +1,5 @@
 //! Integration tests: one binary, one module per feature. They talk to the
-//! real MariaDB and S3-compatible servers started by `scripts/test.sh`
+//! real MariaDB, S3-compatible and SFTP servers started by `scripts/test.sh`
 //! (addresses in the `TEST_*` variables it exports).
 
 mod archive;
@@ -26,6 +26,7 @@ mod restore_source;
 mod rollback;
 mod roundtrip;
 mod s3_faults;
+mod sshd_support;
 mod support;
 mod target_conformance;
 mod verify_foreign;
