@@ -16,9 +16,9 @@ use super::values::{
     schedule, secret,
 };
 use super::{
-    binlog, restore, ArchiveSettings, ConfigError, EnvConfig, HealthSettings, LogSettings,
-    HostKeyPin, NotifySettings, S3Settings, ScheduleSettings, Settings, SftpSettings, SmtpSettings,
-    SNAPSHOT_PREFIX,
+    binlog, restore, ArchiveSettings, ConfigError, EnvConfig, HealthSettings, HostKeyPin,
+    LogSettings, NotifySettings, S3Settings, ScheduleSettings, Settings, SftpSettings,
+    SmtpSettings, SNAPSHOT_PREFIX,
 };
 
 impl TryFrom<EnvConfig> for Settings {
@@ -200,7 +200,10 @@ fn sftp(e: &mut EnvConfig) -> Result<Option<SftpSettings>, ConfigError> {
             ("SFTP_PATH", e.sftp_path.is_some()),
             ("SFTP_KEY_FILE", e.sftp_key_file.is_some()),
             ("SFTP_KEY_PASSPHRASE", e.sftp_key_passphrase.is_some()),
-            ("SFTP_KEY_PASSPHRASE_FILE", e.sftp_key_passphrase_file.is_some()),
+            (
+                "SFTP_KEY_PASSPHRASE_FILE",
+                e.sftp_key_passphrase_file.is_some(),
+            ),
             ("SFTP_PASSWORD", e.sftp_password.is_some()),
             ("SFTP_PASSWORD_FILE", e.sftp_password_file.is_some()),
             ("SFTP_KNOWN_HOSTS", e.sftp_known_hosts.is_some()),
@@ -274,12 +277,16 @@ fn sftp(e: &mut EnvConfig) -> Result<Option<SftpSettings>, ConfigError> {
     }
     let host_key = match (
         e.sftp_known_hosts.take().filter(|k| !k.is_empty()),
-        e.sftp_host_key.take().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()),
+        e.sftp_host_key
+            .take()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty()),
     ) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::Invalid {
                 name: "SFTP_HOST_KEY",
-                detail: "SFTP_KNOWN_HOSTS is set too: pin the server's key one way, keep only one".into(),
+                detail: "SFTP_KNOWN_HOSTS is set too: pin the server's key one way, keep only one"
+                    .into(),
             })
         }
         (None, None) => return Err(ConfigError::Unpinned { host, port }),
@@ -314,9 +321,11 @@ fn sftp(e: &mut EnvConfig) -> Result<Option<SftpSettings>, ConfigError> {
 /// `SFTP_HOST_KEY`: a `SHA256:` fingerprint, or a public key line (a
 /// known_hosts line's host field is accepted and ignored).
 fn host_key_pin(value: &str) -> Result<HostKeyPin, ConfigError> {
-    let bad = |why: &str| ConfigError::Invalid {
+    let bad = |why: &str| {
+        ConfigError::Invalid {
         name: "SFTP_HOST_KEY",
         detail: format!("{why}: give the server's SHA256: fingerprint (from `ssh-keyscan HOST | ssh-keygen -lf -`) or its public key line, e.g. `ssh-ed25519 AAAA...`"),
+    }
     };
     if let Some(b64) = value.strip_prefix("SHA256:") {
         let ok = b64.len() == 43
@@ -326,7 +335,9 @@ fn host_key_pin(value: &str) -> Result<HostKeyPin, ConfigError> {
         return if ok {
             Ok(HostKeyPin::Fingerprint(value.to_owned()))
         } else {
-            Err(bad(&format!("{value:?} is not a SHA256 fingerprint (43 base64 characters after SHA256:)")))
+            Err(bad(&format!(
+                "{value:?} is not a SHA256 fingerprint (43 base64 characters after SHA256:)"
+            )))
         };
     }
     let fields: Vec<&str> = value.split_whitespace().collect();

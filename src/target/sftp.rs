@@ -199,9 +199,7 @@ fn info_of(name: String, attrs: &russh_sftp::protocol::FileAttributes) -> Object
 /// A regular file, as the permission bits' type field says (a server that
 /// sends no permissions is taken at its word).
 fn is_file(attrs: &russh_sftp::protocol::FileAttributes) -> bool {
-    attrs
-        .permissions
-        .is_none_or(|p| p & 0o170000 == 0o100000)
+    attrs.permissions.is_none_or(|p| p & 0o170000 == 0o100000)
 }
 
 /// Every entry of the remote directory with its attributes.

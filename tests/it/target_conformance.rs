@@ -30,7 +30,10 @@ pub(crate) struct Fixture {
 
 enum Kind {
     Volume(tempfile::TempDir),
-    Bucket { raw: Box<Bucket>, prefix: String },
+    Bucket {
+        raw: Box<Bucket>,
+        prefix: String,
+    },
     /// The remote directory, seen through the local file system.
     Sftp(std::path::PathBuf),
 }
@@ -59,8 +62,9 @@ impl Fixture {
     }
 
     fn sftp(tag: &str) -> Self {
-        let (remote, local) = sshd::fresh_dir(tag);
-        let target = SftpTarget::new(&sshd::settings(&remote)).unwrap();
+        let env = sshd::sftp_env();
+        let (remote, local) = env.fresh_dir(tag);
+        let target = SftpTarget::new(&env.settings(&remote)).unwrap();
         Fixture {
             target: Arc::new(target),
             kind: Kind::Sftp(local),

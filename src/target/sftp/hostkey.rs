@@ -232,7 +232,8 @@ fn base64(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const ED: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     const ED2: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN+Wjn4+4Fcvl2JlKpggT+wCRxpSvtqqpVrQrKN1/A22";
 
@@ -262,7 +263,10 @@ mod tests {
         let a = Accepted::read(&HostKeyPin::Fingerprint(fp.clone()), "h", 22).unwrap();
         assert!(a.check(&key(ED), "h", 22).is_ok());
         let e = a.check(&key(ED2), "h", 2222).unwrap_err();
-        assert!(e.contains(&fp) && e.contains("ssh-keyscan -p 2222 h"), "{e}");
+        assert!(
+            e.contains(&fp) && e.contains("ssh-keyscan -p 2222 h"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -322,6 +326,9 @@ mod tests {
     #[test]
     fn a_missing_known_hosts_file_says_what_to_do() {
         let e = known_hosts(Path::new("/nonexistent/known_hosts"), "h", 22).unwrap_err();
-        assert!(e.contains("SFTP_KNOWN_HOSTS") && e.contains("SFTP_HOST_KEY"), "{e}");
+        assert!(
+            e.contains("SFTP_KNOWN_HOSTS") && e.contains("SFTP_HOST_KEY"),
+            "{e}"
+        );
     }
 }

@@ -75,7 +75,9 @@ impl Failure {
             // The channel closed, a request got no answer in time: the
             // connection is gone or stuck; a new one may do.
             SftpError::IO(_) | SftpError::Timeout | SftpError::UnexpectedBehavior(_) => {
-                Failure::retry(remote(format!("{e}: the connection to the server was lost")))
+                Failure::retry(remote(format!(
+                    "{e}: the connection to the server was lost"
+                )))
             }
             other => Failure::stop(remote(other.to_string())),
         }
@@ -187,8 +189,12 @@ fn refused(inner: &Inner, detail: String) -> Failure {
 
 async fn connect_now(inner: &Inner) -> Result<Conn, Failure> {
     let s = &inner.settings;
-    let accepted = Accepted::read(&s.host_key, &s.host, s.port)
-        .map_err(|detail| Failure::stop(TargetError::Config { target: LABEL, detail }))?;
+    let accepted = Accepted::read(&s.host_key, &s.host, s.port).map_err(|detail| {
+        Failure::stop(TargetError::Config {
+            target: LABEL,
+            detail,
+        })
+    })?;
     let mut config = client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
@@ -231,7 +237,10 @@ async fn connect_now(inner: &Inner) -> Result<Conn, Failure> {
         Failure::retry(unreachable(inner, format!("opening the SFTP channel: {e}")))
     };
     let channel = ssh.channel_open_session().await.map_err(lost)?;
-    channel.request_subsystem(true, "sftp").await.map_err(lost)?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(lost)?;
     let sftp = RawSftpSession::new_with_config(
         channel.into_stream(),
         russh_sftp::client::Config {

@@ -252,7 +252,10 @@ impl Writer {
 
     /// Send chunks as they come; `Some` once committed, `None` when the
     /// writer went away without a commit.
-    async fn pump(&mut self, rx: &mut mpsc::Receiver<Msg>) -> Result<Option<ObjectInfo>, TargetError> {
+    async fn pump(
+        &mut self,
+        rx: &mut mpsc::Receiver<Msg>,
+    ) -> Result<Option<ObjectInfo>, TargetError> {
         loop {
             tokio::select! {
                 msg = rx.recv(), if self.inflight.len() < self.depth => match msg {
@@ -340,7 +343,8 @@ impl Writer {
         self.conn = conn;
         self.handle = handle;
         for (&at, d) in &self.pending {
-            self.inflight.push(write(&self.conn, &self.handle, at, d.clone()));
+            self.inflight
+                .push(write(&self.conn, &self.handle, at, d.clone()));
         }
         Ok(())
     }
@@ -408,7 +412,8 @@ impl Writer {
 
     /// A failure that is not a dropped connection: a full disk says so.
     async fn explain(&self, f: Failure) -> TargetError {
-        let failure = matches!(&f.error, TargetError::Remote { detail, .. } if detail.starts_with("Failure"));
+        let failure =
+            matches!(&f.error, TargetError::Remote { detail, .. } if detail.starts_with("Failure"));
         if failure && self.conn.ext.statvfs {
             if let Ok(st) = self.conn.sftp.statvfs(self.conn.root.as_str()).await {
                 let free = st.blocks_avail.saturating_mul(st.fragment_size.max(1));
@@ -457,7 +462,9 @@ impl Writer {
 }
 
 /// A write task's answer; a task that panicked counts as a lost write.
-fn joined(r: Result<(u64, Result<(), Failure>), tokio::task::JoinError>) -> (u64, Result<(), Failure>) {
+fn joined(
+    r: Result<(u64, Result<(), Failure>), tokio::task::JoinError>,
+) -> (u64, Result<(), Failure>) {
     r.unwrap_or_else(|e| {
         (
             u64::MAX,
@@ -504,7 +511,12 @@ async fn rename(c: &Conn, temp: &str, name: &str, size: u64) -> Result<(), Failu
     let (from, to) = (c.path(temp), c.path(name));
     let done = || async {
         let temp_gone = matches!(c.sftp.stat(from.as_str()).await, Err(russh_sftp::client::error::Error::Status(ref s)) if s.status_code == StatusCode::NoSuchFile);
-        let final_size = c.sftp.stat(to.as_str()).await.ok().and_then(|a| a.attrs.size);
+        let final_size = c
+            .sftp
+            .stat(to.as_str())
+            .await
+            .ok()
+            .and_then(|a| a.attrs.size);
         temp_gone && final_size == Some(size)
     };
     let r = if c.ext.posix_rename {

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use selmai_backup::config::{HostKeyPin, Secret, SftpSettings};
+
 /// Where the shared SFTP server is and how to log in to it.
 #[derive(Debug, Clone)]
 pub struct SftpEnv {
@@ -89,6 +91,48 @@ pub fn sftp_env() -> SftpEnv {
 }
 
 impl SftpEnv {
+    /// The target's settings for `remote` on the shared server: the key
+    /// user with the ed25519 key, the host key pinned by its line, short
+    /// back-off so retries do not slow the tests.
+    pub fn settings(&self, remote: &str) -> SftpSettings {
+        self.settings_on(self.port, remote)
+    }
+
+    /// [`SftpEnv::settings`] for the server on `port` (an [`OwnSshd`]'s).
+    pub fn settings_on(&self, port: u16, remote: &str) -> SftpSettings {
+        let key = std::fs::read_to_string(&self.key_file).unwrap();
+        SftpSettings {
+            host: self.host.clone(),
+            port,
+            user: self.user.clone(),
+            path: remote.to_owned(),
+            key: Some(Secret::new(key)),
+            key_file: Some(self.key_file.display().to_string()),
+            key_passphrase: None,
+            password: None,
+            host_key: HostKeyPin::Key(self.host_key.clone()),
+            concurrency: 16,
+            retries: 3,
+            timeout: Duration::from_secs(10),
+            retry_delay: Duration::from_millis(100),
+        }
+    }
+
+    /// The `SFTP_*` variables of [`SftpEnv::settings`], for the binary.
+    pub fn vars(&self, port: u16, remote: &str) -> Vec<(String, String)> {
+        [
+            ("SFTP_HOST", self.host.clone()),
+            ("SFTP_PORT", port.to_string()),
+            ("SFTP_USER", self.user.clone()),
+            ("SFTP_PATH", remote.to_owned()),
+            ("SFTP_KEY_FILE", self.key_file.display().to_string()),
+            ("SFTP_HOST_KEY", self.host_key.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// A new empty directory under the key user's home, owned by that user:
     /// `(remote path, local path)`, which are the same path as long as the
     /// server has no chroot. Unique per call, so tests run in parallel;
