@@ -885,6 +885,76 @@ mod tests {
         ));
     }
 
+    const FP: &str = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+
+    fn sftp_vars(extra: &[(&'static str, &str)]) -> Result<Settings, ConfigError> {
+        let mut v = vec![
+            ("SFTP_HOST", "nas.example.org"),
+            ("SFTP_USER", "backup"),
+            ("SFTP_PATH", "backups/selmai/"),
+            ("SFTP_PASSWORD", "pw"),
+            ("SFTP_HOST_KEY", FP),
+        ];
+        for (k, val) in extra {
+            v.retain(|(n, _)| n != k);
+            if !val.is_empty() {
+                v.push((k, val));
+            }
+        }
+        with(&v)
+    }
+
+    #[test]
+    fn sftp_defaults_and_pins() {
+        let s = sftp_vars(&[]).unwrap().sftp.unwrap();
+        assert_eq!((s.port, s.path.as_str()), (22, "backups/selmai"));
+        assert_eq!((s.concurrency, s.retries), (16, 5));
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!(s.host_key, HostKeyPin::Fingerprint(FP.into()));
+        let line = "nas.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ comment";
+        let s = sftp_vars(&[("SFTP_HOST_KEY", line)]).unwrap().sftp.unwrap();
+        assert_eq!(
+            s.host_key,
+            HostKeyPin::Key(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ"
+                    .into()
+            )
+        );
+        assert!(with(&[]).unwrap().sftp.is_none());
+    }
+
+    #[rstest]
+    #[case::unpinned(&[("SFTP_HOST_KEY", "")], "ssh-keyscan -p 22 nas.example.org | ssh-keygen -lf -")]
+    #[case::no_login(&[("SFTP_PASSWORD", "")], "SFTP_KEY_FILE is not set")]
+    #[case::no_user(&[("SFTP_USER", "")], "SFTP_USER is not set")]
+    #[case::no_path(&[("SFTP_PATH", "")], "SFTP_PATH is not set")]
+    #[case::bad_fingerprint(&[("SFTP_HOST_KEY", "SHA256:abc")], "not a SHA256 fingerprint")]
+    #[case::not_a_key(&[("SFTP_HOST_KEY", "hello world")], "names no key type")]
+    #[case::both_pins(&[("SFTP_KNOWN_HOSTS", "/etc/hosts")], "pin the server's key one way")]
+    #[case::missing_known_hosts(&[("SFTP_HOST_KEY", ""), ("SFTP_KNOWN_HOSTS", "/nonexistent/kh")], "cannot read /nonexistent/kh")]
+    #[case::unreadable_key(&[("SFTP_KEY_FILE", "/nonexistent/id_ed25519")], "cannot read /nonexistent/id_ed25519")]
+    #[case::passphrase_alone(&[("SFTP_KEY_PASSPHRASE", "pp")], "set without SFTP_KEY_FILE")]
+    #[case::port_zero(&[("SFTP_PORT", "0")], "SFTP_PORT")]
+    #[case::concurrency(&[("SFTP_CONCURRENCY", "0")], "SFTP_CONCURRENCY")]
+    fn sftp_mistakes_are_refused_at_start(
+        #[case] change: &[(&'static str, &str)],
+        #[case] says: &str,
+    ) {
+        let e = sftp_vars(change).unwrap_err().to_string();
+        assert!(e.contains(says), "{e}");
+    }
+
+    #[test]
+    fn sftp_variables_without_a_host_are_refused() {
+        let e = with(&[("SFTP_USER", "backup")]).unwrap_err().to_string();
+        assert!(
+            e.contains("SFTP_USER") && e.contains("SFTP_HOST is not set"),
+            "{e}"
+        );
+        // Tuning is checked without a host too.
+        assert!(with(&[("SFTP_RETRIES", "99")]).is_err());
+    }
+
     #[rstest]
     #[case("BACKUP_SCHEDULE")]
     #[case("CONFIG_SCHEDULE")]

@@ -14,6 +14,10 @@ use selmai_backup::config::{Settings, KNOWN};
 enum Reach {
     /// The effective configuration differs from the same variables without it.
     Changes(&'static str),
+    /// Set instead of another variable that can take its place (two ways
+    /// to pin a server key): the configuration with it differs from the
+    /// one with the other.
+    Instead(&'static str, &'static str),
     /// It is a list of foreign variables: naming one there turns the error
     /// for that unknown variable into acceptance.
     Ignores(&'static str),
@@ -47,6 +51,20 @@ fn cases(file: &str) -> Vec<(&'static str, Reach, Vars)> {
         )]
     };
     let file: &'static str = Box::leak(file.to_owned().into_boxed_str());
+    let sftp_with = |login: (&'static str, &'static str)| {
+        vec![
+            ("SFTP_HOST", "backup.example.org".to_owned()),
+            ("SFTP_USER", "backup".to_owned()),
+            ("SFTP_PATH", "backups/selmai".to_owned()),
+            (
+                "SFTP_HOST_KEY",
+                "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU".to_owned(),
+            ),
+            (login.0, login.1.to_owned()),
+        ]
+    };
+    let sftp = move || sftp_with(("SFTP_KEY_FILE", file));
+    let sftp_pw = move || sftp_with(("SFTP_PASSWORD", "pw"));
     vec![
         ("DB_HOST", Changes("db2"), vec![]),
         ("DB_PORT", Changes("3307"), vec![]),
@@ -126,6 +144,26 @@ fn cases(file: &str) -> Vec<(&'static str, Reach, Vars)> {
         ("S3_CONCURRENCY", Changes("4"), s3()),
         ("S3_RETRIES", Changes("2"), s3()),
         ("S3_REQUEST_TIMEOUT", Changes("30"), s3()),
+        ("SFTP_HOST", Changes("nas.example.org"), sftp()),
+        ("SFTP_PORT", Changes("2222"), sftp()),
+        ("SFTP_USER", Changes("other"), sftp()),
+        ("SFTP_PATH", Changes("/srv/backups"), sftp()),
+        ("SFTP_KEY_FILE", Changes(file), sftp_pw()),
+        ("SFTP_KEY_PASSPHRASE", Changes("pp"), sftp()),
+        ("SFTP_KEY_PASSPHRASE_FILE", Changes(file), sftp()),
+        ("SFTP_PASSWORD", Changes("pw"), sftp()),
+        ("SFTP_PASSWORD_FILE", Changes(file), sftp()),
+        ("SFTP_KNOWN_HOSTS", Instead(file, "SFTP_HOST_KEY"), sftp()),
+        (
+            "SFTP_HOST_KEY",
+            Changes(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ",
+            ),
+            sftp(),
+        ),
+        ("SFTP_CONCURRENCY", Changes("4"), sftp()),
+        ("SFTP_RETRIES", Changes("2"), sftp()),
+        ("SFTP_TIMEOUT", Changes("60"), sftp()),
         ("RESTORE_STOP_CONTAINERS", Changes("false"), vec![]),
         ("RESTORE_STOP_PROJECT", Changes("other-project"), vec![]),
         ("RESTORE_DEFINER", Changes("strip"), vec![]),
@@ -209,6 +247,19 @@ fn every_documented_variable_reaches_the_settings() {
                 base.push((name.as_str(), value.to_string()));
                 let after = effective(&base)
                     .unwrap_or_else(|e| panic!("{name}={value} is documented but refused: {e}"));
+                assert_ne!(
+                    before, after,
+                    "{name}={value} did not change the effective configuration: the variable is never read"
+                );
+            }
+            Reach::Instead(value, other) => {
+                let before = effective(&base)
+                    .unwrap_or_else(|e| panic!("{name}: the settings with {other} fail: {e}"));
+                base.retain(|(k, _)| k != name && k != other);
+                base.push((name.as_str(), value.to_string()));
+                let after = effective(&base).unwrap_or_else(|e| {
+                    panic!("{name}={value} instead of {other} is documented but refused: {e}")
+                });
                 assert_ne!(
                     before, after,
                     "{name}={value} did not change the effective configuration: the variable is never read"
