@@ -29,7 +29,9 @@
 //! - [`target`]: storage targets behind one trait (the volume in
 //!   `target::local`, an S3-compatible bucket in `target::s3` with its
 //!   upload, resuming read, retry and error wording under `target/s3/`;
-//!   room for `target::sftp`), and the run-wide time budget that wraps an
+//!   an SFTP server in `target::sftp`, with its connection and host key
+//!   check, pipelined upload and read under `target/sftp/`), and the
+//!   run-wide time budget that wraps an
 //!   off-site target (`target::budget`).
 //!
 //! **Stages**, the read path above the binlog archive above the write path:
