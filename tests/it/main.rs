@@ -26,6 +26,7 @@ mod restore_source;
 mod rollback;
 mod roundtrip;
 mod s3_faults;
+mod sftp;
 mod sshd_support;
 mod support;
 mod target_conformance;

@@ -6,38 +6,14 @@
 //! bucket that accepts connections but never answers costs a backup one
 //! run-wide budget, after the local backup is complete.
 
-use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use selmai_backup::config::Settings;
 
 use crate::support::bucket::bucket_vars;
 use crate::support::bucket::{create_bucket, raw_bucket, raw_exists, s3_endpoint, unique_bucket};
-use crate::support::tool;
+use crate::support::tool::{self, file_name, run_async as run};
 use crate::support::TestDb;
-
-/// Run the binary off the test's runtime threads (the test may serve a
-/// fake endpoint meanwhile); returns exit code, stdout, stderr, duration.
-async fn run(vars: &[(String, String)], args: &[&str]) -> (i32, String, String, Duration) {
-    let (vars, args): (Vec<_>, Vec<String>) =
-        (vars.to_vec(), args.iter().map(|a| a.to_string()).collect());
-    tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, out, err) = tool::outcome(&tool::run(&vars, &args));
-        (code, out, err, started.elapsed())
-    })
-    .await
-    .unwrap()
-}
-
-fn file_name(path: &str) -> String {
-    Path::new(path.trim())
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
-}
 
 fn small_db(tag: &str) -> TestDb {
     let db = TestDb::new(tag);

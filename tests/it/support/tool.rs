@@ -152,6 +152,34 @@ pub fn run(vars: &[(String, String)], args: &[&str]) -> Output {
         .expect("running selmai-backup")
 }
 
+/// [`run`] off the test's runtime threads (the test may serve an endpoint
+/// or watch a server meanwhile): exit code, stdout, stderr and how long it
+/// took.
+pub async fn run_async(
+    vars: &[(String, String)],
+    args: &[&str],
+) -> (i32, String, String, std::time::Duration) {
+    let (vars, args): (Vec<_>, Vec<String>) =
+        (vars.to_vec(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = outcome(&run(&vars, &args));
+        (code, out, err, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+/// The file name of a path the binary printed.
+pub fn file_name(path: &str) -> String {
+    Path::new(path.trim())
+        .file_name()
+        .unwrap_or_else(|| panic!("{path:?} names no file"))
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Run the binary to completion under `umask` (through `sh`, which sets
 /// it for the process it then becomes).
 pub fn run_with_umask(vars: &[(String, String)], umask: &str, args: &[&str]) -> Output {
