@@ -193,6 +193,14 @@ pub async fn clean_interrupted_all(targets: &[std::sync::Arc<dyn Target>]) {
     }
 }
 
+/// A target's label as words in a sentence: "the bucket", "the SFTP server".
+pub fn the(label: &str) -> String {
+    match label {
+        "sftp" => "the SFTP server".to_owned(),
+        other => format!("the {other}"),
+    }
+}
+
 /// How long a command that found what it needs on the volume waits for an
 /// off-site target to answer at all before going on without it.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);

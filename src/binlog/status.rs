@@ -90,10 +90,10 @@ impl std::fmt::Display for OffsitePending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} binlog segment(s) stored since {} are not in the {} yet: {}",
+            "{} binlog segment(s) stored since {} are not in {} yet: {}",
             self.segments,
             self.oldest.format("%Y-%m-%d %H:%M:%S UTC"),
-            self.target,
+            crate::target::the(&self.target),
             self.error
         )
     }

@@ -574,8 +574,8 @@ pub async fn verify_chain(
         None => 0,
         Some((file, pos)) => segment_at(&chain, file, pos).ok_or_else(|| {
             StoreError::Gap(format!(
-                "no segment in the {} holds {file}:{pos}, where the newest dump's snapshot is",
-                t.label()
+                "no segment in {} holds {file}:{pos}, where the newest dump's snapshot is",
+                crate::target::the(t.label())
             ))
         })?,
     };

@@ -123,8 +123,8 @@ async fn verify_binlog(settings: &Settings, from: Option<(String, u64)>) -> anyh
         )
         .await?;
         println!(
-            "ok: binlog archive in the {} from {} to {} ({} segments, {} transactions, {} of events{}), no gap",
-            t.label(),
+            "ok: binlog archive in {} from {} to {} ({} segments, {} transactions, {} of events{}), no gap",
+            crate::target::the(t.label()),
             r.from.as_deref().unwrap_or("-"),
             r.to.as_deref().unwrap_or("-"),
             r.segments,

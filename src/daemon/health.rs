@@ -142,8 +142,9 @@ fn overdue_offsite(state: &State, settings: &Settings, now: DateTime<Utc>) -> Op
         .filter(|(_, m)| now - m.taken > max)
         .min_by_key(|(_, m)| m.taken)?;
     Some(format!(
-        "the backup {} is still not in the {target} {} after it was taken, more than HEALTH_MAX_OFFSITE_DELAY_HOURS={}: {}",
+        "the backup {} is still not in {} {} after it was taken, more than HEALTH_MAX_OFFSITE_DELAY_HOURS={}: {}",
         m.name,
+        crate::target::the(target),
         human_duration(now - m.taken),
         settings.health.max_offsite_delay.as_secs() / 3600,
         m.error

@@ -454,7 +454,13 @@ impl Jobs {
     ) -> Done {
         let mut warnings: Vec<String> = failed
             .iter()
-            .map(|f| format!("the copy to the {} failed: {}", f.target, f.error))
+            .map(|f| {
+                format!(
+                    "the copy to {} failed: {}",
+                    crate::target::the(f.target),
+                    f.error
+                )
+            })
             .collect();
         let offsite = if !self.settings.has_offsite() {
             Offsite::NotConfigured
@@ -473,8 +479,9 @@ impl Jobs {
         };
         let offsite_failed = failed.first().map(|f| {
             format!(
-                "{file} was written to the volume, but the copy to the {} failed: {}",
-                f.target, f.error
+                "{file} was written to the volume, but the copy to {} failed: {}",
+                crate::target::the(f.target),
+                f.error
             )
         });
         Done {

@@ -106,9 +106,9 @@ impl CatchUp {
             .filter_map(|c| {
                 let newest = c.missing.first()?;
                 Some(format!(
-                    "{} backup(s) kept on the volume are not in the {} yet, the newest {}: {}",
+                    "{} backup(s) kept on the volume are not in {} yet, the newest {}: {}",
                     c.missing.len(),
-                    c.target,
+                    crate::target::the(&c.target),
                     newest.name,
                     newest.error
                 ))

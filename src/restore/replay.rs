@@ -1224,11 +1224,11 @@ async fn read_plan(
     if let Stop::Gtid(g) = &stop {
         if !found_gtid {
             return Err(PitrError::Unreachable(format!(
-                "GTID {g} is not in the binlog archive after {} (snapshot {}:{}); the archive in the {} ends at {}",
+                "GTID {g} is not in the binlog archive after {} (snapshot {}:{}); the archive in {} ends at {}",
                 dump.name,
                 start.0,
                 start.1,
-                target.label(),
+                crate::target::the(target.label()),
                 out.segments
                     .last()
                     .and_then(|m| m.last_gtid.clone())
