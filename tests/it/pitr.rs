@@ -113,9 +113,11 @@ struct Archiver {
 }
 
 impl Archiver {
-    fn start(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>) -> Archiver {
+    /// `replica` tells the archivers of the tests apart: the server
+    /// disconnects a replica when another one registers with its id.
+    fn start(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>, replica: u32) -> Archiver {
         let mut o = Options::new(
-            4000 + std::process::id() % 1000,
+            replica * 1000 + std::process::id() % 1000,
             prefix,
             Encoding {
                 compression: Compression::Gzip(1),
@@ -289,7 +291,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
          CREATE TRIGGER t_logged AFTER INSERT ON t FOR EACH ROW INSERT INTO log (t_id, at_s) VALUES (NEW.id, NEW.s);
          INSERT INTO t (s, f) VALUES ('before the dump', 1.5);",
     );
-    let archiver = Archiver::start(dir.path(), &prefix, vec![volume.clone(), bucket.clone()]);
+    let archiver = Archiver::start(dir.path(), &prefix, vec![volume.clone(), bucket.clone()], 4);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let vars2 = vars.clone();
     let gtid_out = Arc::new(Mutex::new(String::new()));
@@ -823,4 +825,138 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
         }
     });
+}
+
+/// A database `src` (dropped first, then created with `schema`), an
+/// archiver of the shared server into a fresh volume (`replica` as in
+/// [`Archiver::start`]) and one dump of `src` taken after the archiver
+/// started: what the tests of one feature need.
+struct Small {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+    archiver: Archiver,
+}
+
+async fn small(src: &str, schema: &str, replica: u32) -> Small {
+    let dir = tempfile::tempdir().unwrap();
+    exec(
+        None,
+        &format!("DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src} {CHARSET}"),
+    );
+    exec(Some(src), schema);
+    let vars = tool::vars_with(src, dir.path(), &[("BACKUP_PASSPHRASE", PASS)]);
+    let prefix = tool::settings(src, dir.path(), &[]).prefix;
+    let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(dir.path()));
+    let archiver = Archiver::start(dir.path(), &prefix, vec![volume], replica);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let o = tokio::task::block_in_place(|| run(&vars, &["backup", "--no-prune"]));
+    assert!(o.status.success(), "backup: {}", text(&o));
+    Small {
+        dir,
+        vars,
+        archiver,
+    }
+}
+
+/// How many `User_var` events the server's binlog holds from `from` on.
+fn user_var_events(from: &(String, u64)) -> usize {
+    let logs = exec(None, "SHOW BINARY LOGS");
+    let files: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|f| {
+            selmai_backup::binlog::segment::file_index(f)
+                >= selmai_backup::binlog::segment::file_index(&from.0)
+        })
+        .collect();
+    files
+        .iter()
+        .map(|f| {
+            let at = if *f == from.0 { from.1 } else { 4 };
+            exec(None, &format!("SHOW BINLOG EVENTS IN '{f}' FROM {at}"))
+                .lines()
+                .filter(|l| l.split('\t').nth(2) == Some("User var"))
+                .count()
+        })
+        .sum()
+}
+
+/// Statement-based events with user variables of every type are replayed
+/// with their values: the server logs each variable a statement reads as
+/// a `User_var` event, the replay sets it before the statement.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_with_user_variables_of_every_type_replay_to_the_same_tables() {
+    const SRC_UV: &str = "pitr_uv_src";
+    const INTO_UV: &str = "pitr_uv_scratch";
+    let s = small(
+        SRC_UV,
+        "CREATE TABLE v (id INT PRIMARY KEY AUTO_INCREMENT, s VARCHAR(100) CHARACTER SET utf8mb4,
+            l VARCHAR(20) CHARACTER SET latin1, i BIGINT, neg BIGINT, u BIGINT UNSIGNED,
+            r DOUBLE, d DECIMAL(30,10), d0 DECIMAL(30,10), n INT NULL, e VARCHAR(5)) ENGINE=InnoDB;
+         INSERT INTO v (s) VALUES ('before the dump');",
+        5,
+    )
+    .await;
+    let from = master_position();
+    tokio::task::block_in_place(|| {
+        exec(
+            Some(SRC_UV),
+            "SET SESSION binlog_format = STATEMENT;
+             SET @s := 'déjà vu 😀 中文', @l := CONVERT('café' USING latin1), @i := 42,
+                 @neg := -9223372036854775808, @u := 18446744073709551615,
+                 @r := 1 / 3e0, @d := 12345.6789012345, @d0 := CAST(7 AS DECIMAL(10,0)),
+                 @n := NULL, @e := '';
+             INSERT INTO v (s, l, i, neg, u, r, d, d0, n, e)
+                 VALUES (@s, @l, @i, @neg, @u, @r, @d, @d0 / 3, @n, @e);
+             BEGIN;
+             INSERT INTO v (s, r, d) VALUES (CONCAT(@s, ' again'), @r * 1e300, -@d);
+             UPDATE v SET n = @i + 1 WHERE s = @s;
+             COMMIT;
+             SET @r := PI() * 1e-5, @u := @u - 1, @big := 'DÉJÀ VU 😀 中文';
+             UPDATE v SET r = r + @r, u = @u WHERE id > 1 AND s = @big;
+             DELETE FROM v WHERE s = @missing;",
+        );
+    });
+    // Statement-based: the events the replay must decode are there.
+    let events = user_var_events(&from);
+    assert!(events >= 12, "{events} User_var events in the binlog");
+    s.archiver.wait_stored().await;
+    s.archiver.stop().await;
+    tokio::task::block_in_place(|| {
+        exec(None, &format!("DROP DATABASE IF EXISTS {INTO_UV}"));
+        let o = run(
+            &s.vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                "end",
+                "--into",
+                INTO_UV,
+                "--yes",
+                "--no-safety-snapshot",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert_same_database(SRC_UV, INTO_UV);
+        // The values themselves, beyond the checksums: the unsigned one
+        // and the REAL to its last bit.
+        assert_eq!(
+            exec(
+                Some(INTO_UV),
+                "SELECT u, r, d0, n FROM v WHERE s = 'déjà vu 😀 中文'"
+            )
+            .trim(),
+            exec(
+                Some(SRC_UV),
+                "SELECT u, r, d0, n FROM v WHERE s = 'déjà vu 😀 中文'"
+            )
+            .trim(),
+        );
+        exec(
+            None,
+            &format!("DROP DATABASE {INTO_UV}; DROP DATABASE {SRC_UV}"),
+        );
+    });
+    drop(s.dir);
 }
