@@ -76,11 +76,16 @@ fn in_one_second(sql: &str) -> (DateTime<Utc>, String) {
 
 /// Note the state of the source database under `name`.
 fn note(name: &str) {
+    note_of(name, SRC);
+}
+
+/// Note the state of `src` under `name`.
+fn note_of(name: &str, src: &str) {
     exec(
         None,
         &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} {CHARSET}"),
     );
-    copy_with_mariadb_dump(SRC, name);
+    copy_with_mariadb_dump(src, name);
 }
 
 /// Set every AUTO_INCREMENT counter of `db` to its table's largest key
@@ -957,6 +962,104 @@ async fn statements_with_user_variables_of_every_type_replay_to_the_same_tables(
             None,
             &format!("DROP DATABASE {INTO_UV}; DROP DATABASE {SRC_UV}"),
         );
+    });
+    drop(s.dir);
+}
+
+/// `--into NAME` over a range holding a `DROP DATABASE` of the source:
+/// refused in one line (exit 1) before anything is touched, the database
+/// `NAME` and the source (created again after the drop) as they were; a
+/// target before the drop restores into `NAME`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drop_database_in_the_range_refuses_into_another_name_and_a_time_before_it_restores() {
+    const SRC_DROP: &str = "pitr_drop_src";
+    const INTO_DROP: &str = "pitr_drop_into";
+    const NOTED: &str = "pitr_drop_noted";
+    let s = small(
+        SRC_DROP,
+        "CREATE TABLE o (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(40)) ENGINE=InnoDB;
+         INSERT INTO o (what) VALUES ('before the dump');",
+        6,
+    )
+    .await;
+    let before_drop = tokio::task::block_in_place(|| {
+        exec(
+            Some(SRC_DROP),
+            "INSERT INTO o (what) VALUES ('after the dump'); UPDATE o SET what = 'changed' WHERE id = 1;",
+        );
+        note_of(NOTED, SRC_DROP);
+        let t = server_now();
+        after(t);
+        exec(None, &format!("DROP DATABASE {SRC_DROP}"));
+        // The application creates its database again.
+        exec(
+            None,
+            &format!("CREATE DATABASE {SRC_DROP} {CHARSET}; CREATE TABLE {SRC_DROP}.fresh (a INT); INSERT INTO {SRC_DROP}.fresh VALUES (1)"),
+        );
+        t
+    });
+    s.archiver.wait_stored().await;
+    s.archiver.stop().await;
+    tokio::task::block_in_place(|| {
+        let restore = |to: &str| {
+            run(
+                &s.vars,
+                &[
+                    "restore",
+                    "latest",
+                    "--to",
+                    to,
+                    "--into",
+                    INTO_DROP,
+                    "--yes",
+                    "--no-safety-snapshot",
+                ],
+            )
+        };
+        let source_now = || exec(Some(SRC_DROP), "SHOW TABLES; SELECT a FROM fresh");
+        let source_before = source_now();
+        // `NAME` absent, then present with a table of its own: neither is
+        // touched.
+        exec(None, &format!("DROP DATABASE IF EXISTS {INTO_DROP}"));
+        for present in [false, true] {
+            if present {
+                exec(
+                    None,
+                    &format!("CREATE DATABASE {INTO_DROP}; CREATE TABLE {INTO_DROP}.mine (m INT); INSERT INTO {INTO_DROP}.mine VALUES (7)"),
+                );
+            }
+            let o = restore("end");
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{}", text(&o));
+            assert!(err.contains("a DROP DATABASE statement at"), "{err}");
+            assert!(
+                err.contains("give a time (or GTID) before this transaction; nothing was touched"),
+                "{err}"
+            );
+            if present {
+                assert_eq!(
+                    exec(None, &format!("SHOW TABLES FROM {INTO_DROP}")).trim(),
+                    "mine"
+                );
+                assert_eq!(exec(Some(INTO_DROP), "SELECT m FROM mine").trim(), "7");
+            } else {
+                assert_eq!(
+                    exec(None, &format!("SHOW DATABASES LIKE '{INTO_DROP}'")).trim(),
+                    ""
+                );
+            }
+            assert_eq!(source_now(), source_before);
+        }
+        // Before the drop: restored into `NAME`, the source untouched.
+        exec(None, &format!("DROP DATABASE {INTO_DROP}"));
+        let o = restore(&rfc(before_drop));
+        assert!(o.status.success(), "{}", text(&o));
+        same_state(NOTED, INTO_DROP).unwrap();
+        assert_eq!(source_now(), source_before);
+        for db in [SRC_DROP, INTO_DROP, NOTED] {
+            exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
+        }
     });
     drop(s.dir);
 }
