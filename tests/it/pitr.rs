@@ -6,7 +6,10 @@
 //! targets at the edges, before the dumps and after the archive are
 //! refused or served as documented; the bucket alone serves after the
 //! volume is lost; a gap and a damaged segment are refused before
-//! anything is touched.
+//! anything is touched. Also: statement-format events with user variables
+//! of every type replay to the same tables; `--into NAME` over a `DROP
+//! DATABASE` of the source is refused with nothing touched, and a time
+//! before it restores; the daemon's own drill passes on a whole chain.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -1062,4 +1065,129 @@ async fn a_drop_database_in_the_range_refuses_into_another_name_and_a_time_befor
         }
     });
     drop(s.dir);
+}
+
+/// The daemon alone proves a whole chain: `run` with the binlog archive on
+/// archives the transactions between two dumps, and its monthly drill (here
+/// every minute) restores the first dump, replays the archive to the
+/// second's snapshot and finds the second dump's tables: the drill passes,
+/// its log names the chain, the state file and `health` record the pass.
+/// (The mirror of the failing chain above.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemons_drill_passes_on_a_whole_chain() {
+    use selmai_backup::daemon::state::State;
+
+    use crate::binlog::{daemon_vars, wait_for_daemon, Daemon};
+    use crate::support::own_server::OwnServer;
+
+    let s = OwnServer::start();
+    let env = s.env();
+    env.exec(
+        None,
+        "CREATE DATABASE steady CHARACTER SET utf8mb4;
+         CREATE TABLE steady.t (id INT PRIMARY KEY AUTO_INCREMENT, s VARCHAR(40), f DOUBLE) ENGINE=InnoDB;
+         INSERT INTO steady.t (s, f) VALUES ('before the first dump', 1.5);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("pitr-drill");
+    create_bucket(&bucket_name).await;
+    let archiving = daemon_vars(&s, dir.path(), &bucket_name, &[("DRILL_SCHEDULE", "off")]);
+    let dumped = |o: &Output| {
+        assert!(o.status.success(), "backup: {}", text(o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.lines()
+            .find_map(|l| {
+                Path::new(l.trim())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| panic!("no file written: {out}"))
+    };
+    let first = dumped(&run(&archiving, &["backup", "--no-prune"]));
+    // The archive runs while the transactions between the dumps commit;
+    // the second dump is taken by the command beside it.
+    let mut daemon = Daemon::start(&archiving);
+    let second = tokio::task::block_in_place(|| {
+        env.exec(
+            Some("steady"),
+            "INSERT INTO t (s, f) VALUES ('after the first dump', 2.5), ('gone', 0);
+             BEGIN; UPDATE t SET f = f * 3 WHERE id = 1; DELETE FROM t WHERE s = 'gone'; COMMIT;
+             ALTER TABLE t ADD COLUMN extra INT DEFAULT 7;
+             CREATE TABLE u (k VARCHAR(10) PRIMARY KEY) ENGINE=InnoDB; INSERT INTO u VALUES ('déjà');",
+        );
+        let second = dumped(&run(&archiving, &["backup", "--no-prune"]));
+        env.exec(
+            Some("steady"),
+            "INSERT INTO t (s) VALUES ('after the second dump')",
+        );
+        wait_for_daemon(&s, dir.path(), true);
+        assert!(daemon.stop().success());
+        second
+    });
+    assert_ne!(first, second);
+
+    // The same daemon with its drill due every minute; nothing else runs
+    // in it that could hold the lock.
+    let drilling = daemon_vars(
+        &s,
+        dir.path(),
+        &bucket_name,
+        &[
+            ("DRILL_SCHEDULE", "* * * * *"),
+            ("BACKUP_CATCH_UP", "never"),
+        ],
+    );
+    let mut child = tool::spawn(&drilling, &["run"]);
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                log.lock().unwrap().push(line);
+            }
+        })
+    };
+    let started = Utc::now();
+    let drilled = tokio::task::block_in_place(|| {
+        let waited = Instant::now();
+        loop {
+            let state = State::load(dir.path()).unwrap();
+            if let Some(r) = state.last_run(Kind::Drill).filter(|r| r.started >= started) {
+                break r.clone();
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(180),
+                "no drill ran in three minutes; the log: {}",
+                log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let health = tokio::task::block_in_place(|| {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        assert!(status.success(), "{status}");
+        run(&drilling, &["health"])
+    });
+    let log = log.lock().unwrap().join("\n");
+    assert_eq!(drilled.outcome, Outcome::Success, "{drilled:?}\n{log}");
+    assert_eq!(drilled.file.as_deref(), Some(second.as_str()), "{log}");
+    assert!(
+        log.contains(&format!(
+            "restore test of {first} with the binlog archive to {second}'s snapshot"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("drill of the binlog chain skipped"), "{log}");
+    assert!(
+        text(&health).contains("last restore drill passed"),
+        "{}",
+        text(&health)
+    );
 }
