@@ -1115,6 +1115,9 @@ async fn the_daemons_drill_passes_on_a_whole_chain() {
              ALTER TABLE t ADD COLUMN extra INT DEFAULT 7;
              CREATE TABLE u (k VARCHAR(10) PRIMARY KEY) ENGINE=InnoDB; INSERT INTO u VALUES ('déjà');",
         );
+        // The daemon is up (it holds BACKUP_DIR's lock while it starts)
+        // and has the transactions.
+        wait_for_daemon(&s, dir.path(), false);
         let second = dumped(&run(&archiving, &["backup", "--no-prune"]));
         env.exec(
             Some("steady"),
