@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use selmai_backup::binlog::{self, store, Encoding, NoHooks, Options, StartPoint, Status};
+use selmai_backup::binlog::{store, Encoding, Options, StartPoint};
 use selmai_backup::config::{Secret, Settings};
 use selmai_backup::daemon::jobs::Jobs;
 use selmai_backup::daemon::metrics::Metrics;
@@ -29,6 +29,7 @@ use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
 use selmai_backup::target::Target;
 
+use crate::support::archiver::{Archiver, Reach};
 use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
 use crate::support::tool;
 use crate::support::{assert_same_database, compare_databases, copy_with_mariadb_dump, db_env};
@@ -114,78 +115,31 @@ fn same_state(noted: &str, db: &str) -> Result<(), String> {
     compare_databases(noted, db).map_err(|m| m.to_string())
 }
 
-struct Archiver {
-    status: Arc<Mutex<Status>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), binlog::BinlogError>>,
+/// The archive of the shared server from its current position into
+/// `targets`, encrypted, as the restores here read it. `replica` tells the
+/// archives of the tests apart: the server disconnects a replica when
+/// another one registers with its id.
+fn archiver(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>, replica: u32) -> Archiver {
+    let mut o = Options::new(
+        replica * 1000 + std::process::id() % 1000,
+        prefix,
+        Encoding {
+            compression: Compression::Gzip(1),
+            passphrase: Some(Secret::new(PASS)),
+        },
+        dir.join(".binlog"),
+    );
+    o.upload_after = Duration::from_secs(1);
+    o.segment_bytes = 1 << 20;
+    let (file, position) = master_position();
+    let db = tool::settings("mysql", dir, &[]).db().unwrap();
+    Archiver::start(db, targets, o, Some(StartPoint { file, position }))
 }
 
-impl Archiver {
-    /// `replica` tells the archivers of the tests apart: the server
-    /// disconnects a replica when another one registers with its id.
-    fn start(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>, replica: u32) -> Archiver {
-        let mut o = Options::new(
-            replica * 1000 + std::process::id() % 1000,
-            prefix,
-            Encoding {
-                compression: Compression::Gzip(1),
-                passphrase: Some(Secret::new(PASS)),
-            },
-            dir.join(".binlog"),
-        );
-        o.upload_after = Duration::from_secs(1);
-        o.segment_bytes = 1 << 20;
-        let (file, position) = master_position();
-        let db = tool::settings("mysql", dir, &[]).db().unwrap();
-        let status = Arc::new(Mutex::new(Status::default()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let st = status.clone();
-        let task = tokio::spawn(async move {
-            binlog::run(
-                &db,
-                &targets,
-                &o,
-                Some(StartPoint { file, position }),
-                Arc::new(NoHooks),
-                st,
-                async {
-                    let _ = rx.await;
-                },
-            )
-            .await
-        });
-        Archiver {
-            status,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// Wait until stored segments hold everything the server has now.
-    async fn wait_stored(&self) {
-        let (file, pos) = master_position();
-        let started = Instant::now();
-        loop {
-            let up = self.status.lock().unwrap().uploaded.clone();
-            if up.as_ref().is_some_and(|a| {
-                a.file == file && a.position >= pos
-                    || selmai_backup::binlog::segment::file_index(&a.file)
-                        > selmai_backup::binlog::segment::file_index(&file)
-            }) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "the archive did not store {file}:{pos}; it is at {up:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
+/// Wait until stored segments hold everything the server has now.
+async fn wait_stored(a: &Archiver) {
+    a.wait(Reach::Stored, &master_position(), Duration::from_secs(90))
+        .await;
 }
 
 fn run(vars: &[(String, String)], args: &[&str]) -> Output {
@@ -299,7 +253,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
          CREATE TRIGGER t_logged AFTER INSERT ON t FOR EACH ROW INSERT INTO log (t_id, at_s) VALUES (NEW.id, NEW.s);
          INSERT INTO t (s, f) VALUES ('before the dump', 1.5);",
     );
-    let archiver = Archiver::start(dir.path(), &prefix, vec![volume.clone(), bucket.clone()], 4);
+    let archiver = archiver(dir.path(), &prefix, vec![volume.clone(), bucket.clone()], 4);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let vars2 = vars.clone();
     let gtid_out = Arc::new(Mutex::new(String::new()));
@@ -363,7 +317,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
                 third_dump,
             )
         });
-    archiver.wait_stored().await;
+    wait_stored(&archiver).await;
     archiver.stop().await;
 
     tokio::task::block_in_place(|| {
@@ -837,7 +791,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
 
 /// A database `src` (dropped first, then created with `schema`), an
 /// archiver of the shared server into a fresh volume (`replica` as in
-/// [`Archiver::start`]) and one dump of `src` taken after the archiver
+/// [`archiver`]) and one dump of `src` taken after the archiver
 /// started: what the tests of one feature need.
 struct Small {
     dir: tempfile::TempDir,
@@ -855,7 +809,7 @@ async fn small(src: &str, schema: &str, replica: u32) -> Small {
     let vars = tool::vars_with(src, dir.path(), &[("BACKUP_PASSPHRASE", PASS)]);
     let prefix = tool::settings(src, dir.path(), &[]).prefix;
     let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(dir.path()));
-    let archiver = Archiver::start(dir.path(), &prefix, vec![volume], replica);
+    let archiver = archiver(dir.path(), &prefix, vec![volume], replica);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let o = tokio::task::block_in_place(|| run(&vars, &["backup", "--no-prune"]));
     assert!(o.status.success(), "backup: {}", text(&o));
@@ -928,7 +882,7 @@ async fn statements_with_user_variables_of_every_type_replay_to_the_same_tables(
     // Statement-based: the events the replay must decode are there.
     let events = user_var_events(&from);
     assert!(events >= 12, "{events} User_var events in the binlog");
-    s.archiver.wait_stored().await;
+    wait_stored(&s.archiver).await;
     s.archiver.stop().await;
     tokio::task::block_in_place(|| {
         exec(None, &format!("DROP DATABASE IF EXISTS {INTO_UV}"));
@@ -1001,7 +955,7 @@ async fn a_drop_database_in_the_range_refuses_into_another_name_and_a_time_befor
         );
         t
     });
-    s.archiver.wait_stored().await;
+    wait_stored(&s.archiver).await;
     s.archiver.stop().await;
     tokio::task::block_in_place(|| {
         let restore = |to: &str| {
