@@ -7,6 +7,17 @@
 #
 #   scripts/bench_pitr.sh                      # 200,000 small transactions and 20 large ones
 #   scripts/bench_pitr.sh --transactions 5000  # a quick run
+#   scripts/bench_pitr.sh --whole-recovery     # the whole recovery: a 1 GB dump plus that day
+#
+# --whole-recovery [--data-rows N] measures the recovery time of a lost
+# database in one run: the dump also holds N generated rows in four tables
+# (12,000,000 by default, 1.12 GB of SQL, the data set of scripts/bench.sh;
+# generated with sql_log_bin=0, so only the workload is in the binlog),
+# then the same workload is archived, and `restore latest --to end` into a
+# new database is timed end to end (fetch and verify the dump, plan and
+# verify the segments, restore, replay), next to the dump's restore alone
+# and the plan alone. mariadb-binlog is not run in this mode (the default
+# mode compares the replays).
 #
 # Uses the test server of scripts/services.sh (--log-bin, ROW). The dump is
 # small (an empty table); what is timed is the dump's restore plus the
@@ -21,11 +32,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 TX=200000
 LARGE=20
+WHOLE=0
+DATA_ROWS=12000000
 while [ $# -gt 0 ]; do
   case "$1" in
     --transactions) TX=$2; shift 2 ;;
     --large) LARGE=$2; shift 2 ;;
-    *) echo "usage: $0 [--transactions N] [--large N]" >&2; exit 2 ;;
+    --whole-recovery) WHOLE=1; shift ;;
+    --data-rows) DATA_ROWS=$2; shift 2 ;;
+    *) echo "usage: $0 [--transactions N] [--large N] [--whole-recovery [--data-rows N]]" >&2; exit 2 ;;
   esac
 done
 
@@ -50,7 +65,7 @@ daemon=
 cleanup() {
   [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
   rm -rf "$work"
-  mariadb "${conn[@]}" -e "DROP DATABASE IF EXISTS bench_pitr; DROP DATABASE IF EXISTS bench_native; DROP DATABASE IF EXISTS bench_dumponly; DROP DATABASE IF EXISTS bench_mb" >/dev/null 2>&1 || true
+  mariadb "${conn[@]}" -e "DROP DATABASE IF EXISTS bench_pitr; DROP DATABASE IF EXISTS bench_native; DROP DATABASE IF EXISTS bench_dumponly; DROP DATABASE IF EXISTS bench_mb; DROP DATABASE IF EXISTS bench_whole" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -67,7 +82,27 @@ USE bench_pitr;
 CREATE TABLE events (id INT PRIMARY KEY AUTO_INCREMENT, member INT NOT NULL, kind VARCHAR(20), amount DECIMAL(10,2), at DATETIME(6), KEY (member)) ENGINE=InnoDB;
 CREATE TABLE docs (id INT PRIMARY KEY, body MEDIUMBLOB) ENGINE=InnoDB;
 SQL
+tables="events, docs"
+if [ "$WHOLE" = 1 ]; then
+  per=$((DATA_ROWS / 4))
+  echo "building the data set: 4 tables, $DATA_ROWS rows" >&2
+  mariadb "${conn[@]}" <<SQL
+SET SESSION sql_log_bin = 0;
+USE bench_pitr;
+CREATE TABLE orders (id INT PRIMARY KEY, member INT NOT NULL, amount DECIMAL(12,2), created DATETIME(6), note VARCHAR(100), KEY (member));
+CREATE TABLE members (id INT PRIMARY KEY, name VARCHAR(64), email VARCHAR(100), joined DATE, balance DOUBLE);
+CREATE TABLE messages (id INT PRIMARY KEY, sender INT, body TEXT, sent TIMESTAMP);
+CREATE TABLE photos (id INT PRIMARY KEY, owner INT, digest BINARY(32), width SMALLINT, height SMALLINT);
+INSERT INTO orders SELECT seq, seq % 50000, (seq * 37 % 100000) / 100, '2024-01-01' + INTERVAL seq SECOND, CONCAT('order ', seq, ' for service ', seq % 997) FROM seq_1_to_${per};
+INSERT INTO members SELECT seq, CONCAT('Member ', seq), CONCAT('member', seq, '@example.org'), '2020-01-01' + INTERVAL (seq % 1500) DAY, seq / 7 FROM seq_1_to_${per};
+INSERT INTO messages SELECT seq, seq % 50000, CONCAT('Bonjour, voici le message numero ', seq, ' ', SHA2(seq, 256)), '2024-01-01' + INTERVAL seq SECOND FROM seq_1_to_${per};
+INSERT INTO photos SELECT seq, seq % 50000, UNHEX(SHA2(seq, 256)), 640 + seq % 640, 480 + seq % 480 FROM seq_1_to_${per};
+SQL
+  tables="events, docs, orders, members, messages, photos"
+fi
+dump_started=$(date +%s.%N)
 "$BIN" backup --no-prune >/dev/null
+dump_secs=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$dump_started")
 "$BIN" run >"$work/daemon.log" 2>&1 &
 daemon=$!
 sleep 3
@@ -110,6 +145,47 @@ timed() { # label, command...: prints "label;seconds;rss MiB"
   read -r secs kb <"$work/time"
   echo "$label;$secs;$((kb / 1024))"
 }
+
+same_as_source() { # database: the source's CHECKSUM TABLE, or exit
+  local want got
+  want=$(mariadb "${conn[@]}" -N -e "USE bench_pitr; CHECKSUM TABLE $tables" | awk '{print $2}')
+  got=$(mariadb "${conn[@]}" -N -e "USE $1; CHECKSUM TABLE $tables" | awk '{print $2}')
+  [ "$want" = "$got" ] || { echo "$1 differs from bench_pitr" >&2; exit 1; }
+}
+
+if [ "$WHOLE" = 1 ]; then
+  dump_file=$(ls -t "$BACKUP_DIR"/selmai_backup_*.sql.gz* 2>/dev/null | grep -v manifest | head -1)
+  dump_mb=$(du -m "$dump_file" | awk '{print $1}')
+  sql_mb=$(python3 -c '
+import json, sys
+def find(v):
+    if isinstance(v, dict):
+        if "sql_bytes" in v:
+            return v["sql_bytes"]
+        return next((f for f in map(find, v.values()) if f), 0)
+    return 0
+print(f"{find(json.load(open(sys.argv[1]))) / 1e9:.2f}")' "${dump_file}.manifest.json")
+  r_dump=$(timed "restore of the dump alone" "$BIN" restore latest --into bench_dumponly --yes --no-safety-snapshot)
+  mariadb "${conn[@]}" -e "DROP DATABASE bench_dumponly"
+  r_plan=$(timed "plan alone (--dry-run: read and verify the segments)" "$BIN" restore latest --to end --into bench_whole --dry-run)
+  planned=$(grep -o 'transactions: [0-9]*' "$work/out" | head -1 | awk '{print $2}')
+  r_whole=$(timed "**whole recovery: restore latest --to end into a new database**" "$BIN" restore latest --to end --into bench_whole --yes --no-safety-snapshot)
+  same_as_source bench_whole
+  seg_mb=$(python3 -c 'import glob,json,os,sys; print(sum(json.load(open(p)).get("raw_size", 0) for p in glob.glob(os.path.join(sys.argv[1], "*binlog*.manifest.json"))) // 1000000)' "$BACKUP_DIR")
+  echo
+  echo "Whole recovery: a dump of $DATA_ROWS generated rows plus two small tables (${sql_mb} GB of SQL, ${dump_mb} MB on the volume, backup ${dump_secs} s), then $TX small transactions and $LARGE large ones archived; ${planned:-?} transactions replayed; ${seg_mb} MB of binlog"
+  echo
+  echo "| what | seconds | peak RSS MiB |"
+  echo "|---|---:|---:|"
+  for r in "$r_dump" "$r_plan" "$r_whole"; do
+    IFS=';' read -r label secs rss <<<"$r"
+    echo "| $label | $secs | $rss |"
+  done
+  IFS=';' read -r _ s_dump _ <<<"$r_dump"
+  IFS=';' read -r _ s_whole _ <<<"$r_whole"
+  python3 -c "import sys; d,w=map(float,sys.argv[1:]); print(f'| replay and the rest (difference) | {w-d:.2f} | |')" "$s_dump" "$s_whole"
+  exit 0
+fi
 
 r_dump=$(timed "selmai-backup restore of the dump alone" "$BIN" restore latest --into bench_dumponly --yes --no-safety-snapshot)
 r_plan=$(timed "selmai-backup restore latest --to end --dry-run (read and verify the segments, plan)" "$BIN" restore latest --to end --into bench_native --dry-run)

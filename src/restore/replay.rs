@@ -17,7 +17,9 @@
 //!   `sql_mode`, `foreign_key_checks`/`unique_checks`/`sql_auto_is_null`,
 //!   `auto_increment_increment`/`_offset`, the character sets and
 //!   collations, `time_zone`, `lc_time_names`, and `INSERT_ID`,
-//!   `LAST_INSERT_ID` and the `RAND` seeds from their own events.
+//!   `LAST_INSERT_ID`, the `RAND` seeds and the user variables the
+//!   statement reads from their own events (a string variable names its
+//!   collation, looked up by number on the server replayed into).
 //! - Transactions are kept whole: a GTID group becomes `BEGIN` ... `COMMIT`
 //!   (or the group's own `COMMIT`/`ROLLBACK`); a standalone group (DDL) is
 //!   its one statement; a transaction of one row statement (an autocommit
@@ -59,7 +61,7 @@
 //! Not responsible for restoring the dump, the safety snapshot or the app
 //! (the one restore operation), nor for asking the operator (the command).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -470,6 +472,242 @@ fn parse_query(ev: &[u8], kind: u8, f: &Format) -> Result<Query, String> {
     })
 }
 
+/// A user variable a statement reads, as its `User_var` event gives it
+/// (statement-based binlog: the server logs each variable the statement
+/// uses just before it).
+#[derive(Debug, Clone, PartialEq)]
+struct UserVar {
+    name: Vec<u8>,
+    value: UserValue,
+}
+
+/// The value of a [`UserVar`], by the server's result type.
+#[derive(Debug, Clone, PartialEq)]
+enum UserValue {
+    Null,
+    /// The bytes and the number of their collation.
+    String(Vec<u8>, u32),
+    Real(f64),
+    Int(i64),
+    Unsigned(u64),
+    /// As the server prints it: sign, digits, the scale's decimals.
+    Decimal(String),
+}
+
+/// `Item_result` as the event writes it.
+const STRING_RESULT: u8 = 0;
+const REAL_RESULT: u8 = 1;
+const INT_RESULT: u8 = 2;
+const ROW_RESULT: u8 = 3;
+const DECIMAL_RESULT: u8 = 4;
+/// `User_var_log_event::UNSIGNED_F`.
+const UNSIGNED_F: u8 = 1;
+
+/// Decode a `User_var` event's data (after its header and empty post
+/// header, without its checksum): name length and name, `is_null`, then
+/// the result type, the collation number, the value's length and the value,
+/// and a flags byte (unsigned) that servers since 5.5 append.
+fn parse_user_var(data: &[u8]) -> Result<UserVar, String> {
+    let bad = || "a malformed user variable event".to_owned();
+    let name_len = u32_at(data, 0).ok_or_else(bad)? as usize;
+    let name = data.get(4..4 + name_len).ok_or_else(bad)?.to_vec();
+    let rest = &data[4 + name_len..];
+    if *rest.first().ok_or_else(bad)? != 0 {
+        return Ok(UserVar {
+            name,
+            value: UserValue::Null,
+        });
+    }
+    let kind = *rest.get(1).ok_or_else(bad)?;
+    let charset = u32_at(rest, 2).ok_or_else(bad)?;
+    let len = u32_at(rest, 6).ok_or_else(bad)? as usize;
+    let val = rest.get(10..10 + len).ok_or_else(bad)?;
+    let flags = rest.get(10 + len).copied().unwrap_or(0);
+    let value = match kind {
+        STRING_RESULT => UserValue::String(val.to_vec(), charset),
+        REAL_RESULT => UserValue::Real(f64::from_le_bytes(
+            val.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
+        )),
+        INT_RESULT => {
+            let v = u64_at(val, 0).ok_or_else(bad)?;
+            if flags & UNSIGNED_F != 0 {
+                UserValue::Unsigned(v)
+            } else {
+                UserValue::Int(v as i64)
+            }
+        }
+        DECIMAL_RESULT => {
+            let (precision, scale) = (
+                *val.first().ok_or_else(bad)?,
+                *val.get(1).ok_or_else(bad)?,
+            );
+            UserValue::Decimal(decimal_text(&val[2..], precision, scale).ok_or_else(bad)?)
+        }
+        ROW_RESULT => return Err("a user variable holding a row, which no statement can log; replay this range with mariadb-binlog".into()),
+        other => {
+            return Err(format!(
+                "a user variable of result type {other}, which this selmai-backup does not know (a newer server?): replay this range with mariadb-binlog"
+            ))
+        }
+    };
+    Ok(UserVar { name, value })
+}
+
+/// A DECIMAL in the server's binary form (`decimal2bin`: groups of nine
+/// digits in four bytes big-endian, the leftover digits of the integer part
+/// first and of the fraction last in fewer bytes, the sign in the first
+/// bit, every byte inverted for a negative number) as `decimal2string`
+/// prints it.
+fn decimal_text(bin: &[u8], precision: u8, scale: u8) -> Option<String> {
+    const BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+    let (precision, scale) = (usize::from(precision), usize::from(scale));
+    let intg = precision.checked_sub(scale)?;
+    let (intg0, intg0x) = (intg / 9, intg % 9);
+    let (frac0, frac0x) = (scale / 9, scale % 9);
+    let size = BYTES[intg0x] + intg0 * 4 + frac0 * 4 + BYTES[frac0x];
+    let mut b = bin.get(..size)?.to_vec();
+    if b.is_empty() {
+        return Some("0".into());
+    }
+    let negative = b[0] & 0x80 == 0;
+    b[0] ^= 0x80;
+    if negative {
+        b.iter_mut().for_each(|x| *x = !*x);
+    }
+    let mut at = 0;
+    let mut group = |n: usize| {
+        let v = b[at..at + n]
+            .iter()
+            .fold(0u64, |acc, &x| acc << 8 | u64::from(x));
+        at += n;
+        v
+    };
+    let mut int = String::new();
+    if intg0x > 0 {
+        int.push_str(&format!("{:0w$}", group(BYTES[intg0x]), w = intg0x));
+    }
+    for _ in 0..intg0 {
+        int.push_str(&format!("{:09}", group(4)));
+    }
+    let mut frac = String::new();
+    for _ in 0..frac0 {
+        frac.push_str(&format!("{:09}", group(4)));
+    }
+    if frac0x > 0 {
+        frac.push_str(&format!("{:0w$}", group(BYTES[frac0x]), w = frac0x));
+    }
+    // A digit group larger than its digits: not a decimal the server wrote.
+    if int.len() != intg || frac.len() != scale {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let mut out = String::new();
+    if negative {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    if scale > 0 {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Some(out)
+}
+
+/// Collation number -> (character set, collation), as the server a replay
+/// writes to names them.
+type Collations = HashMap<u32, (String, String)>;
+
+/// The collations of the server `conn` is connected to. MariaDB 10.10+
+/// names the collations shared by several character sets (`uca1400_ai_ci`)
+/// in full (`utf8mb4_uca1400_ai_ci`) only in
+/// `COLLATION_CHARACTER_SET_APPLICABILITY`; older servers have no
+/// `FULL_COLLATION_NAME` there, and `COLLATIONS` has every number.
+async fn collations(conn: &mut mysql_async::Conn) -> Result<Collations, DbError> {
+    let rows: Vec<(u32, String, String)> = match conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME, FULL_COLLATION_NAME FROM information_schema.COLLATION_CHARACTER_SET_APPLICABILITY",
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(_) => conn
+            .query("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")
+            .await
+            .map_err(|e| DbError::query("reading the server's collations", e))?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(id, cs, coll)| (id, (cs, coll)))
+        .collect())
+}
+
+/// `SET @`name`:=value`, as `mariadb-binlog` prints a `User_var` event:
+/// a string as a hex literal with its character set and collation (the
+/// bytes travel unchanged whatever the connection's character set), an
+/// integer signed or unsigned. Unlike `mariadb-binlog`, the variable
+/// keeps its type and value: a REAL is written with every digit it needs
+/// and an exponent (`%.14g` rounds, and without an exponent the literal is
+/// a DECIMAL), a DECIMAL of scale 0 with its point (`7.`, not the integer
+/// `7`).
+fn user_var_statement(v: &UserVar, collations: Option<&Collations>) -> Result<Vec<u8>, String> {
+    let mut out = b"SET @`".to_vec();
+    for &c in &v.name {
+        if c == b'`' {
+            out.push(b'`');
+        }
+        out.push(c);
+    }
+    out.extend_from_slice(b"`:=");
+    match &v.value {
+        UserValue::Null => out.extend_from_slice(b"NULL"),
+        UserValue::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        UserValue::Unsigned(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        UserValue::Decimal(d) => {
+            out.extend_from_slice(d.as_bytes());
+            // `7.` is a DECIMAL literal, `7` an integer one.
+            if !d.contains('.') {
+                out.push(b'.');
+            }
+        }
+        UserValue::Real(r) => {
+            if !r.is_finite() {
+                return Err(format!(
+                    "a user variable holding {r}, which no server writes"
+                ));
+            }
+            out.extend_from_slice(format!("{r:e}").as_bytes());
+        }
+        UserValue::String(bytes, number) => {
+            let hex = if bytes.is_empty() {
+                "''".to_owned()
+            } else {
+                let mut h = String::with_capacity(2 + bytes.len() * 2);
+                h.push_str("0x");
+                for b in bytes {
+                    h.push_str(&format!("{b:02x}"));
+                }
+                h
+            };
+            match collations {
+                Some(names) => {
+                    let (cs, coll) = names.get(number).ok_or_else(|| {
+                        format!(
+                            "a user variable in collation number {number}, which the server replayed into does not know; replay this range with mariadb-binlog into a server that has it"
+                        )
+                    })?;
+                    out.extend_from_slice(
+                        format!("_{cs} {hex} COLLATE {}", db::ident(coll)).as_bytes(),
+                    );
+                }
+                // Planning: only whether the transaction touches the
+                // database counts, nothing is sent.
+                None => out.extend_from_slice(format!("_binary {hex}").as_bytes()),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// MariaDB's compressed query: a header byte (0x80 | count of length
 /// bytes), the uncompressed length big-endian, then zlib.
 fn uncompress(body: &[u8]) -> Result<Vec<u8>, String> {
@@ -659,7 +897,12 @@ fn statements(
                 pre.push(format!("SET @@RAND_SEED1={s1}, @@RAND_SEED2={s2}").into_bytes());
             }
             USER_VAR => {
-                return Err("a user variable event (statement-based binlog): the native replay needs binlog_format=ROW for statements that use user variables; replay this range with mariadb-binlog".into());
+                let body_end = ev.len() - if p.format.crc32 { 4 } else { 0 };
+                let data = ev
+                    .get(HEADER_LEN + p.post_len(USER_VAR)..body_end)
+                    .ok_or("a malformed user variable event")?;
+                let v = parse_user_var(data)?;
+                pre.push(user_var_statement(&v, session.collations.as_deref())?);
             }
             types::XA_PREPARE => {
                 return Err("an XA transaction, which the native replay does not apply; replay this range with mariadb-binlog".into());
@@ -730,6 +973,9 @@ struct Session {
     context: Context,
     db: Option<String>,
     thread_id: Option<u32>,
+    /// The names of the collations of the server replayed into; `None`
+    /// while planning, when nothing is sent.
+    collations: Option<Arc<Collations>>,
 }
 
 impl Session {
@@ -1275,7 +1521,13 @@ impl Replay<'_> {
             return Ok(summary);
         };
         let mut conn = db::connect(db, Some(into)).await?;
-        let result = self.apply(&mut conn, into, stop, &mut summary).await;
+        let result = match collations(&mut conn).await {
+            Ok(names) => {
+                self.apply(&mut conn, into, stop, Arc::new(names), &mut summary)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
         if result.is_err() {
             let _ = conn.query_drop("ROLLBACK").await;
         }
@@ -1288,11 +1540,13 @@ impl Replay<'_> {
         conn: &mut mysql_async::Conn,
         into: &str,
         stop: &(String, u64),
+        collations: Arc<Collations>,
         summary: &mut ReplaySummary,
     ) -> Result<(), PitrError> {
         let plan = self.plan;
         let mut session = Session {
             db: Some(into.to_owned()),
+            collations: Some(collations),
             ..Session::default()
         };
         let limit = key(&stop.0, stop.1);
@@ -1500,6 +1754,136 @@ mod tests {
         assert_eq!(sql.first().map(Vec::as_slice), Some(&b"BEGIN"[..]));
         assert_eq!(sql.last().map(Vec::as_slice), Some(&b"COMMIT"[..]));
         assert_eq!(sql.len(), 5, "{sql:?}");
+    }
+
+    /// A `User_var` event's data as the server writes it.
+    fn user_var_data(name: &str, value: Option<(u8, u32, &[u8])>, flags: Option<u8>) -> Vec<u8> {
+        let mut d = (name.len() as u32).to_le_bytes().to_vec();
+        d.extend_from_slice(name.as_bytes());
+        match value {
+            None => d.push(1),
+            Some((kind, charset, val)) => {
+                d.push(0);
+                d.push(kind);
+                d.extend_from_slice(&charset.to_le_bytes());
+                d.extend_from_slice(&(val.len() as u32).to_le_bytes());
+                d.extend_from_slice(val);
+                d.extend(flags);
+            }
+        }
+        d
+    }
+
+    fn set_of(data: &[u8], names: Option<&Collations>) -> String {
+        let v = parse_user_var(data).unwrap();
+        String::from_utf8(user_var_statement(&v, names).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn user_variables_of_every_type_become_the_set_mariadb_binlog_prints() {
+        let names: Collations = [(224, ("utf8mb4".to_owned(), "utf8mb4_unicode_ci".to_owned()))]
+            .into_iter()
+            .collect();
+        let names = Some(&names);
+        let text = "déjà 😀";
+        let s = user_var_data("s", Some((STRING_RESULT, 224, text.as_bytes())), Some(0));
+        assert_eq!(
+            set_of(&s, names),
+            format!(
+                "SET @`s`:=_utf8mb4 0x{} COLLATE `utf8mb4_unicode_ci`",
+                text.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        );
+        // Planning names no collation.
+        assert!(set_of(&s, None).starts_with("SET @`s`:=_binary 0x64c3"));
+        let empty = user_var_data("e", Some((STRING_RESULT, 224, b"")), Some(0));
+        assert_eq!(
+            set_of(&empty, names),
+            "SET @`e`:=_utf8mb4 '' COLLATE `utf8mb4_unicode_ci`"
+        );
+        let unknown = user_var_data("u", Some((STRING_RESULT, 4242, b"x")), Some(0));
+        let v = parse_user_var(&unknown).unwrap();
+        assert!(user_var_statement(&v, names)
+            .unwrap_err()
+            .contains("collation number 4242"));
+
+        assert_eq!(
+            set_of(&user_var_data("n", None, None), names),
+            "SET @`n`:=NULL"
+        );
+        let neg = user_var_data(
+            "i",
+            Some((INT_RESULT, 63, &(-42i64).to_le_bytes())),
+            Some(0),
+        );
+        assert_eq!(set_of(&neg, names), "SET @`i`:=-42");
+        let big = user_var_data(
+            "u",
+            Some((INT_RESULT, 63, &u64::MAX.to_le_bytes())),
+            Some(UNSIGNED_F),
+        );
+        assert_eq!(set_of(&big, names), "SET @`u`:=18446744073709551615");
+        // An old server's event without the flags byte: signed.
+        let old = user_var_data("o", Some((INT_RESULT, 63, &u64::MAX.to_le_bytes())), None);
+        assert_eq!(set_of(&old, names), "SET @`o`:=-1");
+        // REAL: every digit, with an exponent (a DOUBLE literal).
+        for r in [0.1f64, -1.0 / 3.0, 1e300, 6.02214076e23, 5e-324, 0.0] {
+            let d = user_var_data("r", Some((REAL_RESULT, 63, &r.to_le_bytes())), Some(0));
+            let set = set_of(&d, names);
+            let lit = set.strip_prefix("SET @`r`:=").unwrap();
+            assert!(lit.contains('e'), "{lit}");
+            assert_eq!(lit.parse::<f64>().unwrap().to_bits(), r.to_bits(), "{lit}");
+        }
+        // A name with a backtick is quoted.
+        let q = user_var_data("a`b", None, None);
+        assert_eq!(set_of(&q, names), "SET @`a``b`:=NULL");
+        // DECIMAL(14,4): the server's example of decimal2bin.
+        let mut dec = vec![14, 4];
+        dec.extend_from_slice(&[0x81, 0x0d, 0xfb, 0x38, 0xd2, 0x04, 0xd2]);
+        let d = user_var_data("d", Some((DECIMAL_RESULT, 63, &dec)), Some(0));
+        assert_eq!(set_of(&d, names), "SET @`d`:=1234567890.1234");
+        let mut dec = vec![14, 4];
+        dec.extend_from_slice(&[0x7e, 0xf2, 0x04, 0xc7, 0x2d, 0xfb, 0x2d]);
+        let d = user_var_data("d", Some((DECIMAL_RESULT, 63, &dec)), Some(0));
+        assert_eq!(set_of(&d, names), "SET @`d`:=-1234567890.1234");
+        let d = user_var_data(
+            "d",
+            Some((DECIMAL_RESULT, 63, &[3, 0, 0x80, 0x07])),
+            Some(0),
+        );
+        assert_eq!(set_of(&d, names), "SET @`d`:=7.");
+        // A ROW never comes in a binlog; a torn event is refused.
+        let row = user_var_data("r", Some((ROW_RESULT, 63, b"")), Some(0));
+        assert!(parse_user_var(&row).is_err());
+        assert!(parse_user_var(&s[..12]).is_err());
+        assert!(parse_user_var(&s[..s.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn decimals_print_as_the_server_prints_them() {
+        // (precision, scale, binary after the sign flip, text)
+        let cases: [(u8, u8, &[u8], &str); 6] = [
+            (5, 2, &[0x80, 0x00, 0x00], "0.00"),
+            (5, 2, &[0x80, 0x7b, 0x2d], "123.45"),
+            (3, 3, &[0x80, 0x00], "0.000"),
+            (1, 1, &[0x85], "0.5"),
+            (10, 0, &[0x80, 0x00, 0x00, 0x00, 0x07], "7"),
+            (
+                20,
+                10,
+                &[0x81, 0, 0, 0, 0, 0x3b, 0x9a, 0xc9, 0xff, 0x00],
+                "1000000000.9999999990",
+            ),
+        ];
+        for (precision, scale, bin, text) in cases {
+            assert_eq!(
+                decimal_text(bin, precision, scale).as_deref(),
+                Some(text),
+                "{precision},{scale}"
+            );
+        }
+        // Too short for its precision: not a decimal.
+        assert_eq!(decimal_text(&[0x80], 5, 2), None);
     }
 
     #[test]

@@ -6,18 +6,17 @@
 //! connection, `kill -9` of the archiver) lose and duplicate nothing.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use selmai_backup::binlog::{
-    self, store, Encoding, NoHooks, Options, SegmentManifest, StartPoint, Status,
-};
+use selmai_backup::binlog::{store, Encoding, Options, SegmentManifest, StartPoint, Status};
 use selmai_backup::config::Secret;
 use selmai_backup::format::codec::Compression;
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
 use selmai_backup::target::Target;
 
+use crate::support::archiver::{Archiver, Reach};
 use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
 use crate::support::own_server::OwnServer;
 
@@ -67,12 +66,6 @@ fn workload(s: &OwnServer, db: &str) {
     env.exec(Some(db), "CREATE TABLE gone (a INT); DROP TABLE gone;");
 }
 
-struct Archiver {
-    status: Arc<Mutex<Status>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), binlog::BinlogError>>,
-}
-
 fn options(dir: &Path, encrypted: bool) -> Options {
     let mut o = Options::new(
         4242,
@@ -86,56 +79,6 @@ fn options(dir: &Path, encrypted: bool) -> Options {
     o.upload_after = Duration::from_secs(2);
     o.segment_bytes = 1 << 20;
     o
-}
-
-fn start(
-    s: &OwnServer,
-    targets: Vec<Arc<dyn Target>>,
-    opts: Options,
-    from: Option<StartPoint>,
-) -> Archiver {
-    let status = Arc::new(Mutex::new(Status::default()));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let db = s.db_settings("mysql");
-    let st = status.clone();
-    let task = tokio::spawn(async move {
-        binlog::run(&db, &targets, &opts, from, Arc::new(NoHooks), st, async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    Archiver {
-        status,
-        stop: Some(tx),
-        task,
-    }
-}
-
-impl Archiver {
-    /// Wait until the volume holds everything up to the server's position.
-    async fn wait_for(&self, s: &OwnServer) {
-        let (file, pos) = s.master_position();
-        let started = Instant::now();
-        loop {
-            let archived = self.status.lock().unwrap().archived.clone();
-            if archived
-                .as_ref()
-                .is_some_and(|a| a.file == file && a.position >= pos)
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the archive did not reach {file}:{pos}; it is at {archived:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 /// Check the chain against the server's own files: every segment's range
@@ -243,15 +186,20 @@ async fn the_archive_holds_the_servers_binlog_byte_for_byte_on_the_volume_and_in
     let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(dir.path()));
     let (file, position) = s.master_position();
     let from = StartPoint { file, position };
-    let a = start(
-        &s,
+    let a = Archiver::start(
+        s.db_settings("mysql"),
         vec![volume.clone(), bucket.clone()],
         options(dir.path(), true),
         Some(from.clone()),
     );
     let workload_server = &s;
     tokio::task::block_in_place(|| workload(workload_server, "shop"));
-    a.wait_for(&s).await;
+    a.wait(
+        Reach::Archived,
+        &s.master_position(),
+        Duration::from_secs(60),
+    )
+    .await;
     let end = s.master_position();
     a.stop().await;
 
@@ -383,7 +331,12 @@ async fn a_killed_replication_connection_and_a_restarted_server_lose_and_duplica
     let from = StartPoint { file, position };
     let mut opts = options(dir.path(), false);
     opts.segment_bytes = 256 << 10;
-    let a = start(&s, vec![volume.clone()], opts, Some(from.clone()));
+    let a = Archiver::start(
+        s.db_settings("mysql"),
+        vec![volume.clone()],
+        opts,
+        Some(from.clone()),
+    );
     let finish = writer(&s);
     tokio::task::block_in_place(|| {
         for round in 0..4 {
@@ -402,7 +355,12 @@ async fn a_killed_replication_connection_and_a_restarted_server_lose_and_duplica
     });
     let committed = tokio::task::block_in_place(finish);
     assert!(committed > 20, "only {committed} transactions committed");
-    a.wait_for(&s).await;
+    a.wait(
+        Reach::Archived,
+        &s.master_position(),
+        Duration::from_secs(60),
+    )
+    .await;
     let end = s.master_position();
     a.stop().await;
     let chain = check_chain(&s, volume.as_ref(), &from, &end).await;

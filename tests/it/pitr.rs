@@ -6,7 +6,10 @@
 //! targets at the edges, before the dumps and after the archive are
 //! refused or served as documented; the bucket alone serves after the
 //! volume is lost; a gap and a damaged segment are refused before
-//! anything is touched.
+//! anything is touched. Also: statement-format events with user variables
+//! of every type replay to the same tables; `--into NAME` over a `DROP
+//! DATABASE` of the source is refused with nothing touched, and a time
+//! before it restores; the daemon's own drill passes on a whole chain.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -14,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use selmai_backup::binlog::{self, store, Encoding, NoHooks, Options, StartPoint, Status};
+use selmai_backup::binlog::{store, Encoding, Options, StartPoint};
 use selmai_backup::config::{Secret, Settings};
 use selmai_backup::daemon::jobs::Jobs;
 use selmai_backup::daemon::metrics::Metrics;
@@ -26,6 +29,7 @@ use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
 use selmai_backup::target::Target;
 
+use crate::support::archiver::{Archiver, Reach};
 use crate::support::bucket::{create_bucket, s3_endpoint, s3_settings, unique_bucket};
 use crate::support::tool;
 use crate::support::{assert_same_database, compare_databases, copy_with_mariadb_dump, db_env};
@@ -76,11 +80,16 @@ fn in_one_second(sql: &str) -> (DateTime<Utc>, String) {
 
 /// Note the state of the source database under `name`.
 fn note(name: &str) {
+    note_of(name, SRC);
+}
+
+/// Note the state of `src` under `name`.
+fn note_of(name: &str, src: &str) {
     exec(
         None,
         &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} {CHARSET}"),
     );
-    copy_with_mariadb_dump(SRC, name);
+    copy_with_mariadb_dump(src, name);
 }
 
 /// Set every AUTO_INCREMENT counter of `db` to its table's largest key
@@ -106,76 +115,31 @@ fn same_state(noted: &str, db: &str) -> Result<(), String> {
     compare_databases(noted, db).map_err(|m| m.to_string())
 }
 
-struct Archiver {
-    status: Arc<Mutex<Status>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), binlog::BinlogError>>,
+/// The archive of the shared server from its current position into
+/// `targets`, encrypted, as the restores here read it. `replica` tells the
+/// archives of the tests apart: the server disconnects a replica when
+/// another one registers with its id.
+fn archiver(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>, replica: u32) -> Archiver {
+    let mut o = Options::new(
+        replica * 1000 + std::process::id() % 1000,
+        prefix,
+        Encoding {
+            compression: Compression::Gzip(1),
+            passphrase: Some(Secret::new(PASS)),
+        },
+        dir.join(".binlog"),
+    );
+    o.upload_after = Duration::from_secs(1);
+    o.segment_bytes = 1 << 20;
+    let (file, position) = master_position();
+    let db = tool::settings("mysql", dir, &[]).db().unwrap();
+    Archiver::start(db, targets, o, Some(StartPoint { file, position }))
 }
 
-impl Archiver {
-    fn start(dir: &Path, prefix: &str, targets: Vec<Arc<dyn Target>>) -> Archiver {
-        let mut o = Options::new(
-            4000 + std::process::id() % 1000,
-            prefix,
-            Encoding {
-                compression: Compression::Gzip(1),
-                passphrase: Some(Secret::new(PASS)),
-            },
-            dir.join(".binlog"),
-        );
-        o.upload_after = Duration::from_secs(1);
-        o.segment_bytes = 1 << 20;
-        let (file, position) = master_position();
-        let db = tool::settings("mysql", dir, &[]).db().unwrap();
-        let status = Arc::new(Mutex::new(Status::default()));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let st = status.clone();
-        let task = tokio::spawn(async move {
-            binlog::run(
-                &db,
-                &targets,
-                &o,
-                Some(StartPoint { file, position }),
-                Arc::new(NoHooks),
-                st,
-                async {
-                    let _ = rx.await;
-                },
-            )
-            .await
-        });
-        Archiver {
-            status,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// Wait until stored segments hold everything the server has now.
-    async fn wait_stored(&self) {
-        let (file, pos) = master_position();
-        let started = Instant::now();
-        loop {
-            let up = self.status.lock().unwrap().uploaded.clone();
-            if up.as_ref().is_some_and(|a| {
-                a.file == file && a.position >= pos
-                    || selmai_backup::binlog::segment::file_index(&a.file)
-                        > selmai_backup::binlog::segment::file_index(&file)
-            }) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "the archive did not store {file}:{pos}; it is at {up:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
+/// Wait until stored segments hold everything the server has now.
+async fn wait_stored(a: &Archiver) {
+    a.wait(Reach::Stored, &master_position(), Duration::from_secs(90))
+        .await;
 }
 
 fn run(vars: &[(String, String)], args: &[&str]) -> Output {
@@ -289,7 +253,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
          CREATE TRIGGER t_logged AFTER INSERT ON t FOR EACH ROW INSERT INTO log (t_id, at_s) VALUES (NEW.id, NEW.s);
          INSERT INTO t (s, f) VALUES ('before the dump', 1.5);",
     );
-    let archiver = Archiver::start(dir.path(), &prefix, vec![volume.clone(), bucket.clone()]);
+    let archiver = archiver(dir.path(), &prefix, vec![volume.clone(), bucket.clone()], 4);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let vars2 = vars.clone();
     let gtid_out = Arc::new(Mutex::new(String::new()));
@@ -353,7 +317,7 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
                 third_dump,
             )
         });
-    archiver.wait_stored().await;
+    wait_stored(&archiver).await;
     archiver.stop().await;
 
     tokio::task::block_in_place(|| {
@@ -823,4 +787,364 @@ async fn restore_to_a_time_gives_the_state_noted_then_from_the_volume_or_the_buc
             exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
         }
     });
+}
+
+/// A database `src` (dropped first, then created with `schema`), an
+/// archiver of the shared server into a fresh volume (`replica` as in
+/// [`archiver`]) and one dump of `src` taken after the archiver
+/// started: what the tests of one feature need.
+struct Small {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+    archiver: Archiver,
+}
+
+async fn small(src: &str, schema: &str, replica: u32) -> Small {
+    let dir = tempfile::tempdir().unwrap();
+    exec(
+        None,
+        &format!("DROP DATABASE IF EXISTS {src}; CREATE DATABASE {src} {CHARSET}"),
+    );
+    exec(Some(src), schema);
+    let vars = tool::vars_with(src, dir.path(), &[("BACKUP_PASSPHRASE", PASS)]);
+    let prefix = tool::settings(src, dir.path(), &[]).prefix;
+    let volume: Arc<dyn Target> = Arc::new(LocalTarget::new(dir.path()));
+    let archiver = archiver(dir.path(), &prefix, vec![volume], replica);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let o = tokio::task::block_in_place(|| run(&vars, &["backup", "--no-prune"]));
+    assert!(o.status.success(), "backup: {}", text(&o));
+    Small {
+        dir,
+        vars,
+        archiver,
+    }
+}
+
+/// How many `User_var` events the server's binlog holds from `from` on.
+fn user_var_events(from: &(String, u64)) -> usize {
+    let logs = exec(None, "SHOW BINARY LOGS");
+    let files: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|f| {
+            selmai_backup::binlog::segment::file_index(f)
+                >= selmai_backup::binlog::segment::file_index(&from.0)
+        })
+        .collect();
+    files
+        .iter()
+        .map(|f| {
+            let at = if *f == from.0 { from.1 } else { 4 };
+            exec(None, &format!("SHOW BINLOG EVENTS IN '{f}' FROM {at}"))
+                .lines()
+                .filter(|l| l.split('\t').nth(2) == Some("User var"))
+                .count()
+        })
+        .sum()
+}
+
+/// Statement-based events with user variables of every type are replayed
+/// with their values: the server logs each variable a statement reads as
+/// a `User_var` event, the replay sets it before the statement.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_with_user_variables_of_every_type_replay_to_the_same_tables() {
+    const SRC_UV: &str = "pitr_uv_src";
+    const INTO_UV: &str = "pitr_uv_scratch";
+    let s = small(
+        SRC_UV,
+        "CREATE TABLE v (id INT PRIMARY KEY AUTO_INCREMENT, s VARCHAR(100) CHARACTER SET utf8mb4,
+            l VARCHAR(20) CHARACTER SET latin1, i BIGINT, neg BIGINT, u BIGINT UNSIGNED,
+            r DOUBLE, d DECIMAL(30,10), d0 DECIMAL(30,10), n INT NULL, e VARCHAR(5)) ENGINE=InnoDB;
+         INSERT INTO v (s) VALUES ('before the dump');",
+        5,
+    )
+    .await;
+    let from = master_position();
+    tokio::task::block_in_place(|| {
+        exec(
+            Some(SRC_UV),
+            "SET SESSION binlog_format = STATEMENT;
+             SET @s := 'déjà vu 😀 中文', @l := CONVERT('café' USING latin1), @i := 42,
+                 @neg := -9223372036854775808, @u := 18446744073709551615,
+                 @r := 1 / 3e0, @d := 12345.6789012345, @d0 := CAST(7 AS DECIMAL(10,0)),
+                 @n := NULL, @e := '';
+             INSERT INTO v (s, l, i, neg, u, r, d, d0, n, e)
+                 VALUES (@s, @l, @i, @neg, @u, @r, @d, @d0 / 3, @n, @e);
+             BEGIN;
+             INSERT INTO v (s, r, d) VALUES (CONCAT(@s, ' again'), @r * 1e300, -@d);
+             UPDATE v SET n = @i + 1 WHERE s = @s;
+             COMMIT;
+             SET @r := PI() * 1e-5, @u := @u - 1, @big := 'DÉJÀ VU 😀 中文';
+             UPDATE v SET r = r + @r, u = @u WHERE id > 1 AND s = @big;
+             DELETE FROM v WHERE s = @missing;",
+        );
+    });
+    // Statement-based: the events the replay must decode are there.
+    let events = user_var_events(&from);
+    assert!(events >= 12, "{events} User_var events in the binlog");
+    wait_stored(&s.archiver).await;
+    s.archiver.stop().await;
+    tokio::task::block_in_place(|| {
+        exec(None, &format!("DROP DATABASE IF EXISTS {INTO_UV}"));
+        let o = run(
+            &s.vars,
+            &[
+                "restore",
+                "latest",
+                "--to",
+                "end",
+                "--into",
+                INTO_UV,
+                "--yes",
+                "--no-safety-snapshot",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert_same_database(SRC_UV, INTO_UV);
+        // The values themselves, beyond the checksums: the unsigned one
+        // and the REAL to its last bit.
+        assert_eq!(
+            exec(
+                Some(INTO_UV),
+                "SELECT u, r, d0, n FROM v WHERE s = 'déjà vu 😀 中文'"
+            )
+            .trim(),
+            exec(
+                Some(SRC_UV),
+                "SELECT u, r, d0, n FROM v WHERE s = 'déjà vu 😀 中文'"
+            )
+            .trim(),
+        );
+        exec(
+            None,
+            &format!("DROP DATABASE {INTO_UV}; DROP DATABASE {SRC_UV}"),
+        );
+    });
+    drop(s.dir);
+}
+
+/// `--into NAME` over a range holding a `DROP DATABASE` of the source:
+/// refused in one line (exit 1) before anything is touched, the database
+/// `NAME` and the source (created again after the drop) as they were; a
+/// target before the drop restores into `NAME`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drop_database_in_the_range_refuses_into_another_name_and_a_time_before_it_restores() {
+    const SRC_DROP: &str = "pitr_drop_src";
+    const INTO_DROP: &str = "pitr_drop_into";
+    const NOTED: &str = "pitr_drop_noted";
+    let s = small(
+        SRC_DROP,
+        "CREATE TABLE o (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(40)) ENGINE=InnoDB;
+         INSERT INTO o (what) VALUES ('before the dump');",
+        6,
+    )
+    .await;
+    let before_drop = tokio::task::block_in_place(|| {
+        exec(
+            Some(SRC_DROP),
+            "INSERT INTO o (what) VALUES ('after the dump'); UPDATE o SET what = 'changed' WHERE id = 1;",
+        );
+        note_of(NOTED, SRC_DROP);
+        let t = server_now();
+        after(t);
+        exec(None, &format!("DROP DATABASE {SRC_DROP}"));
+        // The application creates its database again.
+        exec(
+            None,
+            &format!("CREATE DATABASE {SRC_DROP} {CHARSET}; CREATE TABLE {SRC_DROP}.fresh (a INT); INSERT INTO {SRC_DROP}.fresh VALUES (1)"),
+        );
+        t
+    });
+    wait_stored(&s.archiver).await;
+    s.archiver.stop().await;
+    tokio::task::block_in_place(|| {
+        let restore = |to: &str| {
+            run(
+                &s.vars,
+                &[
+                    "restore",
+                    "latest",
+                    "--to",
+                    to,
+                    "--into",
+                    INTO_DROP,
+                    "--yes",
+                    "--no-safety-snapshot",
+                ],
+            )
+        };
+        let source_now = || exec(Some(SRC_DROP), "SHOW TABLES; SELECT a FROM fresh");
+        let source_before = source_now();
+        // `NAME` absent, then present with a table of its own: neither is
+        // touched.
+        exec(None, &format!("DROP DATABASE IF EXISTS {INTO_DROP}"));
+        for present in [false, true] {
+            if present {
+                exec(
+                    None,
+                    &format!("CREATE DATABASE {INTO_DROP}; CREATE TABLE {INTO_DROP}.mine (m INT); INSERT INTO {INTO_DROP}.mine VALUES (7)"),
+                );
+            }
+            let o = restore("end");
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{}", text(&o));
+            assert!(err.contains("a DROP DATABASE statement at"), "{err}");
+            assert!(
+                err.contains("give a time (or GTID) before this transaction; nothing was touched"),
+                "{err}"
+            );
+            if present {
+                assert_eq!(
+                    exec(None, &format!("SHOW TABLES FROM {INTO_DROP}")).trim(),
+                    "mine"
+                );
+                assert_eq!(exec(Some(INTO_DROP), "SELECT m FROM mine").trim(), "7");
+            } else {
+                assert_eq!(
+                    exec(None, &format!("SHOW DATABASES LIKE '{INTO_DROP}'")).trim(),
+                    ""
+                );
+            }
+            assert_eq!(source_now(), source_before);
+        }
+        // Before the drop: restored into `NAME`, the source untouched.
+        exec(None, &format!("DROP DATABASE {INTO_DROP}"));
+        let o = restore(&rfc(before_drop));
+        assert!(o.status.success(), "{}", text(&o));
+        same_state(NOTED, INTO_DROP).unwrap();
+        assert_eq!(source_now(), source_before);
+        for db in [SRC_DROP, INTO_DROP, NOTED] {
+            exec(None, &format!("DROP DATABASE IF EXISTS {db}"));
+        }
+    });
+    drop(s.dir);
+}
+
+/// The daemon alone proves a whole chain: `run` with the binlog archive on
+/// archives the transactions between two dumps, and its monthly drill (here
+/// every minute) restores the first dump, replays the archive to the
+/// second's snapshot and finds the second dump's tables: the drill passes,
+/// its log names the chain, the state file and `health` record the pass.
+/// (The mirror of the failing chain above.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemons_drill_passes_on_a_whole_chain() {
+    use selmai_backup::daemon::state::State;
+
+    use crate::binlog::{daemon_vars, wait_for_daemon, Daemon};
+    use crate::support::own_server::OwnServer;
+
+    let s = OwnServer::start();
+    let env = s.env();
+    env.exec(
+        None,
+        "CREATE DATABASE steady CHARACTER SET utf8mb4;
+         CREATE TABLE steady.t (id INT PRIMARY KEY AUTO_INCREMENT, s VARCHAR(40), f DOUBLE) ENGINE=InnoDB;
+         INSERT INTO steady.t (s, f) VALUES ('before the first dump', 1.5);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bucket_name = unique_bucket("pitr-drill");
+    create_bucket(&bucket_name).await;
+    let archiving = daemon_vars(&s, dir.path(), &bucket_name, &[("DRILL_SCHEDULE", "off")]);
+    let dumped = |o: &Output| {
+        assert!(o.status.success(), "backup: {}", text(o));
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.lines()
+            .find_map(|l| {
+                Path::new(l.trim())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| panic!("no file written: {out}"))
+    };
+    let first = dumped(&run(&archiving, &["backup", "--no-prune"]));
+    // The archive runs while the transactions between the dumps commit;
+    // the second dump is taken by the command beside it.
+    let mut daemon = Daemon::start(&archiving);
+    let second = tokio::task::block_in_place(|| {
+        env.exec(
+            Some("steady"),
+            "INSERT INTO t (s, f) VALUES ('after the first dump', 2.5), ('gone', 0);
+             BEGIN; UPDATE t SET f = f * 3 WHERE id = 1; DELETE FROM t WHERE s = 'gone'; COMMIT;
+             ALTER TABLE t ADD COLUMN extra INT DEFAULT 7;
+             CREATE TABLE u (k VARCHAR(10) PRIMARY KEY) ENGINE=InnoDB; INSERT INTO u VALUES ('déjà');",
+        );
+        // The daemon is up (it holds BACKUP_DIR's lock while it starts)
+        // and has the transactions.
+        wait_for_daemon(&s, dir.path(), false);
+        let second = dumped(&run(&archiving, &["backup", "--no-prune"]));
+        env.exec(
+            Some("steady"),
+            "INSERT INTO t (s) VALUES ('after the second dump')",
+        );
+        wait_for_daemon(&s, dir.path(), true);
+        assert!(daemon.stop().success());
+        second
+    });
+    assert_ne!(first, second);
+
+    // The same daemon with its drill due every minute; nothing else runs
+    // in it that could hold the lock.
+    let drilling = daemon_vars(
+        &s,
+        dir.path(),
+        &bucket_name,
+        &[
+            ("DRILL_SCHEDULE", "* * * * *"),
+            ("BACKUP_CATCH_UP", "never"),
+        ],
+    );
+    let mut child = tool::spawn(&drilling, &["run"]);
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                log.lock().unwrap().push(line);
+            }
+        })
+    };
+    let started = Utc::now();
+    let drilled = tokio::task::block_in_place(|| {
+        let waited = Instant::now();
+        loop {
+            let state = State::load(dir.path()).unwrap();
+            if let Some(r) = state.last_run(Kind::Drill).filter(|r| r.started >= started) {
+                break r.clone();
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(180),
+                "no drill ran in three minutes; the log: {}",
+                log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let health = tokio::task::block_in_place(|| {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        assert!(status.success(), "{status}");
+        run(&drilling, &["health"])
+    });
+    let log = log.lock().unwrap().join("\n");
+    assert_eq!(drilled.outcome, Outcome::Success, "{drilled:?}\n{log}");
+    assert_eq!(drilled.file.as_deref(), Some(second.as_str()), "{log}");
+    assert!(
+        log.contains(&format!(
+            "restore test of {first} with the binlog archive to {second}'s snapshot"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("drill of the binlog chain skipped"), "{log}");
+    assert!(
+        text(&health).contains("last restore drill passed"),
+        "{}",
+        text(&health)
+    );
 }

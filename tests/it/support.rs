@@ -15,9 +15,11 @@
 //! Every helper more than one test file uses lives here: the tool run as
 //! a process or through the library (`tool`), a private MariaDB server a
 //! test may restart or kill (`own_server`), the S3 test server
-//! (`bucket`), HTTP and SMTP sinks (`sinks`), directory trees (`tree`),
-//! the SFTP test server and a private sshd a test may kill (`sshd`).
+//! (`bucket`), the binlog archive run in the test process (`archiver`),
+//! HTTP and SMTP sinks (`sinks`), directory trees (`tree`), the SFTP test
+//! server and a private sshd a test may kill (`sshd`).
 
+pub mod archiver;
 pub mod bucket;
 pub mod own_server;
 pub mod sinks;
