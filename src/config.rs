@@ -1076,7 +1076,10 @@ mod snapshot {
             ("SFTP_USER", "backup-user"),
             ("SFTP_PATH", "backups/selmai"),
             ("SFTP_PASSWORD", canary),
-            ("SFTP_HOST_KEY", "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"),
+            (
+                "SFTP_HOST_KEY",
+                "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+            ),
             ("TZ", "Europe/Paris"),
             ("NOTIFY_WEBHOOK_URL", "https://hooks.example.org/T0K3N"),
             ("NOTIFY_SMTP_HOST", "smtp.example.org"),
