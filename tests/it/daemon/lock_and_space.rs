@@ -21,8 +21,19 @@ async fn a_scheduled_run_waits_for_a_one_off_run_holding_the_lock() {
     assert!(Instant::now() > released);
     assert_eq!(backups(dir.path()).len(), 1);
 
-    // Held for longer than the wait: a failed run saying why.
-    let _held = catalog::lock_dir(dir.path()).unwrap();
+    // Held for longer than the wait: a failed run saying why. The run has
+    // dropped its lock, but a process another test forks at that moment
+    // holds a copy of the descriptor until its exec closes it: wait for that.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _held = loop {
+        match catalog::lock_dir(dir.path()) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the lock stays taken: {e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     let j = j.with_lock_wait(Duration::from_millis(300), Duration::from_millis(100));
     let run = j.run_once(Kind::Db, Trigger::Schedule).await;
     assert_eq!(run.outcome, Outcome::Failed);
