@@ -10,6 +10,7 @@
 #   scripts/bench-sftp.sh --runs 3         # three runs, a column each
 #   scripts/bench-sftp.sh --mb 20          # a quick run (CI checks the script with it)
 #   scripts/bench-sftp.sh --concurrency 32 # SFTP_CONCURRENCY for our transfers (default 16)
+#   scripts/bench-sftp.sh --delay-ms 10    # 10 ms each way (a 20 ms round trip) through a delaying proxy
 #
 # The measurement is the ignored integration test
 # `target_conformance::sftp_throughput` (tests/it/target_conformance.rs
@@ -23,12 +24,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MB=500
 RUNS=1
 CONCURRENCY=
+DELAY_MS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mb) MB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
-    *) echo "usage: $0 [--mb MEGABYTES] [--runs N] [--concurrency REQUESTS_IN_FLIGHT]" >&2; exit 2 ;;
+    --delay-ms) DELAY_MS=$2; shift 2 ;;
+    *) echo "usage: $0 [--mb MEGABYTES] [--runs N] [--concurrency REQUESTS_IN_FLIGHT] [--delay-ms MS_EACH_WAY]" >&2; exit 2 ;;
   esac
 done
 
@@ -39,7 +42,7 @@ eval "$services_env"
 echo "bench-sftp: building the integration tests (release profile)" >&2
 cargo test --locked --release --test it --no-run -q >&2
 
-export SELMAI_BENCH_MB=$MB
+export SELMAI_BENCH_MB=$MB SELMAI_BENCH_SFTP_DELAY_MS=$DELAY_MS
 if [ -n "$CONCURRENCY" ]; then
   export SELMAI_BENCH_SFTP_CONCURRENCY=$CONCURRENCY
 fi

@@ -520,7 +520,9 @@ fn peak_rss_kib() -> u64 {
 /// same server in the same run, and the peak memory of our transfers. Run
 /// by `scripts/bench-sftp.sh` or by hand: `cargo test --release --test it
 /// -- --ignored sftp_throughput --nocapture` (`SELMAI_BENCH_MB` changes the
-/// size, `SELMAI_BENCH_SFTP_CONCURRENCY` the requests in flight).
+/// size, `SELMAI_BENCH_SFTP_CONCURRENCY` the requests in flight,
+/// `SELMAI_BENCH_SFTP_DELAY_MS` puts a delay each way between the clients
+/// and the server, see [`delay_proxy`]).
 ///
 /// The file is pseudo-random, incompressible like a gzip backup. Our upload
 /// reads it from the local disk and writes it through `create`/`commit`
@@ -545,10 +547,26 @@ async fn sftp_throughput() {
     let mb = bench_var("SELMAI_BENCH_MB", 500);
     let size = mb * 1_000_000;
     let (remote, remote_local) = env.fresh_dir("sftp_throughput");
-    let mut settings = env.settings(&remote);
+    let delay_ms = bench_var("SELMAI_BENCH_SFTP_DELAY_MS", 0);
+    let local = tempfile::tempdir().unwrap();
+    let link = if delay_ms == 0 {
+        Link {
+            port: env.port,
+            known_hosts: env.known_hosts.clone(),
+        }
+    } else {
+        let port = delay_proxy(env.port, Duration::from_millis(delay_ms)).await;
+        let known_hosts = local.path().join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("[{}]:{port} {}\n", env.host, env.host_key),
+        )
+        .unwrap();
+        Link { port, known_hosts }
+    };
+    let mut settings = env.settings_on(link.port, &remote);
     settings.concurrency =
         bench_var("SELMAI_BENCH_SFTP_CONCURRENCY", settings.concurrency as u64) as usize;
-    let local = tempfile::tempdir().unwrap();
     let source = local.path().join("source.sql.gz");
     let digest = write_incompressible(&source, size);
     let mut buf = vec![0u8; MIB];
@@ -574,11 +592,13 @@ async fn sftp_throughput() {
 
     let put_f = openssh_sftp(
         &env,
+        &link,
         format!("put -f {} {remote}/theirs-f.sql.gz", source.display()),
     )
     .await;
     let put = openssh_sftp(
         &env,
+        &link,
         format!("put {} {remote}/theirs.sql.gz", source.display()),
     )
     .await;
@@ -606,6 +626,7 @@ async fn sftp_throughput() {
     let theirs_copy = local.path().join("theirs.down");
     let get = openssh_sftp(
         &env,
+        &link,
         format!("get {remote}/ours.sql.gz {}", theirs_copy.display()),
     )
     .await;
@@ -635,6 +656,7 @@ async fn sftp_throughput() {
             "requests in flight (writes of 64 KiB, reads of 128 KiB)",
             settings.concurrency.to_string(),
         ),
+        ("delay each way, ms", delay_ms.to_string()),
         ("upload, selmai-backup, MB/s", rate(&ours_up)),
         ("upload, sftp put -f, MB/s", rate(&put_f)),
         ("upload, sftp put, MB/s", rate(&put)),
@@ -767,8 +789,8 @@ fn sha256_file(path: &std::path::Path) -> Vec<u8> {
 /// Runs one batch command in OpenSSH's `sftp` on the shared server, under
 /// GNU time for its CPU time; the wall time is the whole process's
 /// (connection included).
-async fn openssh_sftp(env: &sshd::SftpEnv, command: String) -> Took {
-    let sftp = env.sftp_batch(env.port, &env.known_hosts);
+async fn openssh_sftp(env: &sshd::SftpEnv, link: &Link, command: String) -> Took {
+    let sftp = env.sftp_batch(link.port, &link.known_hosts);
     tokio::task::spawn_blocking(move || {
         use std::io::Write;
         use std::process::Stdio;
@@ -808,6 +830,74 @@ async fn openssh_sftp(env: &sshd::SftpEnv, command: String) -> Took {
     })
     .await
     .unwrap()
+}
+
+/// Where the clients reach the server: its port, or a [`delay_proxy`]'s,
+/// with the known_hosts file for that port.
+struct Link {
+    port: u16,
+    known_hosts: std::path::PathBuf,
+}
+
+/// A TCP proxy on 127.0.0.1 to the server's `port` that holds every byte
+/// for `delay` in each direction, as a long link would (a round trip of
+/// twice `delay`), with no limit of bandwidth: it reads as fast as the
+/// sender writes, so only the protocols' own windows and requests in
+/// flight bound what is on the way. Returns its port. It runs on the
+/// test's runtime, so during a delayed run this process's CPU time and
+/// peak RSS include its work and the bytes it holds.
+async fn delay_proxy(port: u16, delay: Duration) -> u16 {
+    use tokio::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_r, client_w) = client.into_split();
+                let (server_r, server_w) = server.into_split();
+                tokio::join!(
+                    delayed(client_r, server_w, delay),
+                    delayed(server_r, client_w, delay)
+                );
+            });
+        }
+    });
+    own
+}
+
+/// Copies `from` to `to`, each piece `delay` after it was read.
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, piece)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 /// Resets the peak resident memory of this process to its current resident
