@@ -653,7 +653,7 @@ async fn sftp_throughput() {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let rows = [
         (
-            "requests in flight (writes of 64 KiB, reads of 128 KiB)",
+            "requests in flight (writes and reads of 128 KiB)",
             settings.concurrency.to_string(),
         ),
         ("delay each way, ms", delay_ms.to_string()),
