@@ -8,14 +8,15 @@
 #
 #   scripts/bench-sftp.sh                  # 500 MB, one run
 #   scripts/bench-sftp.sh --runs 3         # three runs, a column each
-#   scripts/bench-sftp.sh --mb 20          # a quick run (CI checks the script with it)
+#   scripts/bench-sftp.sh --mb 20          # a quick run
 #   scripts/bench-sftp.sh --concurrency 32 # SFTP_CONCURRENCY for our transfers (default 16)
 #   scripts/bench-sftp.sh --delay-ms 10    # 10 ms each way (a 20 ms round trip) through a delaying proxy
+#   scripts/bench-sftp.sh --mb 20 --debug  # the tests' dev build, figures not worth keeping (CI checks the script with it)
 #
 # The measurement is the ignored integration test
 # `target_conformance::sftp_throughput` (tests/it/target_conformance.rs
 # says what is timed and how memory is measured), built with the release
-# profile. Results are figures, never assertions: docs/BENCHMARKS.md
+# profile (the dev profile with --debug). Results are figures, never assertions: docs/BENCHMARKS.md
 # records them with date and machine. The only checks are that every copy
 # has the source's SHA-256.
 set -euo pipefail
@@ -25,13 +26,16 @@ MB=500
 RUNS=1
 CONCURRENCY=
 DELAY_MS=0
+PROFILE=(--release)
+PROFILE_NAME=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --mb) MB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --delay-ms) DELAY_MS=$2; shift 2 ;;
-    *) echo "usage: $0 [--mb MEGABYTES] [--runs N] [--concurrency REQUESTS_IN_FLIGHT] [--delay-ms MS_EACH_WAY]" >&2; exit 2 ;;
+    --debug) PROFILE=(); PROFILE_NAME=dev; shift ;;
+    *) echo "usage: $0 [--mb MEGABYTES] [--runs N] [--concurrency REQUESTS_IN_FLIGHT] [--delay-ms MS_EACH_WAY] [--debug]" >&2; exit 2 ;;
   esac
 done
 
@@ -39,8 +43,8 @@ done
 services_env=$(scripts/services.sh)
 eval "$services_env"
 
-echo "bench-sftp: building the integration tests (release profile)" >&2
-cargo test --locked --release --test it --no-run -q >&2
+echo "bench-sftp: building the integration tests (${PROFILE_NAME} profile)" >&2
+cargo test --locked "${PROFILE[@]}" --test it --no-run -q >&2
 
 export SELMAI_BENCH_MB=$MB SELMAI_BENCH_SFTP_DELAY_MS=$DELAY_MS
 if [ -n "$CONCURRENCY" ]; then
@@ -50,7 +54,7 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for run in $(seq 1 "$RUNS"); do
   echo "bench-sftp: run $run of $RUNS, $MB MB" >&2
-  out=$(cargo test --locked --release --test it -q -- --ignored --exact \
+  out=$(cargo test --locked "${PROFILE[@]}" --test it -q -- --ignored --exact \
     target_conformance::sftp_throughput --nocapture 2>&1) ||
     { printf '%s\n' "$out" >&2; echo "bench-sftp: run $run failed" >&2; exit 1; }
   printf '%s\n' "$out" | awk -F '\t' -v run="$run" '$1 == "bench-sftp" { print run "\t" $2 "\t" $3 }' >>"$results"

@@ -60,5 +60,5 @@ step "benchmark script on a small data set (scripts/bench.sh --rows 20000)"
 scripts/bench.sh --rows 20000 >/dev/null
 step "binlog archive benchmark script, briefly (scripts/bench-binlog.sh --seconds 3 --rate 100 --big 2)"
 scripts/bench-binlog.sh --seconds 3 --rate 100 --big 2 >/dev/null
-step "SFTP benchmark script, briefly (scripts/bench-sftp.sh --mb 20)"
-scripts/bench-sftp.sh --mb 20 >/dev/null
+step "SFTP benchmark script, briefly (scripts/bench-sftp.sh --mb 20 --debug: the tests' build)"
+scripts/bench-sftp.sh --mb 20 --debug >/dev/null
