@@ -62,3 +62,5 @@ step "binlog archive benchmark script, briefly (scripts/bench-binlog.sh --second
 scripts/bench-binlog.sh --seconds 3 --rate 100 --big 2 >/dev/null
 step "point-in-time replay benchmark script, briefly (scripts/bench_pitr.sh --transactions 2000 --large 2)"
 scripts/bench_pitr.sh --transactions 2000 --large 2 >/dev/null
+step "SFTP benchmark script, briefly (scripts/bench-sftp.sh --mb 20 --debug: the tests' build)"
+scripts/bench-sftp.sh --mb 20 --debug >/dev/null

@@ -152,6 +152,10 @@ impl client::Handler for Client {
     }
 }
 
+/// The SSH channel window we grant the server: the most reads in flight
+/// (`SFTP_CONCURRENCY` at most 64, of 128 KiB).
+const WINDOW: u32 = 8 * 1024 * 1024;
+
 /// Open a new connection for `inner`, within its time limit.
 pub(super) async fn connect(inner: &Inner) -> Result<Conn, Failure> {
     let s = &inner.settings;
@@ -196,6 +200,13 @@ async fn connect_now(inner: &Inner) -> Result<Conn, Failure> {
         })
     })?;
     let mut config = client::Config {
+        // How much the server may send before we grant more. russh grants
+        // more only once half of it is used, so about half of it is on the
+        // way: at its default 2 MiB, downloads over a 20 ms round trip
+        // stalled at 0.6x OpenSSH's `sftp get` whatever the reads in
+        // flight. The reads in flight bound what the server sends, so a
+        // larger window holds no more data in memory.
+        window_size: WINDOW,
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 3,
         nodelay: true,
