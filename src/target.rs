@@ -193,6 +193,30 @@ pub async fn clean_interrupted_all(targets: &[std::sync::Arc<dyn Target>]) {
     }
 }
 
+/// Whether `name` is a plain object name: not empty, not hidden, no
+/// directory, no control character. The remote targets share this rule so
+/// that a name means the same thing on each (the volume's is the same but
+/// for control characters other than NUL).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains('/')
+        && !name.chars().any(char::is_control)
+}
+
+/// [`valid_name`] as the error `target` reports for a name it refuses.
+pub fn check_name(target: &'static str, name: &str) -> Result<(), TargetError> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(TargetError::Io {
+        target,
+        action: "using",
+        name: name.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"),
+    })
+}
+
 /// A target's label as words in a sentence: "the bucket", "the SFTP server".
 pub fn the(label: &str) -> String {
     match label {

@@ -25,7 +25,6 @@
 //! manifests: see `format::catalog` and `backup`.
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -462,27 +461,11 @@ fn key_of(prefix: &str, name: &str) -> String {
 
 /// Our name for `key`, or `None` when the key is not one of ours.
 fn name_of<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
-    key.strip_prefix(prefix).filter(|n| valid_name(n))
-}
-
-/// Same rule as the volume, so a name means the same thing on both.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && !name.contains('/')
-        && !name.chars().any(char::is_control)
+    key.strip_prefix(prefix).filter(|n| super::valid_name(n))
 }
 
 fn check_name(name: &str) -> Result<(), TargetError> {
-    if valid_name(name) {
-        return Ok(());
-    }
-    Err(TargetError::Io {
-        target: LABEL,
-        action: "using",
-        name: name.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"),
-    })
+    super::check_name(LABEL, name)
 }
 
 /// S3 dates: ISO 8601 in listings, RFC 7231 (RFC 2822 style) in headers.

@@ -24,7 +24,6 @@ mod upload;
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -169,21 +168,8 @@ impl Inner {
     }
 }
 
-/// Same rule as the volume, so a name means the same thing on both.
 fn check_name(name: &str) -> Result<(), TargetError> {
-    if !name.is_empty()
-        && !name.starts_with('.')
-        && !name.contains('/')
-        && !name.chars().any(char::is_control)
-    {
-        return Ok(());
-    }
-    Err(TargetError::Io {
-        target: LABEL,
-        action: "using",
-        name: name.to_owned(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"),
-    })
+    super::check_name(LABEL, name)
 }
 
 fn info_of(name: String, attrs: &russh_sftp::protocol::FileAttributes) -> ObjectInfo {

@@ -120,6 +120,11 @@ impl UploadShared {
         // the server whose id we never learnt. The cell is filled inside
         // that task, so an initiate is never cancelled and never sent
         // twice at once; `cleanup` waits for it, then aborts that id.
+        // Marked before the task is spawned, not when it first runs: a
+        // dropped upload's clean-up that looks while the task is not yet
+        // scheduled must wait for it rather than conclude that no upload
+        // was ever started (it then ran, and its upload stayed behind).
+        self.initiate_started.store(true, Ordering::SeqCst);
         let me = Arc::clone(self);
         let task = tokio::spawn(async move {
             let r = me
