@@ -14,6 +14,8 @@
 //!   modules it configures: the value types it parses (schedules, retention
 //!   policy, alert formats) live in small modules under `config/` that
 //!   those modules import, and the secret type in [`secret`].
+//! - [`base64`]: standard base64 both ways (binlog events for replay,
+//!   hashed known_hosts entries).
 //! - [`progress`]: counting bytes through a stage and logging rate and percentage.
 //!
 //! **Sources and formats.**
@@ -61,6 +63,7 @@
 //! - [`cmd`]: one file per subcommand; the only place (with `main.rs`) using `anyhow`.
 
 pub mod backup;
+pub mod base64;
 pub mod binlog;
 pub mod cmd;
 pub mod config;

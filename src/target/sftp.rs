@@ -241,10 +241,7 @@ impl Target for SftpTarget {
                     Ok(a) if is_file(&a.attrs) => Ok(Some(info_of(name.to_owned(), &a.attrs))),
                     Ok(_) => Ok(None),
                     Err(e) => match Failure::sftp("reading metadata of", name, e) {
-                        Failure {
-                            error: TargetError::NotFound { .. },
-                            ..
-                        } => Ok(None),
+                        f if f.is_missing() => Ok(None),
                         f => Err(f),
                     },
                 }
@@ -268,16 +265,7 @@ impl Target for SftpTarget {
         check_name(name)?;
         self.inner
             .request("deleting", |c| async move {
-                match c.sftp.remove(c.path(name)).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => match Failure::sftp("deleting", name, e) {
-                        Failure {
-                            error: TargetError::NotFound { .. },
-                            ..
-                        } => Ok(()),
-                        f => Err(f),
-                    },
-                }
+                remove(&c, "deleting", name).await.map(|_| ())
             })
             .await
     }
@@ -287,17 +275,10 @@ impl Target for SftpTarget {
             .request("removing partial files", |c| async move {
                 let mut removed = Vec::new();
                 for (name, attrs) in read_dir(&c).await? {
-                    if name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX) && is_file(&attrs) {
-                        match c.sftp.remove(c.path(&name)).await {
-                            Ok(_) => removed.push(name),
-                            Err(e) => match Failure::sftp("removing", &name, e) {
-                                Failure {
-                                    error: TargetError::NotFound { .. },
-                                    ..
-                                } => {}
-                                f => return Err(f),
-                            },
-                        }
+                    let partial =
+                        name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX) && is_file(&attrs);
+                    if partial && remove(&c, "removing", &name).await? {
+                        removed.push(name);
                     }
                 }
                 Ok(removed)
@@ -315,6 +296,17 @@ impl Target for SftpTarget {
                     .map_err(|e| Failure::sftp("reaching", &c.root, e))
             })
             .await
+    }
+}
+
+/// Remove `name`: `false` when it was already gone, which is no error.
+async fn remove(c: &Conn, action: &'static str, name: &str) -> Result<bool, Failure> {
+    match c.sftp.remove(c.path(name)).await {
+        Ok(_) => Ok(true),
+        Err(e) => match Failure::sftp(action, name, e) {
+            f if f.is_missing() => Ok(false),
+            f => Err(f),
+        },
     }
 }
 

@@ -187,7 +187,8 @@ fn pattern_matches(pattern: &str, wanted: &str) -> bool {
         let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
             return false;
         };
-        let (Some(salt), Some(hash)) = (base64(salt), base64(hash)) else {
+        let (Some(salt), Some(hash)) = (crate::base64::decode(salt), crate::base64::decode(hash))
+        else {
             return false;
         };
         let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&salt) else {
@@ -208,30 +209,6 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
         (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => glob(&p[1..], &s[1..]),
         _ => false,
     }
-}
-
-/// Standard base64 with padding, as hashed known_hosts entries write it.
-fn base64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -296,23 +273,7 @@ mod tests {
         let mut mac = Hmac::<Sha1>::new_from_slice(&salt).unwrap();
         mac.update(b"[127.0.0.1]:2222");
         let hash = mac.finalize().into_bytes();
-        let b64 = |b: &[u8]| {
-            const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            let mut s = String::new();
-            for c in b.chunks(3) {
-                let n = (u32::from(c[0]) << 16)
-                    | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                    | u32::from(*c.get(2).unwrap_or(&0));
-                for i in 0..4 {
-                    if i <= c.len() {
-                        s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-                    } else {
-                        s.push('=');
-                    }
-                }
-            }
-            s
-        };
+        let b64 = crate::base64::encode;
         let (_d, p) = file(&format!("|1|{}|{} {ED}\n", b64(&salt), b64(&hash)));
         let a = known_hosts(&p, "127.0.0.1", 2222).unwrap();
         assert!(a.check(&key(ED), "127.0.0.1", 2222).is_ok());

@@ -45,6 +45,12 @@ impl Failure {
         }
     }
 
+    /// The object does not exist (which deleting or asking for metadata
+    /// takes as an answer, not a failure).
+    pub(super) fn is_missing(&self) -> bool {
+        matches!(self.error, TargetError::NotFound { .. })
+    }
+
     /// An SFTP request on `name` failed while doing `action`.
     pub(super) fn sftp(action: &'static str, name: &str, e: SftpError) -> Self {
         let remote = |detail: String| TargetError::Remote {
