@@ -1,13 +1,14 @@
-//! Off-site copies of one backup: from the volume to each off-site target
+//! Off-site copies of one backup from the volume to an off-site target
 //! (bucket, SFTP), whatever the target, the completing object last.
 //!
-//! A backup is written to the volume first and counts once it is there; it
-//! is then copied from the volume ([`copy_backup`]), so a slow or
-//! unreachable target never delays the local backup. A backup exists on a
-//! target once its last object is there (a single backup's data, which
-//! follows its manifest, or for a full backup the set manifest), which is
-//! why that object is always copied last. Copies a run could not make are caught up by
-//! `crate::daemon::offsite` after each run.
+//! A backup is written to the off-site targets in the same pass as to the
+//! volume (`pipeline`); this module copies it from the volume to a target
+//! that could not take it then: one that did not answer in time
+//! ([`copy_backup`]), and those a run missed, caught up by
+//! `crate::daemon::offsite` after each run. A backup exists on an off-site
+//! target once its last object is there (a single backup's manifest, or
+//! for a full backup the set manifest), which is why that object is always
+//! copied last.
 //!
 //! Not here: how long to wait on a target (`crate::target::budget` wraps it
 //! for the run), retries (each target), which backups to copy later.
@@ -42,22 +43,12 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// A database dump or file archive and its manifest: the manifest
-    /// first and the data last, so that the data is never under its final
-    /// name without its manifest (the commit point of a backup, as on the
-    /// volume); a manifest whose data never arrived is swept.
+    /// A database dump, file archive or binlog segment and its manifest:
+    /// the data first and the manifest last. Off the volume a backup counts
+    /// once its manifest is there (`list`, `latest`, `health` and the
+    /// catch-up look for it), so data left without one by a cut copy is
+    /// never taken for a backup, and the next catch-up completes it.
     pub fn single(name: &str, taken: DateTime<Utc>) -> Self {
-        Unit {
-            name: name.to_owned(),
-            taken,
-            objects: vec![manifest::name_for(name), name.to_owned()],
-        }
-    }
-
-    /// A binlog segment and its manifest: the data first and the manifest
-    /// last, the segment's commit point as on the volume (a chain is read
-    /// from manifests, and one without its data is never listed).
-    pub fn data_then_manifest(name: &str, taken: DateTime<Utc>) -> Self {
         Unit {
             name: name.to_owned(),
             taken,

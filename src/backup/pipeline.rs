@@ -3,13 +3,17 @@
 //!
 //! Backup: the dumper writes SQL into an in-memory pipe; an encoder on a
 //! blocking thread compresses it into a bounded channel of chunks; the store
-//! loop hashes each chunk once and writes it to the volume's upload, the
-//! manifest after the data. If the volume fails the backup fails and
-//! nothing is published. Once the backup is complete on the volume, it is
-//! copied from there to each off-site target (`offsite`), so an off-site
-//! target never delays or fails the local backup: a failed copy is
-//! reported, and a later run's catch-up makes it. Memory is bounded by the
-//! pipe, the channel and the upload's buffer, whatever the database size.
+//! loop hashes each chunk once and writes it to every upload ([`FanOut`]):
+//! the volume's, and those of the off-site targets (bucket, SFTP) that take
+//! one within [`TEE_PATIENCE`], so the off-site copies are written in the
+//! same pass, without reading the file back. If the volume fails the backup
+//! fails and nothing is published anywhere; an off-site target that fails is
+//! dropped from the pass and the backup goes on (a later run's catch-up
+//! copies it from the volume). One that did not take an upload in time is
+//! copied from the volume once the local backup is stored (`offsite`), so
+//! a target that is down never holds up the local backup. Memory is
+//! bounded by the pipe, the channel and each upload's buffer, whatever the
+//! database size.
 //!
 //! Reading a backup back is [`crate::restore::open`].
 
@@ -57,12 +61,17 @@ pub enum BackupError {
 
 pub use crate::backup::offsite::TargetFailure;
 
-/// One backup's uploads, one per target, the first target primary. Every
-/// stage (start, write, commit) reports a target's failure through
-/// [`FanOut::fail`], so the rule lives in one place: a failing primary fails
-/// the run, a failing secondary is dropped and recorded and the backup goes on.
-/// The backups of this module give it the volume alone (see
-/// [`volume_of`]): off-site copies are made from the volume afterwards.
+/// How long an off-site target may take to start an upload before the
+/// backup starts without it (it is then copied from the volume once the
+/// local backup is stored): long enough for an SSH handshake over a slow
+/// link, short enough that a target that is down barely delays the dump.
+pub const TEE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// One backup's uploads, one per target, the first target (the volume)
+/// primary. Every stage (start, write, commit) reports a target's failure
+/// through [`FanOut::fail`], so the rule lives in one place: a failing
+/// primary fails the run, a failing secondary is dropped and recorded and
+/// the backup goes on.
 struct FanOut<'a> {
     /// The targets, in the order of `uploads`.
     targets: &'a [Arc<dyn Target>],
@@ -70,23 +79,46 @@ struct FanOut<'a> {
     uploads: Vec<Option<Box<dyn Upload>>>,
     /// The secondary targets dropped so far.
     failed: Vec<TargetFailure>,
+    /// The secondary targets that did not start an upload within
+    /// [`TEE_PATIENCE`]: copied from the volume after the backup.
+    late: Vec<usize>,
 }
 
 impl<'a> FanOut<'a> {
-    /// Start an upload of `name` on every target. There is nothing to abort
-    /// when the primary cannot start: it is the first.
+    /// Start an upload of `name` on every target: the volume's first (there
+    /// is nothing to abort when it cannot start), then the off-site ones
+    /// together, each given [`TEE_PATIENCE`].
     async fn start(targets: &'a [Arc<dyn Target>], name: &str) -> Result<Self, TargetError> {
         let mut fan = FanOut {
             targets,
             uploads: Vec::with_capacity(targets.len()),
             failed: Vec::new(),
+            late: Vec::new(),
         };
-        for (i, t) in targets.iter().enumerate() {
-            let created = t.create(name).await;
+        let Some((volume, others)) = targets.split_first() else {
+            return Ok(fan);
+        };
+        fan.uploads.push(Some(volume.create(name).await?));
+        let started = futures_util::future::join_all(
+            others
+                .iter()
+                .map(|t| tokio::time::timeout(TEE_PATIENCE, t.create(name))),
+        )
+        .await;
+        for (i, created) in (1..).zip(started) {
             fan.uploads.push(None);
             match created {
-                Ok(u) => fan.uploads[i] = Some(u),
-                Err(e) => fan.fail(i, e, "cannot start the off-site copy")?,
+                Ok(Ok(u)) => fan.uploads[i] = Some(u),
+                Ok(Err(e)) => fan.fail(i, e, "cannot start the off-site copy")?,
+                Err(_) => {
+                    tracing::info!(
+                        target = targets[i].label(),
+                        "{} did not start an upload within {} s: the backup goes on without it and is copied there from the volume once stored",
+                        target::the(targets[i].label()),
+                        TEE_PATIENCE.as_secs()
+                    );
+                    fan.late.push(i);
+                }
             }
         }
         Ok(fan)
@@ -136,39 +168,27 @@ impl<'a> FanOut<'a> {
         }
     }
 
-    /// Publish every live upload of `name` with its manifest: the manifest
-    /// first, the data last. That order is the commit point of a backup:
-    /// nothing is visible under the backup's final name before its manifest
-    /// is stored, so a kill at any point leaves either nothing, or a
-    /// manifest whose data is missing (swept at the next start by
-    /// [`sweep_orphan_manifests`], never counted as a backup). Returns the
-    /// targets holding a complete copy and the secondary targets that
-    /// failed, at any stage.
-    async fn commit(
-        mut self,
-        name: &str,
-        manifest_json: &[u8],
-    ) -> Result<(Vec<&'static str>, Vec<TargetFailure>), TargetError> {
-        let manifest_name = manifest::name_for(name);
+    /// Publish every live upload of `name` with its manifest, the volume
+    /// first. On the volume the manifest goes first and the data last: that
+    /// is the commit point of a backup there, so a kill at any point leaves
+    /// either nothing or a manifest whose data is missing (swept at the
+    /// next start by [`clean_interrupted`], never counted as a backup).
+    /// Off-site the data goes first and the manifest last: a backup counts
+    /// there once its manifest is, and a data file left without one is
+    /// never listed (the catch-up completes it). Returns the targets
+    /// holding a complete copy, the secondary targets that failed at any
+    /// stage, and those to copy from the volume ([`FanOut::late`]).
+    async fn commit(mut self, name: &str, manifest_json: &[u8]) -> Result<Committed, TargetError> {
         let mut stored_on = Vec::new();
         for i in 0..self.uploads.len() {
             let Some(up) = self.uploads[i].take() else {
                 continue;
             };
-            let t = &self.targets[i];
-            let result = match target::put_bytes(t.as_ref(), &manifest_name, manifest_json).await {
-                Ok(_) => match up.commit().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        // A manifest without its data is not a backup: take it back.
-                        let _ = t.delete(&manifest_name).await;
-                        Err(e)
-                    }
-                },
-                Err(e) => {
-                    let _ = up.abort().await;
-                    Err(e)
-                }
+            let t = self.targets[i].as_ref();
+            let result = if i == 0 {
+                manifest_then_data(t, up, name, manifest_json).await
+            } else {
+                data_then_manifest(t, up, name, manifest_json).await
             };
             match result {
                 Ok(()) => stored_on.push(t.label()),
@@ -182,7 +202,11 @@ impl<'a> FanOut<'a> {
                 }
             }
         }
-        Ok((stored_on, self.failed))
+        Ok(Committed {
+            stored: stored_on,
+            failed: self.failed,
+            late: self.late.iter().map(|&i| Arc::clone(&self.targets[i])).collect(),
+        })
     }
 
     /// Abort every live upload.
@@ -193,6 +217,51 @@ impl<'a> FanOut<'a> {
             }
         }
     }
+}
+
+/// What [`FanOut::commit`] leaves: where the backup is complete, which
+/// off-site targets failed, and which are still to be copied from the volume.
+struct Committed {
+    stored: Vec<&'static str>,
+    failed: Vec<TargetFailure>,
+    late: Vec<Arc<dyn Target>>,
+}
+
+/// The volume's order: the manifest, then the data (the commit point).
+/// A manifest whose data could not be published is taken back.
+async fn manifest_then_data(
+    t: &dyn Target,
+    up: Box<dyn Upload>,
+    name: &str,
+    manifest_json: &[u8],
+) -> Result<(), TargetError> {
+    let manifest_name = manifest::name_for(name);
+    if let Err(e) = target::put_bytes(t, &manifest_name, manifest_json).await {
+        let _ = up.abort().await;
+        return Err(e);
+    }
+    if let Err(e) = up.commit().await {
+        let _ = t.delete(&manifest_name).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The off-site order: the data, then the manifest (the commit point).
+/// Data whose manifest could not be stored is taken back: without it, it
+/// is not a backup.
+async fn data_then_manifest(
+    t: &dyn Target,
+    up: Box<dyn Upload>,
+    name: &str,
+    manifest_json: &[u8],
+) -> Result<(), TargetError> {
+    up.commit().await?;
+    if let Err(e) = target::put_bytes(t, &manifest::name_for(name), manifest_json).await {
+        let _ = t.delete(name).await;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// What a successful backup produced.
@@ -262,7 +331,7 @@ pub async fn backup_db_as(
     let compression = enc.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, database = %db.name, host = %crate::db::addr(db), "backup started");
-    let encoded = encode_and_store(enc, volume_of(targets), &name, |sql_w| async {
+    let encoded = encode_and_store(enc, targets, &name, |sql_w| async {
         Ok(dump::dump_database(db, sql_w, opts, hooks).await?)
     })
     .await?;
@@ -278,7 +347,7 @@ pub async fn backup_db_as(
     let sql_bytes = summary.sql_bytes;
     let tables = summary.tables.len();
     let size = encoded.size;
-    publish(&name, &manifest, encoded).await?;
+    let committed = encoded.fan.commit(&name, &manifest.to_json()).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -288,7 +357,7 @@ pub async fn backup_db_as(
         seconds = format!("{:.1}", elapsed.as_secs_f64()),
         "backup finished"
     );
-    let (stored, failed) = copy_offsite(targets, &name).await;
+    let (stored, failed) = copy_late(targets, committed, &name).await;
     Ok(BackupOutcome {
         file: name,
         manifest,
@@ -329,7 +398,7 @@ pub async fn backup_archive_as(
     let compression = enc.compression;
     let name = name.to_owned();
     tracing::info!(file = %name, kind = kind.name(), paths = ?spec.paths, "archive started");
-    let encoded = encode_and_store(enc, volume_of(targets), &name, |w| async move {
+    let encoded = encode_and_store(enc, targets, &name, |w| async move {
         // The file system is read with blocking calls: a blocking thread
         // writes the tar into the pipe through a bridge.
         let bridge = tokio_util::io::SyncIoBridge::new(w);
@@ -354,7 +423,7 @@ pub async fn backup_archive_as(
     let size = encoded.size;
     let entries = summary.files.len();
     let changed = summary.files.iter().filter(|f| f.changed).count();
-    publish(&name, &manifest, encoded).await?;
+    let committed = encoded.fan.commit(&name, &manifest.to_json()).await?;
     let elapsed = started.elapsed();
     tracing::info!(
         file = %name,
@@ -364,7 +433,7 @@ pub async fn backup_archive_as(
         seconds = format!("{:.1}", elapsed.as_secs_f64()),
         "archive finished"
     );
-    let (stored, failed) = copy_offsite(targets, &name).await;
+    let (stored, failed) = copy_late(targets, committed, &name).await;
     Ok(BackupOutcome {
         file: name,
         manifest,
@@ -379,17 +448,29 @@ fn volume_of(targets: &[Arc<dyn Target>]) -> &[Arc<dyn Target>] {
     &targets[..targets.len().min(1)]
 }
 
-/// Copy the backup `name`, now complete on the volume, to every off-site
-/// target; a failed copy is left to the next run's catch-up.
-async fn copy_offsite(
+/// Copy the backup `name`, now stored, to the off-site targets that did
+/// not take it in the same pass ([`Committed::late`]), from the volume
+/// (`targets[0]`); a failed copy is left to the next run's catch-up.
+/// Returns every target holding it and every off-site failure.
+async fn copy_late(
     targets: &[Arc<dyn Target>],
+    committed: Committed,
     name: &str,
 ) -> (Vec<&'static str>, Vec<TargetFailure>) {
-    crate::backup::offsite::copy_backup(
-        targets,
-        &crate::backup::offsite::Unit::single(name, Utc::now()),
-    )
-    .await
+    let Committed {
+        mut stored,
+        mut failed,
+        late,
+    } = committed;
+    if !late.is_empty() {
+        let volume_and_late: Vec<Arc<dyn Target>> = targets[..1].iter().chain(&late).cloned().collect();
+        let unit = crate::backup::offsite::Unit::single(name, Utc::now());
+        let (copied, missed) =
+            crate::backup::offsite::copy_backup(&volume_and_late, &unit).await;
+        stored.extend(copied.into_iter().skip(1));
+        failed.extend(missed);
+    }
+    (stored, failed)
 }
 
 fn compression_name(c: Compression) -> &'static str {
@@ -480,16 +561,6 @@ where
             Err(e)
         }
     }
-}
-
-/// Commit every upload and write the manifest beside it.
-async fn publish<T>(
-    name: &str,
-    manifest: &Manifest,
-    encoded: Encoded<'_, T>,
-) -> Result<(), BackupError> {
-    encoded.fan.commit(name, &manifest.to_json()).await?;
-    Ok(())
 }
 
 /// The prefixes of every kind of backup these settings write (safety

@@ -370,7 +370,7 @@ impl Copier {
                     missing.push(m);
                     continue;
                 }
-                let unit = Unit::data_then_manifest(&m.file, m.closed_at);
+                let unit = Unit::single(&m.file, m.closed_at);
                 match copy_unit(volume.as_ref(), t.as_ref(), &unit, &sizes).await {
                     Ok(()) => {
                         tracing::info!(target = label, file = %m.file, "binlog segment copied");

@@ -10,9 +10,10 @@
 //! A run dropped half-way by a shutdown is tidied by
 //! [`Jobs::clean_up_abandoned`]: dropping the backup future already drops
 //! the uploads (whose `Drop` removes their partial files) and the dump
-//! connection; what can remain is a manifest whose data was never
-//! published (the manifest is stored first, the data last) and the parts
-//! of an unfinished full backup, and those are deleted here.
+//! connection; what can remain is a manifest on the volume whose data was
+//! never published (the manifest is stored first there), data off-site
+//! whose manifest was never stored (it goes last there), and the parts of
+//! an unfinished full backup, and those are deleted here.
 //!
 //! Not here: when runs happen (`schedule`), how a backup is made
 //! (`pipeline`), which backups to keep (`retention`).
@@ -623,8 +624,8 @@ impl Jobs {
                 return;
             }
         };
-        // Partial files, incomplete uploads, and a manifest whose data was
-        // never published (the manifest goes first).
+        // Partial files, incomplete uploads, and a manifest on the volume
+        // whose data was never published (the manifest goes first there).
         pipeline::clean_interrupted(&self.targets, &pipeline::our_prefixes(&self.settings)).await;
         // Names carry the start second, truncated.
         let since = started - chrono::Duration::seconds(1);

@@ -394,10 +394,12 @@ impl Prefixes {
 
 /// The manifests among `objects` whose backup is not stored beside them.
 ///
-/// A backup publishes its manifest first and its data last, and deletes
-/// its data first: an interrupted write or delete can leave such a
-/// manifest, never data without one. They are not backups; whoever holds
-/// the lock removes them.
+/// On the volume a backup publishes its manifest first and its data last,
+/// and retention deletes the data first everywhere: an interrupted write
+/// or delete can leave such a manifest. They are not backups; whoever
+/// holds the lock removes them. (Off-site the manifest is written last, so
+/// a cut copy leaves data without a manifest instead: it is not listed as
+/// a backup there, and the next catch-up completes it.)
 pub fn orphan_manifests(objects: &[ObjectInfo], prefixes: &Prefixes) -> Vec<String> {
     let names: std::collections::HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
     let mut out: Vec<String> = objects
