@@ -205,7 +205,11 @@ impl<'a> FanOut<'a> {
         Ok(Committed {
             stored: stored_on,
             failed: self.failed,
-            late: self.late.iter().map(|&i| Arc::clone(&self.targets[i])).collect(),
+            late: self
+                .late
+                .iter()
+                .map(|&i| Arc::clone(&self.targets[i]))
+                .collect(),
         })
     }
 
@@ -463,10 +467,10 @@ async fn copy_late(
         late,
     } = committed;
     if !late.is_empty() {
-        let volume_and_late: Vec<Arc<dyn Target>> = targets[..1].iter().chain(&late).cloned().collect();
+        let volume_and_late: Vec<Arc<dyn Target>> =
+            targets[..1].iter().chain(&late).cloned().collect();
         let unit = crate::backup::offsite::Unit::single(name, Utc::now());
-        let (copied, missed) =
-            crate::backup::offsite::copy_backup(&volume_and_late, &unit).await;
+        let (copied, missed) = crate::backup::offsite::copy_backup(&volume_and_late, &unit).await;
         stored.extend(copied.into_iter().skip(1));
         failed.extend(missed);
     }

@@ -13,7 +13,8 @@
 //! (`catalog::list_db`, so foreign files are never candidates; for file
 //! archives [`plan_archives`] lists one kind's prefix, for full backups
 //! [`plan_full`] whole sets) and reads nothing else. [`execute`] carries a
-//! plan out: it deletes each condemned backup and then its manifest, and
+//! plan out: it deletes each condemned backup and its manifest (in the
+//! reverse of the order they were published in), and
 //! reports the deletes that failed instead of stopping (credentials that
 //! may put but not delete must not fail a backup).
 //! `prune --dry-run` is a plan that is not executed: no flag reaches the
@@ -33,6 +34,7 @@ use chrono_tz::Tz;
 
 use crate::format::catalog::{self, Entry};
 use crate::format::manifest;
+use crate::target::local::LocalTarget;
 use crate::target::{Target, TargetError};
 
 pub use crate::config::retention::Policy;
@@ -308,10 +310,19 @@ pub async fn execute(target: &dyn Target, mut plan: Pruned) -> Pruned {
         if v.keeps() {
             continue;
         }
-        // Data first: a manifest without its backup is harmless, a
-        // backup without its manifest would look like a legacy file.
-        let result = match target.delete(&e.name).await {
-            Ok(()) => target.delete(&manifest::name_for(&e.name)).await,
+        // The reverse of the order a backup is published in, so that it
+        // stops counting first. On the volume the data goes first: a
+        // manifest without its backup is harmless, a backup without its
+        // manifest would look like a file of the old shell script.
+        // Off-site the manifest goes first: data without it is not listed.
+        let manifest = manifest::name_for(&e.name);
+        let (first, second) = if target.label() == LocalTarget::LABEL {
+            (&e.name, &manifest)
+        } else {
+            (&manifest, &e.name)
+        };
+        let result = match target.delete(first).await {
+            Ok(()) => target.delete(second).await,
             Err(err) => Err(err),
         };
         match result {

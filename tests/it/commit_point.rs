@@ -1,6 +1,8 @@
-//! The commit point of a backup, and its name: a backup of ours is visible
-//! under its final name only together with its manifest, on the volume and
-//! in the bucket, whatever instant a `kill -9` lands on; the next start
+//! The commit point of a backup, and its name: whatever instant a `kill -9`
+//! lands on, a backup of ours is visible on the volume under its final
+//! name only together with its manifest (the manifest is published first
+//! there), and the bucket never holds a manifest without its backup (the
+//! manifest is published last there: a backup counts once it is); the next start
 //! removes what the kill left (partial files, incomplete uploads, manifests
 //! whose data never arrived); `list` and `latest` count complete backups
 //! only; and back-to-back backups are never named after a time that has
@@ -65,21 +67,23 @@ fn assert_every_backup_has_its_manifest(names: &BTreeSet<String>, place: &str, w
 }
 
 /// No manifest whose backup is missing.
-fn assert_no_orphan_manifest(names: &BTreeSet<String>, place: &str) {
+fn assert_no_orphan_manifest(names: &BTreeSet<String>, place: &str, when: &str) {
     for n in names {
         if let Some(data) = n.strip_suffix(".manifest.json") {
             assert!(
                 names.contains(data),
-                "the {place} still holds the manifest {n} of a backup that was never stored"
+                "{when}: the {place} holds the manifest {n} of a backup that is not stored"
             );
         }
     }
 }
 
 /// 100 `kill -9`s of `backup` at random instants (a third anywhere, a third
-/// late in the run, a third right as a new name appears on the volume), checking after each that no backup is
-/// visible without its manifest; then a normal run cleans what the kills
-/// left and `list`/`latest` see complete backups only.
+/// late in the run, a third right as a new name appears on the volume),
+/// checking after each that no backup is visible on the volume without its
+/// manifest and that the bucket holds no manifest without its backup; then
+/// a normal run cleans up and completes what the kills left, and
+/// `list`/`latest` see complete backups only.
 async fn kill_9_a_hundred_times(tag: &str, bucket: Option<&str>) {
     let db = small_db(tag);
     let dir = tempfile::tempdir().unwrap();
@@ -146,7 +150,7 @@ async fn kill_9_a_hundred_times(tag: &str, bucket: Option<&str>) {
         let when = format!("kill {round} {how}");
         assert_every_backup_has_its_manifest(&volume_names(dir.path()), "volume", &when);
         if let Some(b) = bucket {
-            assert_every_backup_has_its_manifest(&bucket_names(b).await, "bucket", &when);
+            assert_no_orphan_manifest(&bucket_names(b).await, "bucket", &when);
         }
     }
     assert!(
@@ -164,7 +168,7 @@ async fn kill_9_a_hundred_times(tag: &str, bucket: Option<&str>) {
         .into_owned();
     let names = volume_names(dir.path());
     assert_every_backup_has_its_manifest(&names, "volume", "after the clean-up");
-    assert_no_orphan_manifest(&names, "volume");
+    assert_no_orphan_manifest(&names, "volume", "after the clean-up");
     let hidden: Vec<String> = tool::files(dir.path())
         .into_iter()
         .filter(|n| n.ends_with(".partial"))
@@ -173,7 +177,7 @@ async fn kill_9_a_hundred_times(tag: &str, bucket: Option<&str>) {
     if let Some(b) = bucket {
         let names = bucket_names(b).await;
         assert_every_backup_has_its_manifest(&names, "bucket", "after the clean-up");
-        assert_no_orphan_manifest(&names, "bucket");
+        assert_no_orphan_manifest(&names, "bucket", "after the clean-up");
         let open = open_uploads(&raw_bucket(b)).await;
         assert!(
             open.is_empty(),
@@ -217,7 +221,7 @@ async fn a_hundred_kills_never_show_a_backup_without_its_manifest_on_the_volume(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hundred_kills_never_show_a_backup_without_its_manifest_in_the_bucket() {
+async fn a_hundred_kills_never_leave_a_manifest_without_its_backup_in_the_bucket() {
     let bucket = unique_bucket("commit-point");
     create_bucket(&bucket).await;
     kill_9_a_hundred_times("cp_kill_bucket", Some(&bucket)).await;

@@ -20,6 +20,7 @@ mod lock_wait;
 mod messages;
 mod offsite;
 mod one_off;
+mod one_pass;
 mod pitr;
 mod preflight;
 mod restore_source;

@@ -857,3 +857,81 @@ async fn retention_on_sftp_deletes_only_our_old_backups() {
         assert_eq!(std::fs::read(remote_dir.join(f)).unwrap(), b"not ours");
     }
 }
+
+// The manifest goes last off-site: a copy cut between the data and its
+// manifest leaves data that is not a backup there (not listed, not
+// restored from), and the next run completes it without sending the data
+// again.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_without_its_manifest_on_the_server_is_not_a_backup_until_the_next_run_completes_it() {
+    let env = sftp_env();
+    let src = TestDb::new("sftp_manifest_last");
+    src.exec("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1)");
+    let dir = tempfile::tempdir().unwrap();
+    let (remote, remote_dir) = env.fresh_dir("sftp_manifest_last");
+    let vars = sftp_vars(&src.name, dir.path(), env.port, &remote, &[]);
+    let first = backup_ok(&vars, &["backup", "--no-prune"]).await;
+    src.exec("INSERT INTO t VALUES (2)");
+    let second = backup_ok(&vars, &["backup", "--no-prune"]).await;
+    assert_ne!(first, second);
+    // Two days apart, so that retention keeps both next to a backup of today.
+    let first = [dir.path(), &remote_dir]
+        .map(|d| days_earlier(d, &first, 2))
+        .into_iter()
+        .next()
+        .unwrap();
+    let second = [dir.path(), &remote_dir]
+        .map(|d| days_earlier(d, &second, 1))
+        .into_iter()
+        .next()
+        .unwrap();
+
+    // As a connection cut after the data's rename leaves it.
+    let cut_manifest = remote_dir.join(format!("{second}.manifest.json"));
+    std::fs::remove_file(&cut_manifest).unwrap();
+    let data_before = std::fs::metadata(remote_dir.join(&second)).unwrap();
+    assert_eq!(
+        locations(&vars, &second).await,
+        Some(serde_json::json!(["volume"])),
+        "listed on the server without its manifest"
+    );
+
+    // The server alone: `latest` there is the first backup.
+    let saved = tempfile::tempdir().unwrap();
+    for f in tool::files(dir.path()) {
+        std::fs::rename(dir.path().join(&f), saved.path().join(&f)).unwrap();
+    }
+    assert_eq!(locations(&vars, &second).await, None);
+    let dst = TestDb::new("sftp_manifest_last_dst");
+    let (code, _, err, _) = run(&vars, &["restore", "latest", "--into", &dst.name, "--yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&first), "restored {first}: {err}");
+    assert_eq!(dst.exec("SELECT GROUP_CONCAT(id) FROM t").trim(), "1");
+    for f in tool::files(saved.path()) {
+        std::fs::rename(saved.path().join(&f), dir.path().join(&f)).unwrap();
+    }
+
+    // The next run completes the copy: the manifest arrives, the data is
+    // the file that was there (not sent again).
+    backup_ok(&vars, &["backup", "--no-prune"]).await;
+    assert_landed(dir.path(), &remote_dir, &second);
+    let data_after = std::fs::metadata(remote_dir.join(&second)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (
+            data_after.ino(),
+            data_after.mtime_nsec(),
+            data_after.mtime()
+        ),
+        (
+            data_before.ino(),
+            data_before.mtime_nsec(),
+            data_before.mtime()
+        ),
+        "the data was sent again"
+    );
+    assert_eq!(
+        locations(&vars, &second).await,
+        Some(serde_json::json!(["volume", "sftp"]))
+    );
+}
