@@ -26,6 +26,8 @@
 # the archive whole at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 SECONDS_OF_LOAD=60
 RATE=1000
@@ -42,14 +44,7 @@ done
 
 command -v mariadb-install-db >/dev/null || { echo "bench-binlog: mariadb-server is missing (scripts/services.sh installs it)" >&2; exit 1; }
 
-# The same static release binary as the image (scripts/build-image.sh);
-# cargo rebuilds it only when the sources changed.
-BIN=${SELMAI_BINARY:-}
-if [ -z "$BIN" ]; then
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --locked --release --target x86_64-unknown-linux-gnu --bin selmai-backup -q
-  BIN=target/x86_64-unknown-linux-gnu/release/selmai-backup
-fi
+bench_binary
 
 work=$(mktemp -d /var/tmp/selmai-bench-binlog.XXXXXX)
 server_pid=

@@ -12,6 +12,8 @@
 # only checks are that every restore gives back the row counts it should.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 ROWS=2000000
 while [ $# -gt 0 ]; do
@@ -31,19 +33,9 @@ if [ ${#need[@]} -gt 0 ]; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 
-services_env=$(scripts/services.sh)
-eval "$services_env"
-export MYSQL_PWD=$TEST_DB_PASSWORD
-conn=(--no-defaults --protocol=TCP -h "$TEST_DB_HOST" -P "$TEST_DB_PORT" -u "$TEST_DB_USER")
+bench_services
 
-# The same static release binary as the image (scripts/build-image.sh);
-# cargo rebuilds it only when the sources changed.
-BIN=${SELMAI_BINARY:-}
-if [ -z "$BIN" ]; then
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --locked --release --target x86_64-unknown-linux-gnu --bin selmai-backup -q
-  BIN=target/x86_64-unknown-linux-gnu/release/selmai-backup
-fi
+bench_binary
 
 work=$(mktemp -d /var/tmp/selmai-bench.XXXXXX)
 trap 'rm -rf "$work"; mariadb "${conn[@]}" -e "DROP DATABASE IF EXISTS bench; DROP DATABASE IF EXISTS bench_restore" >/dev/null 2>&1 || true' EXIT
@@ -107,6 +99,27 @@ ours() {
 measure "selmai-backup backup (gzip, default level 1)" "$work/gz" $(ours "$work/gz") "$BIN" backup
 measure "selmai-backup backup (gzip level 1, encrypted)" "$work/enc" $(ours "$work/enc" BACKUP_PASSPHRASE=bench) "$BIN" backup
 measure "selmai-backup backup (zstd 3)" "$work/zst" $(ours "$work/zst" BACKUP_COMPRESSION=zstd) "$BIN" backup
+
+# Off-site to the SFTP server of scripts/services.sh (loopback, so the
+# network is not what limits): the runbook's way, a dump to a file and then
+# its copy, next to ours, one pass to the volume and the server.
+remote="$TEST_SFTP_HOME/bench-$$"
+mkdir -p "$remote" && chown "$TEST_SFTP_USER" "$remote"
+trap 'rm -rf "$work" "$remote"; mariadb "${conn[@]}" -e "DROP DATABASE IF EXISTS bench; DROP DATABASE IF EXISTS bench_restore" >/dev/null 2>&1 || true' EXIT
+sftp_put() {
+  echo "put -f $1 $remote/" | sftp -b - -q -i "$TEST_SFTP_KEY_FILE" -P "$TEST_SFTP_PORT" \
+    -o UserKnownHostsFile="$TEST_SFTP_KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes \
+    -o GlobalKnownHostsFile=/dev/null "$TEST_SFTP_USER@$TEST_SFTP_HOST"
+}
+export -f sftp_put
+export remote
+measure "mariadb-dump \| gzip -6, then sftp put -f" "$work/runbook.sql.gz" \
+  bash -c "$dump | gzip -6 > $work/runbook.sql.gz && sftp_put $work/runbook.sql.gz"
+measure "selmai-backup backup to the volume and the SFTP server (gzip 1, one pass)" "$work/sftp" \
+  $(ours "$work/sftp" SFTP_HOST="$TEST_SFTP_HOST" SFTP_PORT="$TEST_SFTP_PORT" SFTP_USER="$TEST_SFTP_USER" \
+    SFTP_PATH="$remote/ours" SFTP_KEY_FILE="$TEST_SFTP_KEY_FILE" SFTP_KNOWN_HOSTS="$TEST_SFTP_KNOWN_HOSTS") "$BIN" backup
+cmp "$work/sftp/$(cd "$work/sftp" && ls selmai_backup_*.sql.gz)" "$remote/ours/$(cd "$remote/ours" && ls selmai_backup_*.sql.gz)" ||
+  { echo "bench: the SFTP server's copy differs from the volume's" >&2; exit 1; }
 
 fresh_target
 measure "gunzip -c \| mariadb (restore of mariadb-dump's file)" "$work/ref.sql.gz" bash -c "gunzip -c $work/ref.sql.gz | mariadb ${conn[*]} bench_restore"

@@ -29,6 +29,8 @@
 # them. The only check is that both replays give the same tables as the source.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 TX=200000
 LARGE=20
@@ -46,19 +48,9 @@ done
 
 [ -x /usr/bin/time ] || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 
-services_env=$(scripts/services.sh)
-eval "$services_env"
-export MYSQL_PWD=$TEST_DB_PASSWORD
-conn=(--no-defaults --protocol=TCP -h "$TEST_DB_HOST" -P "$TEST_DB_PORT" -u "$TEST_DB_USER")
+bench_services
 
-# The same static release binary as the image (scripts/build-image.sh);
-# SELMAI_BINARY takes another one.
-BIN=${SELMAI_BINARY:-}
-if [ -z "$BIN" ]; then
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --locked --release --target x86_64-unknown-linux-gnu --bin selmai-backup -q
-  BIN=target/x86_64-unknown-linux-gnu/release/selmai-backup
-fi
+bench_binary
 
 work=$(mktemp -d /var/tmp/selmai-bench-pitr.XXXXXX)
 daemon=

@@ -40,8 +40,9 @@
 //! a restore takes a safety snapshot (a backup) and replays the archive; the
 //! archive stores segments through the write path's off-site copy; a backup
 //! never restores.
-//! - [`backup`]: the write path (encode-and-store to the volume, then a copy
-//!   to each off-site target), full backups, and safety snapshots before a restore.
+//! - [`backup`]: the write path (encode once, store to the volume and each
+//!   off-site target in the same pass; copy from the volume to a target
+//!   that missed it), full backups, and safety snapshots before a restore.
 //! - [`restore`]: the read path: the one restore operation, opening and
 //!   verifying a stored backup, the statement executor, `DEFINER` handling,
 //!   stopping the app containers (Docker), file archives and full sets,

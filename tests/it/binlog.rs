@@ -3,7 +3,8 @@
 //! segments hold the server's binlog bytes exactly (compared with the
 //! server's own files), `mariadb-binlog` reads them once decrypted and
 //! decompressed, and cuts (server restart, `KILL` of the replication
-//! connection, `kill -9` of the archiver) lose and duplicate nothing.
+//! connection, `kill -9` of the archiver) lose and duplicate nothing, and
+//! no half segment reaches the bucket or the SFTP server.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use selmai_backup::config::Secret;
 use selmai_backup::format::codec::Compression;
 use selmai_backup::target::local::LocalTarget;
 use selmai_backup::target::s3::S3Target;
+use selmai_backup::target::sftp::SftpTarget;
 use selmai_backup::target::Target;
 
 use crate::support::archiver::{Archiver, Reach};
@@ -499,7 +501,11 @@ async fn kill_9_of_the_archiver_ten_times_loses_and_duplicates_nothing_and_no_ha
     let dir = tempfile::tempdir().unwrap();
     let bucket_name = unique_bucket("binlog-kill9");
     create_bucket(&bucket_name).await;
-    let vars = daemon_vars(&s, dir.path(), &bucket_name, &[]);
+    // The SFTP server too: no half segment reaches either.
+    let sftp = crate::support::sshd::sftp_env();
+    let (remote, remote_dir) = sftp.fresh_dir("binlog_kill9");
+    let mut vars = daemon_vars(&s, dir.path(), &bucket_name, &[]);
+    vars.extend(sftp.vars(sftp.port, &remote));
     let (file, position) = s.master_position();
     let from = StartPoint { file, position };
     let mut child = Daemon::start(&vars);
@@ -530,6 +536,20 @@ async fn kill_9_of_the_archiver_ten_times_loses_and_duplicates_nothing_and_no_ha
     let in_bucket = check_chain_prefixed(&s, &bucket, "selmai_backup", &from, &end).await;
     assert_eq!(on_volume.len(), in_bucket.len());
     bucket_has_only_whole_segments(&bucket_name, &bucket).await;
+    let server = SftpTarget::new(&sftp.settings(&remote)).unwrap();
+    let on_server = check_chain_prefixed(&s, &server, "selmai_backup", &from, &end).await;
+    assert_eq!(on_volume.len(), on_server.len());
+    // Every segment file under a final name there is whole: it has its
+    // manifest, and the chain above read each one against it.
+    for entry in std::fs::read_dir(&remote_dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("selmai_backup_binlog_") && !name.ends_with(".manifest.json") {
+            assert!(
+                remote_dir.join(format!("{name}.manifest.json")).exists(),
+                "{name} is on the SFTP server without its manifest"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
