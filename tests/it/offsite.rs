@@ -4,7 +4,9 @@
 //! copied to the bucket by the next run (manifest last), `list` marks it
 //! local only until then and `health` names it once it is overdue; and a
 //! bucket that accepts connections but never answers costs a backup one
-//! run-wide budget, after the local backup is complete.
+//! run-wide budget, after the local backup is complete, and one that stalls
+//! in the middle of the pass is dropped from it after that budget while the
+//! local backup goes on.
 
 use std::time::{Duration, SystemTime};
 
@@ -303,4 +305,42 @@ async fn a_full_backup_on_the_volume_is_verified_without_waiting_on_a_bucket_tha
     assert_eq!(code, 0, "{err}");
     assert!(took < Duration::from_secs(2), "waited {took:?}: {err}");
     assert!(err.contains("might hold a full backup newer than"), "{err}");
+}
+
+// The same pass: a bucket that takes the upload and then stops answering
+// holds the dump up for one budget at most; it is then dropped from the
+// pass, and the local backup goes on and is complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_that_stalls_during_the_backup_is_dropped_after_one_budget_and_the_local_backup_completes(
+) {
+    // About 28 MB once compressed: more than the upload buffers (one 5 MiB
+    // part in flight, 15 MiB in all), so the dump must wait on the bucket.
+    let db = TestDb::with_hex_rows("offsite_stall", 200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let vars = bucket_vars(
+        &db.name,
+        dir.path(),
+        &silent_endpoint().await,
+        "nowhere",
+        &[
+            ("S3_PART_SIZE_MB", "5"),
+            ("S3_CONCURRENCY", "1"),
+            ("S3_REQUEST_TIMEOUT", "60"),
+            ("BACKUP_OFFSITE_TIMEOUT", "3"),
+        ],
+    );
+    let (code, out, err, took) = run(&vars, &["backup"]).await;
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("BACKUP_OFFSITE_TIMEOUT"), "{err}");
+    assert!(took < Duration::from_secs(60), "took {took:?}: {err}");
+    let name = file_name(&out);
+    let size = std::fs::metadata(dir.path().join(&name)).unwrap().len();
+    assert!(
+        size > 20_000_000,
+        "{size} bytes: too small to fill the buffers"
+    );
+    // Complete and sound on the volume.
+    let local = tool::vars(&db.name, dir.path());
+    let (code, out, err, _) = run(&local, &["verify", &name]).await;
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -147,13 +147,7 @@ fn a_failed_one_off_backup_alerts_as_the_daemon_does() {
 
 /// A database whose backup takes a few seconds and several 5 MiB parts.
 fn big_db(tag: &str) -> TestDb {
-    let db = TestDb::new(tag);
-    db.exec(
-        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(300));
-         INSERT INTO t SELECT seq, CONCAT(SHA2(seq, 256), SHA2(-seq, 256), SHA2(seq, 512))
-         FROM seq_1_to_100000;",
-    );
-    db
+    TestDb::with_hex_rows(tag, 100_000)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -192,20 +192,10 @@ async fn sha256_in(t: &dyn Target, name: &str) -> String {
     hex::encode(Sha256::digest(&all))
 }
 
-/// Some megabytes of incompressible text, so the dump spans many chunks.
-fn sizeable_db(tag: &str) -> TestDb {
-    let db = TestDb::new(tag);
-    db.exec(
-        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(300));
-         INSERT INTO t SELECT seq, CONCAT(SHA2(seq, 256), SHA2(-seq, 256), SHA2(seq, 512))
-         FROM seq_1_to_40000;",
-    );
-    db
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_reaches_the_bucket_and_the_sftp_server_in_the_same_pass_manifest_last() {
-    let db = sizeable_db("one_pass");
+    // Some megabytes, so that the dump spans many chunks.
+    let db = TestDb::with_hex_rows("one_pass", 40_000);
     let dir = tempfile::tempdir().unwrap();
     let (remote, _) = sftp_env().fresh_dir("one_pass");
     let (settings, targets, log) =

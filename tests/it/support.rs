@@ -228,6 +228,19 @@ impl TestDb {
         TestDb { name, env }
     }
 
+    /// [`TestDb::new`] with a table `t` of `rows` rows of 256 hex digits
+    /// (256 bytes of SQL each, about half of it once gzipped): a dump of a
+    /// known size that spans many chunks and parts.
+    pub fn with_hex_rows(tag: &str, rows: u32) -> TestDb {
+        let db = TestDb::new(tag);
+        db.exec(&format!(
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(300));
+             INSERT INTO t SELECT seq, CONCAT(SHA2(seq, 256), SHA2(-seq, 256), SHA2(seq, 512))
+             FROM seq_1_to_{rows};"
+        ));
+        db
+    }
+
     /// `mysql_async` options with this database as the default one.
     pub fn opts(&self) -> mysql_async::Opts {
         self.env.mysql_opts(Some(&self.name))
