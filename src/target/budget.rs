@@ -1,17 +1,18 @@
 //! One time budget per run for an off-site target that does not answer.
 //!
 //! [`Budgeted`] wraps any off-site [`Target`] (bucket, SFTP) so that a run
-//! gives up on it after `BACKUP_OFFSITE_TIMEOUT` without an answer, however
-//! many steps (list, upload, manifest, retention, catch-up copies) the run
-//! has: the budget is shared by every call of the run, not granted per
-//! step. It starts with the first call to the target (the local backup
-//! before it does not count). Each answer from the target (a listing, a
-//! committed upload, the next bytes accepted after a wait) renews it, so a
-//! slow but working transfer of any size is never cut; once it has run
-//! out, every further
-//! call fails at once, so an unreachable target costs a run the budget
-//! once. Inside the budget, the target's own retries (S3's back-off) go on
-//! as they would.
+//! gives up on it after waiting `BACKUP_OFFSITE_TIMEOUT` in all without an
+//! answer, however many steps (list, upload, manifest, retention, catch-up
+//! copies) the run has: the budget is shared by every call of the run, not
+//! granted per step. Only time spent waiting on the target counts: while
+//! no call waits on it (the dump producing the next bytes, a write it
+//! takes at once, the local backup's own steps), the clock stands still,
+//! so a backup that takes an hour to dump costs its target nothing. Each
+//! answer from the target (a listing, a committed upload, the next bytes
+//! accepted after a wait) renews it, so a slow but working transfer of any
+//! size is never cut; once it has run out, every further call fails at
+//! once, so an unreachable target costs a run the budget once. Inside the
+//! budget, the target's own retries (S3's back-off) go on as they would.
 //!
 //! The volume is never wrapped: a local backup does not wait on this. Not
 //! here: which errors are worth retrying (each target knows its protocol).
@@ -37,29 +38,65 @@ pub const VARIABLE: &str = "BACKUP_OFFSITE_TIMEOUT";
 #[derive(Debug)]
 pub struct Budget {
     limit: Duration,
-    /// When the target last answered, or was first asked; `None` before
-    /// the first call (the dump before it does not count).
-    last_answer: Mutex<Option<Instant>>,
+    state: Mutex<Waits>,
+}
+
+/// The budget's clock: it runs only while some call waits on the target.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Time spent waiting since the last answer, before the current wait.
+    spent: Duration,
+    /// Calls waiting now.
+    waiters: usize,
+    /// When the current wait began (some call has waited since).
+    since: Option<Instant>,
+}
+
+/// One call waiting on the target; its time counts until it is dropped.
+struct Waiting(Arc<Budget>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut w = self.0.state.lock().expect("budget lock");
+        w.waiters -= 1;
+        if w.waiters == 0 {
+            if let Some(since) = w.since.take() {
+                w.spent += since.elapsed();
+            }
+        }
+    }
 }
 
 impl Budget {
-    /// A budget of `limit`, starting at the first call made under it.
+    /// A budget of `limit`, whose clock runs while a call made under it waits.
     pub fn new(limit: Duration) -> Arc<Self> {
         Arc::new(Budget {
             limit,
-            last_answer: Mutex::new(None),
+            state: Mutex::new(Waits::default()),
         })
     }
 
-    /// The time after which a call without an answer is given up.
+    /// A call starts waiting on the target.
+    fn wait(self: &Arc<Self>) -> Waiting {
+        let mut w = self.state.lock().expect("budget lock");
+        w.waiters += 1;
+        w.since.get_or_insert_with(Instant::now);
+        Waiting(Arc::clone(self))
+    }
+
+    /// When the budget runs out if the target stays silent from now.
     fn deadline(&self) -> Instant {
-        let mut last = self.last_answer.lock().expect("budget lock");
-        *last.get_or_insert_with(Instant::now) + self.limit
+        let w = self.state.lock().expect("budget lock");
+        w.since.unwrap_or_else(Instant::now) + self.limit.saturating_sub(w.spent)
     }
 
     /// The target answered: the budget is whole again.
     fn answered(&self) {
-        *self.last_answer.lock().expect("budget lock") = Some(Instant::now());
+        let mut w = self.state.lock().expect("budget lock");
+        w.spent = Duration::ZERO;
+        if w.waiters > 0 {
+            w.since = Some(Instant::now());
+        }
     }
 
     fn gave_up(&self, target: &'static str, action: &'static str, name: &str) -> TargetError {
@@ -110,6 +147,7 @@ impl Budgeted {
         name: &str,
         op: impl std::future::Future<Output = Result<T, TargetError>>,
     ) -> Result<T, TargetError> {
+        let _waiting = self.budget.wait();
         let deadline = self.budget.deadline();
         if Instant::now() >= deadline {
             return Err(self.budget.gave_up(self.inner.label(), action, name));
@@ -160,6 +198,7 @@ impl Target for Budgeted {
     }
 
     async fn create(&self, name: &str) -> Result<Box<dyn Upload>, TargetError> {
+        let waiting = self.budget.wait();
         let deadline = self.budget.deadline();
         if Instant::now() >= deadline {
             return Err(self.budget.gave_up(self.inner.label(), "uploading", name));
@@ -169,6 +208,7 @@ impl Target for Budgeted {
             Ok(r) => r?,
             Err(_) => return Err(self.budget.gave_up(self.inner.label(), "uploading", name)),
         };
+        drop(waiting);
         Ok(Box::new(BudgetedUpload {
             inner,
             budget: Arc::clone(&self.budget),
@@ -208,30 +248,44 @@ impl Target for Budgeted {
     }
 }
 
+/// A poll-based call (a write, a read) waiting on the target: its guard
+/// and the budget's deadline.
+struct PollWait {
+    sleep: Pin<Box<Sleep>>,
+    _waiting: Waiting,
+}
+
 /// Poll `inner` within the budget: a call that is ready at once passes
-/// through; one that has to wait fails when the budget runs out while it
-/// waits, and renews the budget when it completes.
+/// through and costs nothing; one that has to wait fails when the budget
+/// runs out while it waits, and renews the budget when it completes.
 fn poll_within<T>(
     cx: &mut Context<'_>,
-    wait: &mut Option<Pin<Box<Sleep>>>,
-    budget: &Budget,
+    wait: &mut Option<PollWait>,
+    budget: &Arc<Budget>,
     inner: Poll<io::Result<T>>,
     gave_up: impl FnOnce() -> io::Error,
 ) -> Poll<io::Result<T>> {
     match inner {
         Poll::Ready(r) => {
-            if wait.take().is_some() && r.is_ok() {
+            if wait.is_some() && r.is_ok() {
                 budget.answered();
             }
+            *wait = None;
             Poll::Ready(r)
         }
         Poll::Pending => {
+            let w = wait.get_or_insert_with(|| {
+                let waiting = budget.wait();
+                PollWait {
+                    sleep: Box::pin(tokio::time::sleep_until(budget.deadline())),
+                    _waiting: waiting,
+                }
+            });
             let deadline = budget.deadline();
-            let sleep = wait.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
+            if w.sleep.deadline() != deadline {
+                w.sleep.as_mut().reset(deadline);
             }
-            match sleep.as_mut().poll(cx) {
+            match w.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => {
                     *wait = None;
                     Poll::Ready(Err(gave_up()))
@@ -249,7 +303,7 @@ struct BudgetedUpload {
     label: &'static str,
     name: String,
     /// The budget's deadline while the inner upload makes us wait.
-    wait: Option<Pin<Box<Sleep>>>,
+    wait: Option<PollWait>,
 }
 
 impl AsyncWrite for BudgetedUpload {
@@ -288,6 +342,7 @@ impl AsyncWrite for BudgetedUpload {
 #[async_trait]
 impl Upload for BudgetedUpload {
     async fn commit(self: Box<Self>) -> Result<ObjectInfo, TargetError> {
+        let _waiting = self.budget.wait();
         let deadline = self.budget.deadline();
         match tokio::time::timeout_at(deadline, self.inner.commit()).await {
             Ok(Ok(info)) => {
@@ -302,6 +357,7 @@ impl Upload for BudgetedUpload {
     }
 
     async fn abort(self: Box<Self>) -> Result<(), TargetError> {
+        let _waiting = self.budget.wait();
         let deadline = self.budget.deadline();
         match tokio::time::timeout_at(deadline, self.inner.abort()).await {
             Ok(r) => r,
@@ -316,7 +372,7 @@ struct BudgetedReader {
     budget: Arc<Budget>,
     label: &'static str,
     name: String,
-    wait: Option<Pin<Box<Sleep>>>,
+    wait: Option<PollWait>,
 }
 
 impl AsyncRead for BudgetedReader {
@@ -403,5 +459,106 @@ mod tests {
         let before = Instant::now();
         assert!(t.list("x").await.is_err());
         assert_eq!(before.elapsed(), Duration::from_secs(60));
+    }
+
+    /// A target whose uploads take every write at once and commit after
+    /// `commit_takes`.
+    #[derive(Debug)]
+    struct Quick {
+        commit_takes: Duration,
+    }
+
+    struct QuickUpload(Duration);
+
+    impl AsyncWrite for QuickUpload {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[async_trait]
+    impl Upload for QuickUpload {
+        async fn commit(self: Box<Self>) -> Result<ObjectInfo, TargetError> {
+            tokio::time::sleep(self.0).await;
+            Ok(ObjectInfo {
+                name: "a".into(),
+                size: 1,
+                modified: None,
+            })
+        }
+        async fn abort(self: Box<Self>) -> Result<(), TargetError> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Target for Quick {
+        fn label(&self) -> &'static str {
+            "sftp"
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectInfo>, TargetError> {
+            Ok(Vec::new())
+        }
+        async fn metadata(&self, _: &str) -> Result<Option<ObjectInfo>, TargetError> {
+            Ok(None)
+        }
+        async fn create(&self, _: &str) -> Result<Box<dyn Upload>, TargetError> {
+            Ok(Box::new(QuickUpload(self.commit_takes)))
+        }
+        async fn open(&self, _: &str) -> Result<ObjectReader, TargetError> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &str) -> Result<(), TargetError> {
+            Ok(())
+        }
+    }
+
+    // The same pass: a dump much longer than the budget, whose every
+    // write the target takes at once, leaves the whole budget to the
+    // commit.
+    #[tokio::test(start_paused = true)]
+    async fn time_no_call_waits_on_the_target_does_not_count() {
+        let quick = Arc::new(Quick {
+            commit_takes: Duration::from_secs(50),
+        });
+        let t = Budgeted::new(quick, Budget::new(Duration::from_secs(60)));
+        let mut up = t.create("a").await.unwrap();
+        for _ in 0..10 {
+            tokio::io::AsyncWriteExt::write_all(&mut up, b"chunk")
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_secs(60)).await;
+        }
+        up.commit().await.unwrap();
+    }
+
+    // A call given up by its caller (an upload that did not start in
+    // time) spent what it waited; the rest of the budget is left, however
+    // long the run goes on before the next call.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_call_spends_what_it_waited_and_no_more() {
+        let silent = Arc::new(Silent {
+            answers: false.into(),
+        });
+        let t = Budgeted::new(silent, Budget::new(Duration::from_secs(60)));
+        assert!(tokio::time::timeout(Duration::from_secs(5), t.create("a"))
+            .await
+            .is_err());
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let start = Instant::now();
+        assert!(t.list("x").await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_secs(55));
+        assert!(t.list("x").await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_secs(55));
     }
 }
