@@ -61,11 +61,32 @@ pub enum BackupError {
 
 pub use crate::backup::offsite::TargetFailure;
 
-/// How long an off-site target may take to start an upload before the
-/// backup starts without it (it is then copied from the volume once the
-/// local backup is stored): long enough for an SSH handshake over a slow
-/// link, short enough that a target that is down barely delays the dump.
+/// How long an off-site target may take to answer and start an upload
+/// before the pass goes on without it (it is then copied from the volume
+/// once the local backup is stored): long enough for an SSH handshake over
+/// a slow link. The dump does not wait for it: what it writes meanwhile is
+/// held for the target, up to [`HOLD_LIMIT`].
 pub const TEE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The most a starting off-site target may have held for it; past it, the
+/// target is copied from the volume instead.
+const HOLD_LIMIT: usize = 32 << 20;
+
+/// An off-site target answering and starting its upload (in a task), with
+/// the chunks written meanwhile.
+struct Starting {
+    task: tokio::task::JoinHandle<Result<Box<dyn Upload>, TargetError>>,
+    since: Instant,
+    held: Vec<Bytes>,
+    held_bytes: usize,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        // An upload it started is dropped with the task, and cleans up.
+        self.task.abort();
+    }
+}
 
 /// One backup's uploads, one per target, the first target (the volume)
 /// primary. Every stage (start, write, commit) reports a target's failure
@@ -77,51 +98,97 @@ struct FanOut<'a> {
     targets: &'a [Arc<dyn Target>],
     /// The live uploads; `None` once a target failed or was committed.
     uploads: Vec<Option<Box<dyn Upload>>>,
+    /// The off-site targets still starting, by index.
+    starting: Vec<Option<Starting>>,
     /// The secondary targets dropped so far.
     failed: Vec<TargetFailure>,
-    /// The secondary targets that did not start an upload within
-    /// [`TEE_PATIENCE`]: copied from the volume after the backup.
+    /// The secondary targets that did not join the pass: copied from the
+    /// volume after the backup.
     late: Vec<usize>,
 }
 
 impl<'a> FanOut<'a> {
-    /// Start an upload of `name` on every target: the volume's first (there
-    /// is nothing to abort when it cannot start), then the off-site ones
-    /// together, each given [`TEE_PATIENCE`].
+    /// Start an upload of `name` on the volume (there is nothing to abort
+    /// when it cannot start) and, without waiting, on every off-site
+    /// target: each is asked to answer first ([`Target::answers`], no
+    /// retries) and joins the pass when its upload has started.
     async fn start(targets: &'a [Arc<dyn Target>], name: &str) -> Result<Self, TargetError> {
         let mut fan = FanOut {
             targets,
             uploads: Vec::with_capacity(targets.len()),
+            starting: Vec::with_capacity(targets.len()),
             failed: Vec::new(),
             late: Vec::new(),
         };
-        let Some((volume, others)) = targets.split_first() else {
+        let Some(volume) = targets.first() else {
             return Ok(fan);
         };
         fan.uploads.push(Some(volume.create(name).await?));
-        let started = futures_util::future::join_all(
-            others
-                .iter()
-                .map(|t| tokio::time::timeout(TEE_PATIENCE, t.create(name))),
-        )
-        .await;
-        for (i, created) in (1..).zip(started) {
+        fan.starting.push(None);
+        for t in &targets[1..] {
+            let (t, name) = (Arc::clone(t), name.to_owned());
+            let task = tokio::spawn(async move {
+                t.answers().await?;
+                t.create(&name).await
+            });
             fan.uploads.push(None);
-            match created {
-                Ok(Ok(u)) => fan.uploads[i] = Some(u),
-                Ok(Err(e)) => fan.fail(i, e, "cannot start the off-site copy")?,
-                Err(_) => {
-                    tracing::info!(
-                        target = targets[i].label(),
-                        "{} did not start an upload within {} s: the backup goes on without it and is copied there from the volume once stored",
-                        target::the(targets[i].label()),
-                        TEE_PATIENCE.as_secs()
-                    );
-                    fan.late.push(i);
-                }
-            }
+            fan.starting.push(Some(Starting {
+                task,
+                since: Instant::now(),
+                held: Vec::new(),
+                held_bytes: 0,
+            }));
         }
         Ok(fan)
+    }
+
+    /// Off-site target `i`, still starting: it joins the pass when its
+    /// upload has started (what was held for it is written first), waits
+    /// on with `next` held for it, or, when it failed to start, took too
+    /// long, or needs more held than [`HOLD_LIMIT`] (or `next` is `None`:
+    /// the data ended), is left for a copy from the volume.
+    async fn join(&mut self, i: usize, next: Option<&Bytes>) {
+        let Some(st) = self.starting[i].as_mut() else {
+            return;
+        };
+        let label = self.targets[i].label();
+        let why = if st.task.is_finished() {
+            match (&mut st.task).await {
+                Ok(Ok(up)) => {
+                    let held = std::mem::take(&mut st.held);
+                    self.starting[i] = None;
+                    self.uploads[i] = Some(up);
+                    for chunk in &held {
+                        // Off-site (i > 0): a failure is recorded, not returned.
+                        let _ = self.write_one(i, chunk).await;
+                        if self.uploads[i].is_none() {
+                            break;
+                        }
+                    }
+                    return;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("starting the upload failed: {e}"),
+            }
+        } else {
+            let more = next.map_or(0, Bytes::len);
+            match next {
+                Some(chunk)
+                    if st.since.elapsed() < TEE_PATIENCE && st.held_bytes + more <= HOLD_LIMIT =>
+                {
+                    st.held.push(chunk.clone());
+                    st.held_bytes += more;
+                    return;
+                }
+                _ => format!(
+                    "no upload started within {} s of the backup's start",
+                    st.since.elapsed().as_secs()
+                ),
+            }
+        };
+        self.starting[i] = None;
+        tracing::info!(target = label, reason = %why, "{} is left out of the pass: the backup is copied there from the volume once stored", target::the(label));
+        self.late.push(i);
     }
 
     /// Target `i` failed with `error` while doing `what`. The primary's
@@ -138,33 +205,61 @@ impl<'a> FanOut<'a> {
         Ok(())
     }
 
-    /// Write `chunk` to every live upload; an upload that fails is aborted.
-    async fn write_all(&mut self, chunk: &[u8]) -> Result<(), TargetError> {
+    /// Write `chunk` to every live upload (an upload that fails is aborted)
+    /// and hold it for the off-site targets still starting.
+    async fn write_all(&mut self, chunk: &Bytes) -> Result<(), TargetError> {
         for i in 0..self.uploads.len() {
-            let Some(up) = self.uploads[i].as_mut() else {
+            self.join(i, Some(chunk)).await;
+            if self.starting[i].is_some() {
                 continue;
-            };
-            if let Err(e) = up.write_all(chunk).await {
-                let err = TargetError::from_io(self.targets[i].label(), "writing", "backup", e);
-                if let Some(up) = self.uploads[i].take() {
-                    let _ = up.abort().await;
-                }
-                self.fail(
-                    i,
-                    err,
-                    "off-site copy failed; continuing with the local backup",
-                )?;
             }
+            self.write_one(i, chunk).await?;
         }
         Ok(())
+    }
+
+    /// Write `chunk` to upload `i` if it is live; one that fails is aborted
+    /// and goes through [`FanOut::fail`].
+    async fn write_one(&mut self, i: usize, chunk: &[u8]) -> Result<(), TargetError> {
+        let Some(up) = self.uploads[i].as_mut() else {
+            return Ok(());
+        };
+        let Err(e) = up.write_all(chunk).await else {
+            return Ok(());
+        };
+        let err = TargetError::from_io(self.targets[i].label(), "writing", "backup", e);
+        if let Some(up) = self.uploads[i].take() {
+            let _ = up.abort().await;
+        }
+        self.fail(
+            i,
+            err,
+            "off-site copy failed; continuing with the local backup",
+        )
     }
 
     /// Flush every live upload before the commit; an error is only logged here.
     async fn shutdown(&mut self) {
         for up in self.uploads.iter_mut().flatten() {
-            if let Err(e) = up.shutdown().await {
-                tracing::debug!(error = %e, "flushing an upload");
-            }
+            flush(up).await;
+        }
+    }
+
+    /// The data has ended and the volume holds the backup: off-site target
+    /// `i`, if still starting, is given the rest of its [`TEE_PATIENCE`],
+    /// then joins with everything held for it (and is flushed) or is left
+    /// for a copy from the volume.
+    async fn settle(&mut self, i: usize) {
+        let Some(st) = self.starting[i].as_ref() else {
+            return;
+        };
+        let deadline = st.since + TEE_PATIENCE;
+        while !st.task.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.join(i, None).await;
+        if let Some(up) = self.uploads[i].as_mut() {
+            flush(up).await;
         }
     }
 
@@ -181,6 +276,7 @@ impl<'a> FanOut<'a> {
     async fn commit(mut self, name: &str, manifest_json: &[u8]) -> Result<Committed, TargetError> {
         let mut stored_on = Vec::new();
         for i in 0..self.uploads.len() {
+            self.settle(i).await;
             let Some(up) = self.uploads[i].take() else {
                 continue;
             };
@@ -229,6 +325,13 @@ struct Committed {
     stored: Vec<&'static str>,
     failed: Vec<TargetFailure>,
     late: Vec<Arc<dyn Target>>,
+}
+
+/// Flush `up` before its commit; an error is only logged (the commit reports it).
+async fn flush(up: &mut Box<dyn Upload>) {
+    if let Err(e) = up.shutdown().await {
+        tracing::debug!(error = %e, "flushing an upload");
+    }
 }
 
 /// The volume's order: the manifest, then the data (the commit point).

@@ -50,6 +50,9 @@ pub enum KeepReason {
     Weekly(u32, u32),
     /// The newest of its month.
     Monthly(u32, u32),
+    /// Off the volume, data whose manifest has not arrived, not older than
+    /// every complete backup kept there: the catch-up completes it.
+    Completing,
 }
 
 impl fmt::Display for KeepReason {
@@ -59,6 +62,7 @@ impl fmt::Display for KeepReason {
             KeepReason::Daily(n, of) => write!(f, "daily {n}/{of}"),
             KeepReason::Weekly(n, of) => write!(f, "weekly {n}/{of}"),
             KeepReason::Monthly(n, of) => write!(f, "monthly {n}/{of}"),
+            KeepReason::Completing => f.write_str("its manifest is still to be copied"),
         }
     }
 }
@@ -72,6 +76,9 @@ pub enum DeleteReason {
     Expired(Policy),
     /// A full backup without its set manifest: it never finished.
     Incomplete,
+    /// Off the volume, data without its manifest, older than every
+    /// complete backup kept there: a copy that was never completed.
+    NoManifest,
 }
 
 impl fmt::Display for DeleteReason {
@@ -86,6 +93,9 @@ impl fmt::Display for DeleteReason {
             DeleteReason::Incomplete => {
                 f.write_str("a full backup that did not finish (no set manifest)")
             }
+            DeleteReason::NoManifest => f.write_str(
+                "a copy without its manifest, older than every complete backup kept here",
+            ),
         }
     }
 }
@@ -285,8 +295,10 @@ pub async fn plan_full(
 }
 
 /// Carry out `plan` on `target` (the target it was made from): delete
-/// what it does not keep, backup before manifest, whole sets set manifest
-/// first, then the orphan manifests.
+/// what it does not keep (each backup and its manifest in the reverse of
+/// the order they were published in: the data first on the volume, the
+/// manifest first off-site), whole sets set manifest first, then the
+/// orphan manifests.
 pub async fn execute(target: &dyn Target, mut plan: Pruned) -> Pruned {
     let sets = std::mem::take(&mut plan.doomed_sets);
     for set in &sets {
@@ -373,7 +385,13 @@ pub async fn delete_set(target: &dyn Target, set: &catalog::FullSetEntry) -> Vec
     failed
 }
 
-/// The verdicts of `policy` on `entries` (no I/O).
+/// The verdicts of `policy` on `entries` (no I/O). Off the volume a
+/// backup counts once its manifest is there (it is copied last), so data
+/// without one takes no slot: it is deleted once it is older than every
+/// complete backup kept there, and kept otherwise (the catch-up completes
+/// it without sending the data again; with no complete backup there,
+/// nothing of ours is deleted for it). On the volume such
+/// data is a file of the old shell script and is judged like any backup.
 fn judge(
     target: &dyn Target,
     entries: Vec<Entry>,
@@ -381,11 +399,33 @@ fn judge(
     policy: &Policy,
     tz: Tz,
 ) -> Pruned {
-    let times: Vec<DateTime<Utc>> = entries.iter().map(|e| e.parsed.taken).collect();
-    let verdicts: Vec<(Entry, Verdict)> = entries
+    let offsite = target.label() != LocalTarget::LABEL;
+    let (counted, pending): (Vec<Entry>, Vec<Entry>) = entries
+        .into_iter()
+        .partition(|e| !offsite || e.has_manifest);
+    let times: Vec<DateTime<Utc>> = counted.iter().map(|e| e.parsed.taken).collect();
+    let mut verdicts: Vec<(Entry, Verdict)> = counted
         .into_iter()
         .zip(plan_times(&times, policy, tz))
         .collect();
+    let oldest_kept = verdicts
+        .iter()
+        .filter(|(_, v)| v.keeps())
+        .map(|(e, _)| e.parsed.taken)
+        .min();
+    for e in pending {
+        let verdict = match oldest_kept {
+            Some(t) if e.parsed.taken < t => Verdict::Delete(DeleteReason::NoManifest),
+            _ => Verdict::Keep(vec![KeepReason::Completing]),
+        };
+        verdicts.push((e, verdict));
+    }
+    verdicts.sort_by(|(a, _), (b, _)| {
+        b.parsed
+            .taken
+            .cmp(&a.parsed.taken)
+            .then_with(|| b.name.cmp(&a.name))
+    });
     Pruned {
         target: target.label(),
         verdicts,
@@ -669,5 +709,98 @@ mod tests {
         let t = at(2025, 3, 12, 2);
         let v = plan_times(&[t, t], &Policy::default(), Tz::UTC);
         assert_eq!(v.iter().filter(|v| v.keeps()).count(), 1);
+    }
+
+    /// A target that is only a label, for [`judge`].
+    #[derive(Debug)]
+    struct Labelled(&'static str);
+
+    #[async_trait::async_trait]
+    impl Target for Labelled {
+        fn label(&self) -> &'static str {
+            self.0
+        }
+        async fn list(&self, _: &str) -> Result<Vec<crate::target::ObjectInfo>, TargetError> {
+            unreachable!()
+        }
+        async fn metadata(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::target::ObjectInfo>, TargetError> {
+            unreachable!()
+        }
+        async fn create(&self, _: &str) -> Result<Box<dyn crate::target::Upload>, TargetError> {
+            unreachable!()
+        }
+        async fn open(&self, _: &str) -> Result<crate::target::ObjectReader, TargetError> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &str) -> Result<(), TargetError> {
+            unreachable!()
+        }
+    }
+
+    fn entry(name: &str, taken: DateTime<Utc>, has_manifest: bool) -> Entry {
+        Entry {
+            name: name.into(),
+            parsed: catalog::BackupName {
+                taken,
+                extension: ".sql.gz".into(),
+                encrypted: false,
+                gpg: false,
+            },
+            size: 1,
+            has_manifest,
+            location: "x",
+        }
+    }
+
+    fn verdicts_on(label: &'static str) -> Vec<(String, String)> {
+        let entries = vec![
+            entry("old_cut", at(2025, 1, 9, 3), false),
+            entry("a", at(2025, 1, 10, 3), true),
+            entry("a_later_cut", at(2025, 1, 10, 9), false),
+            entry("b_cut", at(2025, 1, 11, 3), false),
+            entry("c", at(2025, 1, 12, 3), true),
+        ];
+        let plan = judge(
+            &Labelled(label),
+            entries,
+            Vec::new(),
+            &policy(2, 0, 0),
+            Tz::UTC,
+        );
+        plan.verdicts
+            .iter()
+            .map(|(e, v)| (e.name.clone(), v.to_string()))
+            .collect()
+    }
+
+    // Off the volume, data without its manifest is not a backup: it takes
+    // no day's slot from a complete one, is kept while the catch-up may
+    // complete it, and goes once older than every complete backup kept.
+    #[test]
+    fn off_the_volume_data_without_its_manifest_takes_no_slot() {
+        let got = verdicts_on("sftp");
+        let want = [
+            ("c", "keep (newest, daily 1/2)"),
+            ("b_cut", "keep (its manifest is still to be copied)"),
+            ("a_later_cut", "keep (its manifest is still to be copied)"),
+            ("a", "keep (daily 2/2)"),
+            (
+                "old_cut",
+                "delete (a copy without its manifest, older than every complete backup kept here)",
+            ),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // On the volume such a file is the old shell script's, judged like
+        // any backup: it takes a day's slot, and "a" goes.
+        let volume = verdicts_on(LocalTarget::LABEL);
+        assert_eq!(volume[1], ("b_cut".into(), "keep (daily 2/2)".into()));
+        assert!(volume[3].1.starts_with("delete"), "{volume:?}");
     }
 }

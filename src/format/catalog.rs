@@ -395,8 +395,8 @@ impl Prefixes {
 /// The manifests among `objects` whose backup is not stored beside them.
 ///
 /// On the volume a backup publishes its manifest first and its data last,
-/// and retention deletes the data first everywhere: an interrupted write
-/// or delete can leave such a manifest. They are not backups; whoever
+/// and retention deletes its data first: an interrupted write or delete
+/// can leave such a manifest there. They are not backups; whoever
 /// holds the lock removes them. (Off-site the manifest is written last, so
 /// a cut copy leaves data without a manifest instead: it is not listed as
 /// a backup there, and the next catch-up completes it.)

@@ -710,8 +710,8 @@ async fn sshd_killed_mid_upload_leaves_nothing_under_a_final_name_and_the_next_r
     }
     assert_unhealthy(&vars).await;
 
-    // The server is back. The manifest, copied first, may be there; the
-    // data is the commit point, so the backup is not there for `list`.
+    // The server is back. The data was cut before its final name, and the
+    // manifest goes after it: the backup is not there for `list`.
     sshd.restart();
     assert_eq!(
         locations(&vars, &missed).await,
@@ -934,4 +934,49 @@ async fn data_without_its_manifest_on_the_server_is_not_a_backup_until_the_next_
         locations(&vars, &second).await,
         Some(serde_json::json!(["volume", "sftp"]))
     );
+}
+
+// The same pass: a server that stops answering in the middle of a backup
+// holds the dump up for one budget at most; it is then dropped from the
+// pass, the local backup goes on and is complete, and nothing is left
+// under a final name there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_stalls_during_the_pass_is_dropped_after_one_budget_and_the_local_backup_completes(
+) {
+    let env = sftp_env();
+    let sshd = OwnSshd::start();
+    let db = big_db("sftp_stalled");
+    let dir = tempfile::tempdir().unwrap();
+    let (remote, remote_dir) = env.fresh_dir("sftp_stalled");
+    let vars = sftp_vars(
+        &db.name,
+        dir.path(),
+        sshd.port,
+        &remote,
+        &[("BACKUP_OFFSITE_TIMEOUT", "3"), ("SFTP_TIMEOUT", "60")],
+    );
+    let signal = |sig: &str, pids: &[u32]| {
+        for p in pids {
+            let _ = std::process::Command::new("kill")
+                .arg(sig)
+                .arg(p.to_string())
+                .status();
+        }
+    };
+    let mut stopped = Vec::new();
+    let (code, out, err) = backup_cut_mid_upload(&vars, &remote_dir, 4 << 20, || {
+        stopped = sshd.pids();
+        signal("-STOP", &stopped);
+    })
+    .await;
+    signal("-CONT", &stopped);
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("BACKUP_OFFSITE_TIMEOUT"), "{err}");
+    let name = file_name(&out);
+    assert!(
+        !remote_dir.join(&name).exists(),
+        "no data under its final name"
+    );
+    let (code, out, err, _) = run(&tool::vars(&db.name, dir.path()), &["verify", &name]).await;
+    assert_eq!(code, 0, "{out}{err}");
 }
