@@ -81,9 +81,22 @@ struct Starting {
     held_bytes: usize,
 }
 
+impl Starting {
+    /// Stop starting: cancel the task, and abort the upload it may have
+    /// started meanwhile, so that its clean-up on the target is done (and
+    /// cannot race a copy of the same name that follows).
+    async fn give_up(mut self) {
+        self.task.abort();
+        if let Ok(Ok(up)) = (&mut self.task).await {
+            let _ = up.abort().await;
+        }
+    }
+}
+
 impl Drop for Starting {
     fn drop(&mut self) {
-        // An upload it started is dropped with the task, and cleans up.
+        // Dropped without `give_up` (the backup's future was dropped): an
+        // upload it started is dropped with the task, and cleans up.
         self.task.abort();
     }
 }
@@ -127,9 +140,21 @@ impl<'a> FanOut<'a> {
         fan.starting.push(None);
         for t in &targets[1..] {
             let (t, name) = (Arc::clone(t), name.to_owned());
+            let label = t.label();
             let task = tokio::spawn(async move {
-                t.answers().await?;
-                t.create(&name).await
+                let starting = async {
+                    t.answers().await?;
+                    t.create(&name).await
+                };
+                match tokio::time::timeout(TEE_PATIENCE, starting).await {
+                    Ok(r) => r,
+                    Err(_) => Err(TargetError::Remote {
+                        target: label,
+                        action: "starting the upload of",
+                        name,
+                        detail: format!("no answer within {} s", TEE_PATIENCE.as_secs()),
+                    }),
+                }
             });
             fan.uploads.push(None);
             fan.starting.push(Some(Starting {
@@ -151,7 +176,6 @@ impl<'a> FanOut<'a> {
         let Some(st) = self.starting[i].as_mut() else {
             return;
         };
-        let label = self.targets[i].label();
         let why = if st.task.is_finished() {
             match (&mut st.task).await {
                 Ok(Ok(up)) => {
@@ -167,8 +191,17 @@ impl<'a> FanOut<'a> {
                     }
                     return;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("starting the upload failed: {e}"),
+                // Finished without an upload: nothing to give up.
+                Ok(Err(e)) => {
+                    self.starting[i] = None;
+                    self.leave(i, &e.to_string());
+                    return;
+                }
+                Err(e) => {
+                    self.starting[i] = None;
+                    self.leave(i, &format!("starting the upload failed: {e}"));
+                    return;
+                }
             }
         } else {
             let more = next.map_or(0, Bytes::len);
@@ -180,13 +213,26 @@ impl<'a> FanOut<'a> {
                     st.held_bytes += more;
                     return;
                 }
+                Some(_) if st.since.elapsed() < TEE_PATIENCE => format!(
+                    "its upload had not started when {} MiB were held for it",
+                    HOLD_LIMIT >> 20
+                ),
                 _ => format!(
                     "no upload started within {} s of the backup's start",
                     st.since.elapsed().as_secs()
                 ),
             }
         };
-        self.starting[i] = None;
+        if let Some(st) = self.starting[i].take() {
+            st.give_up().await;
+        }
+        self.leave(i, &why);
+    }
+
+    /// Off-site target `i` is left out of the pass, for `why`: it is copied
+    /// from the volume once the local backup is stored.
+    fn leave(&mut self, i: usize, why: &str) {
+        let label = self.targets[i].label();
         tracing::info!(target = label, reason = %why, "{} is left out of the pass: the backup is copied there from the volume once stored", target::the(label));
         self.late.push(i);
     }
@@ -309,8 +355,11 @@ impl<'a> FanOut<'a> {
         })
     }
 
-    /// Abort every live upload.
+    /// Abort every live upload, and every one still starting.
     async fn abort(self) {
+        for st in self.starting.into_iter().flatten() {
+            st.give_up().await;
+        }
         for up in self.uploads.into_iter().flatten() {
             if let Err(e) = up.abort().await {
                 tracing::warn!(error = %e, "cleaning up a failed upload");

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use selmai_backup::backup::pipeline::{self, Encoding, TEE_PATIENCE};
 use selmai_backup::config::Settings;
-use selmai_backup::dump::{DumpOptions, NoHooks};
+use selmai_backup::dump::{DumpHooks, DumpOptions, NoHooks};
 use selmai_backup::target::{ObjectInfo, ObjectReader, Target, TargetError, Upload};
 
 use crate::support::bucket::{bucket_vars, create_bucket, s3_endpoint, unique_bucket};
@@ -32,9 +32,9 @@ use crate::support::TestDb;
 enum Event {
     /// An object was opened for reading.
     Open(&'static str, String),
-    /// An upload was started.
+    /// An upload has started.
     Create(&'static str, String),
-    /// Bytes were accepted by an upload.
+    /// Bytes were accepted by an upload (one event per write).
     Write(&'static str, String),
     /// An upload was published under its final name.
     Commit(&'static str, String),
@@ -81,13 +81,13 @@ impl Target for Recording {
         if let Some(wait) = late {
             tokio::time::sleep(wait).await;
         }
+        let inner = self.inner.create(name).await?;
         self.note(Event::Create(self.label(), name.to_owned()));
         Ok(Box::new(RecordingUpload {
-            inner: self.inner.create(name).await?,
+            inner,
             label: self.label(),
             name: name.to_owned(),
             log: Arc::clone(&self.log),
-            noted: false,
         }))
     }
     async fn open(&self, name: &str) -> Result<ObjectReader, TargetError> {
@@ -104,8 +104,6 @@ struct RecordingUpload {
     label: &'static str,
     name: String,
     log: Log,
-    /// Whether the first write was logged (one event per upload is enough).
-    noted: bool,
 }
 
 impl AsyncWrite for RecordingUpload {
@@ -115,8 +113,7 @@ impl AsyncWrite for RecordingUpload {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !self.noted {
-            self.noted = true;
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             let e = Event::Write(self.label, self.name.clone());
             self.log.lock().unwrap().push(e);
         }
@@ -166,17 +163,45 @@ async fn recorded_targets(
     (settings, targets, log)
 }
 
-async fn backup(s: &Settings, targets: &[Arc<dyn Target>]) -> pipeline::BackupOutcome {
+async fn backup(
+    s: &Settings,
+    targets: &[Arc<dyn Target>],
+    hooks: &dyn DumpHooks,
+) -> pipeline::BackupOutcome {
     pipeline::backup_db(
         &s.db().unwrap(),
         &Encoding::of(s),
         &s.prefix,
         targets,
         &DumpOptions::default(),
-        &NoHooks,
+        hooks,
     )
     .await
     .unwrap_or_else(|e| panic!("backup failed: {e}"))
+}
+
+/// Holds the dump's rows back until every off-site target has started its
+/// upload (5 s at most), so that they all join the pass before the first
+/// chunk whatever the machine's load: the test then sees the chunks stream.
+struct UntilOffsiteStarted(Log);
+
+#[async_trait]
+impl DumpHooks for UntilOffsiteStarted {
+    async fn before_table_data(&self, _: &str) {
+        for _ in 0..500 {
+            let started = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, Event::Create(l, _) if *l != "volume"))
+                .count();
+            if started >= 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn position(log: &[Event], e: &Event) -> usize {
@@ -200,7 +225,7 @@ async fn a_backup_reaches_the_bucket_and_the_sftp_server_in_the_same_pass_manife
     let (remote, _) = sftp_env().fresh_dir("one_pass");
     let (settings, targets, log) =
         recorded_targets(&db.name, dir.path(), &remote, "one-pass").await;
-    let outcome = backup(&settings, &targets).await;
+    let outcome = backup(&settings, &targets, &UntilOffsiteStarted(Arc::clone(&log))).await;
     let name = outcome.file.clone();
     let manifest = format!("{name}.manifest.json");
     assert_eq!(
@@ -218,13 +243,23 @@ async fn a_backup_reaches_the_bucket_and_the_sftp_server_in_the_same_pass_manife
         .filter(|e| matches!(e, Event::Open(..)))
         .collect();
     assert!(opened.is_empty(), "the backup was read back: {opened:?}");
-    // The same pass: every off-site target had bytes of the data before
-    // the volume published it, which happens once the dump has ended.
+    // The same pass: every off-site target got the data as it was
+    // produced, its first bytes before the volume's last ones.
     let volume_commit = position(&log, &Event::Commit("volume", name.clone()));
+    let volume_write = Event::Write("volume", name.clone());
+    let volume_last = log
+        .iter()
+        .rposition(|e| *e == volume_write)
+        .expect("the volume was written");
+    let volume_writes = log.iter().filter(|e| **e == volume_write).count();
+    assert!(
+        volume_writes > 3,
+        "too few chunks to show a stream: {log:#?}"
+    );
     for label in ["bucket", "sftp"] {
         let wrote = position(&log, &Event::Write(label, name.clone()));
         assert!(
-            wrote < volume_commit,
+            wrote < volume_last,
             "{label} got its first bytes after the dump: {log:#?}"
         );
     }
@@ -275,7 +310,7 @@ async fn a_target_slow_to_start_an_upload_gets_its_copy_from_the_volume_manifest
         late: Mutex::new(Some(TEE_PATIENCE + Duration::from_secs(1))),
     });
     let targets: Vec<Arc<dyn Target>> = vec![volume, sftp];
-    let outcome = backup(&settings, &targets).await;
+    let outcome = backup(&settings, &targets, &NoHooks).await;
     let name = outcome.file.clone();
     let manifest = format!("{name}.manifest.json");
     assert_eq!(outcome.stored, ["volume", "sftp"], "{:?}", outcome.failed);
