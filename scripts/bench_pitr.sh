@@ -81,14 +81,7 @@ if [ "$WHOLE" = 1 ]; then
   mariadb "${conn[@]}" <<SQL
 SET SESSION sql_log_bin = 0;
 USE bench_pitr;
-CREATE TABLE orders (id INT PRIMARY KEY, member INT NOT NULL, amount DECIMAL(12,2), created DATETIME(6), note VARCHAR(100), KEY (member));
-CREATE TABLE members (id INT PRIMARY KEY, name VARCHAR(64), email VARCHAR(100), joined DATE, balance DOUBLE);
-CREATE TABLE messages (id INT PRIMARY KEY, sender INT, body TEXT, sent TIMESTAMP);
-CREATE TABLE photos (id INT PRIMARY KEY, owner INT, digest BINARY(32), width SMALLINT, height SMALLINT);
-INSERT INTO orders SELECT seq, seq % 50000, (seq * 37 % 100000) / 100, '2024-01-01' + INTERVAL seq SECOND, CONCAT('order ', seq, ' for service ', seq % 997) FROM seq_1_to_${per};
-INSERT INTO members SELECT seq, CONCAT('Member ', seq), CONCAT('member', seq, '@example.org'), '2020-01-01' + INTERVAL (seq % 1500) DAY, seq / 7 FROM seq_1_to_${per};
-INSERT INTO messages SELECT seq, seq % 50000, CONCAT('Bonjour, voici le message numero ', seq, ' ', SHA2(seq, 256)), '2024-01-01' + INTERVAL seq SECOND FROM seq_1_to_${per};
-INSERT INTO photos SELECT seq, seq % 50000, UNHEX(SHA2(seq, 256)), 640 + seq % 640, 480 + seq % 480 FROM seq_1_to_${per};
+$(bench_tables_sql "$per")
 SQL
   tables="events, docs, orders, members, messages, photos"
 fi

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::support::bucket::{
     bucket_vars, create_bucket, raw_bucket, raw_exists, s3_endpoint, unique_bucket,
 };
-use crate::support::sshd::{sftp_env, OwnSshd};
+use crate::support::sshd::{sftp_env, signal, OwnSshd};
 use crate::support::tool::{self, file_name, run_async as run};
 use crate::support::tree::tree;
 use crate::support::{assert_same_database, copy_with_mariadb_dump, TestDb};
@@ -955,14 +955,6 @@ async fn a_server_that_stalls_during_the_pass_is_dropped_after_one_budget_and_th
         &remote,
         &[("BACKUP_OFFSITE_TIMEOUT", "3"), ("SFTP_TIMEOUT", "60")],
     );
-    let signal = |sig: &str, pids: &[u32]| {
-        for p in pids {
-            let _ = std::process::Command::new("kill")
-                .arg(sig)
-                .arg(p.to_string())
-                .status();
-        }
-    };
     let mut stopped = Vec::new();
     let (code, out, err) = backup_cut_mid_upload(&vars, &remote_dir, 4 << 20, || {
         stopped = sshd.pids();

@@ -483,7 +483,8 @@ pub fn is_alive(pid: u32) -> bool {
     stat(pid).is_some_and(|(_, state)| state != 'Z' && state != 'X')
 }
 
-fn signal(sig: &str, pids: &[u32]) {
+/// Send `sig` (`-STOP`, `-CONT`, `-KILL`) to `pids`, ignoring those gone.
+pub fn signal(sig: &str, pids: &[u32]) {
     // A process may exit between the look-up and the signal: kill's
     // failure for it is expected, the caller checks who is still alive.
     let _ = Command::new("kill")
