@@ -75,8 +75,8 @@ const HOLD_LIMIT: usize = 32 << 20;
 /// An off-site target answering and starting its upload (in a task), with
 /// the chunks written meanwhile.
 struct Starting {
+    /// Ends within [`TEE_PATIENCE`] of its start, with the upload or why not.
     task: tokio::task::JoinHandle<Result<Box<dyn Upload>, TargetError>>,
-    since: Instant,
     held: Vec<Bytes>,
     held_bytes: usize,
 }
@@ -159,7 +159,6 @@ impl<'a> FanOut<'a> {
             fan.uploads.push(None);
             fan.starting.push(Some(Starting {
                 task,
-                since: Instant::now(),
                 held: Vec::new(),
                 held_bytes: 0,
             }));
@@ -169,64 +168,53 @@ impl<'a> FanOut<'a> {
 
     /// Off-site target `i`, still starting: it joins the pass when its
     /// upload has started (what was held for it is written first), waits
-    /// on with `next` held for it, or, when it failed to start, took too
-    /// long, or needs more held than [`HOLD_LIMIT`] (or `next` is `None`:
-    /// the data ended), is left for a copy from the volume.
+    /// on with `next` held for it, or is left for a copy from the volume
+    /// when it failed to start (in time) or needs more held than
+    /// [`HOLD_LIMIT`]. With `next` `None` (the data has ended), it is
+    /// waited for: its task ends within [`TEE_PATIENCE`] of its start.
     async fn join(&mut self, i: usize, next: Option<&Bytes>) {
         let Some(st) = self.starting[i].as_mut() else {
             return;
         };
-        let why = if st.task.is_finished() {
-            match (&mut st.task).await {
-                Ok(Ok(up)) => {
-                    let held = std::mem::take(&mut st.held);
-                    self.starting[i] = None;
-                    self.uploads[i] = Some(up);
-                    for chunk in &held {
-                        // Off-site (i > 0): a failure is recorded, not returned.
-                        let _ = self.write_one(i, chunk).await;
-                        if self.uploads[i].is_none() {
-                            break;
-                        }
-                    }
-                    return;
-                }
-                // Finished without an upload: nothing to give up.
-                Ok(Err(e)) => {
-                    self.starting[i] = None;
-                    self.leave(i, &e.to_string());
-                    return;
-                }
-                Err(e) => {
-                    self.starting[i] = None;
-                    self.leave(i, &format!("starting the upload failed: {e}"));
-                    return;
-                }
-            }
-        } else {
-            let more = next.map_or(0, Bytes::len);
+        if !st.task.is_finished() {
             match next {
-                Some(chunk)
-                    if st.since.elapsed() < TEE_PATIENCE && st.held_bytes + more <= HOLD_LIMIT =>
-                {
+                Some(chunk) if st.held_bytes + chunk.len() <= HOLD_LIMIT => {
                     st.held.push(chunk.clone());
-                    st.held_bytes += more;
+                    st.held_bytes += chunk.len();
                     return;
                 }
-                Some(_) if st.since.elapsed() < TEE_PATIENCE => format!(
-                    "its upload had not started when {} MiB were held for it",
-                    HOLD_LIMIT >> 20
-                ),
-                _ => format!(
-                    "no upload started within {} s of the backup's start",
-                    st.since.elapsed().as_secs()
-                ),
+                Some(_) => {
+                    if let Some(st) = self.starting[i].take() {
+                        st.give_up().await;
+                    }
+                    let why = format!(
+                        "its upload had not started when {} MiB were held for it",
+                        HOLD_LIMIT >> 20
+                    );
+                    self.leave(i, &why);
+                    return;
+                }
+                None => {}
             }
-        };
-        if let Some(st) = self.starting[i].take() {
-            st.give_up().await;
         }
-        self.leave(i, &why);
+        let Some(mut st) = self.starting[i].take() else {
+            return;
+        };
+        let held = std::mem::take(&mut st.held);
+        match (&mut st.task).await {
+            Ok(Ok(up)) => {
+                self.uploads[i] = Some(up);
+                for chunk in &held {
+                    // Off-site (i > 0): a failure is recorded, not returned.
+                    let _ = self.write_one(i, chunk).await;
+                    if self.uploads[i].is_none() {
+                        break;
+                    }
+                }
+            }
+            Ok(Err(e)) => self.leave(i, &e.to_string()),
+            Err(e) => self.leave(i, &format!("starting the upload failed: {e}")),
+        }
     }
 
     /// Off-site target `i` is left out of the pass, for `why`: it is copied
@@ -296,12 +284,8 @@ impl<'a> FanOut<'a> {
     /// then joins with everything held for it (and is flushed) or is left
     /// for a copy from the volume.
     async fn settle(&mut self, i: usize) {
-        let Some(st) = self.starting[i].as_ref() else {
+        if self.starting[i].is_none() {
             return;
-        };
-        let deadline = st.since + TEE_PATIENCE;
-        while !st.task.is_finished() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.join(i, None).await;
         if let Some(up) = self.uploads[i].as_mut() {
